@@ -1,0 +1,467 @@
+#!/usr/bin/env python3
+"""polyrelay benchmark: one command, loopback only, about 2 minutes.
+
+    .venv/bin/python bench/run.py [--duration 5] [--server uvicorn|granian] [--json OUT]
+
+Starts (1) bench/fake_upstream.py, (2) polyrelay as a subprocess with a generated
+config (SQLite in a temp dir, a token with a quota, a price for the model) and
+(3) load generators in their own processes: `wrk` (throughput and latency, installed
+with apt-get if missing) and bench/ttfb.py (streaming time-to-first-byte). For
+concurrency 1, 16 and 64, non-streaming and streaming, it measures the upstream
+directly and through polyrelay in the same run, and prints the comparison, the
+gateway's CPU time per request (from /proc), RSS, and time to /healthz 200.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+PY = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
+HOST = "127.0.0.1"
+MODEL = "bench-model"
+TOKEN_KEY = "sk-pr-bench-0123456789abcdefghijklmnopqrstuvwxyzABCDEF"
+PATH = "/v1/chat/completions"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello in one short sentence."}], "max_tokens": 64}
+
+TARGETS = {  # the issue's targets
+    "added_p50_ms_c1": 0.5,
+    "added_p99_ms_c1": 2.0,
+    "rps_c64": 3000,
+    "cpu_ms_per_req_c64": 0.3,
+    "ttfb_added_ms": 0.5,
+    "idle_rss_mb": 80,
+    "ready_s": 1.5,
+}
+
+
+# ---------------------------------------------------------------- /proc helpers
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rfind(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def tree(pid: int) -> list[int]:
+    """pid and all its descendants (granian runs its worker in a child process)."""
+    children = _children_map()
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of the process tree (all threads), in seconds."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / CLK_TCK
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except OSError:
+            continue
+    return total / 2**20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def healthz_ok(port: int) -> bool:
+    try:
+        conn = http.client.HTTPConnection(HOST, port, timeout=0.5)
+        conn.request("GET", "/healthz")
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except OSError:
+        return False
+
+
+def wait_ready(port: int, proc: subprocess.Popen, started: float, timeout: float = 30.0) -> float:
+    while time.perf_counter() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before /healthz answered")
+        if healthz_ok(port):
+            return time.perf_counter() - started
+        time.sleep(0.005)
+    raise RuntimeError("timed out waiting for /healthz")
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ---------------------------------------------------------------- processes
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("wrk not found: installing it with apt-get ...", file=sys.stderr)
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run([*sudo, "apt-get", "install", "-y", "wrk"], env=env, capture_output=True).returncode != 0:
+        subprocess.run([*sudo, "apt-get", "update"], env=env, capture_output=True)
+        subprocess.run([*sudo, "apt-get", "install", "-y", "wrk"], env=env, check=True, capture_output=True)
+    found = shutil.which("wrk")
+    if not found:
+        sys.exit("could not install wrk")
+    return found
+
+
+def start_upstream(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([PY, str(BENCH / "fake_upstream.py"), "--port", str(port)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != b"ready":
+        raise RuntimeError("fake upstream did not start")
+    return proc
+
+
+def write_config(tmp: Path, upstream_port: int) -> Path:
+    config = tmp / "polyrelay.yaml"
+    config.write_text(
+        f"""\
+database_url: sqlite:///{tmp / "bench.db"}
+log_level: warning
+channels:
+  - name: fake-upstream
+    type: openai
+    base_url: http://{HOST}:{upstream_port}
+    keys: [sk-upstream-bench-key]
+    models: [{MODEL}]
+tokens:
+  - name: bench
+    key: {TOKEN_KEY}
+    quota_usd: 1000000
+prices:
+  {MODEL}: {{input_per_mtok: 0.15, output_per_mtok: 0.60}}
+"""
+    )
+    return config
+
+
+@dataclass
+class Gateway:
+    proc: subprocess.Popen
+    port: int
+    ready_s: float
+    extra: dict = field(default_factory=dict)
+
+
+def start_gateway(server: str, config: Path, port: int, server_args: list[str], env_extra: dict, log: Path,
+                  python_flags: list[str] | None = None) -> Gateway:
+    env = {**os.environ, **env_extra}
+    extra: dict = {}
+    if server == "uvicorn":
+        cmd = [PY, *(python_flags or []), "-m", "polyrelay", "serve", "--config", str(config), "--port", str(port)]
+    elif server == "granian":
+        # granian serves the app factory only: migrate and seed first, like `polyrelay serve` does.
+        t = time.perf_counter()
+        subprocess.run([str(VENV_BIN / "polyrelay"), "migrate", "--config", str(config)], check=True,
+                       capture_output=True, env=env)
+        extra["migrate_s"] = time.perf_counter() - t
+        env["POLYRELAY_CONFIG_FILE"] = str(config)
+        cmd = [str(VENV_BIN / "granian"), "--interface", "asgi", "--factory", "--host", HOST, "--port", str(port),
+               "--loop", "uvloop", "--no-ws", "--log-level", "warning", "--no-access-log", *server_args,
+               "polyrelay.app:app_from_env"]
+    elif server == "custom":  # any command; {port} and {config} are substituted
+        cmd = [a.format(port=port, config=config, python=PY) for a in server_args]
+    else:
+        raise ValueError(server)
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd=str(config.parent))
+    ready = wait_ready(port, proc, started)
+    return Gateway(proc, port, ready, extra)
+
+
+# ---------------------------------------------------------------- wrk
+
+LUA = """\
+wrk.method = "POST"
+wrk.path = "{path}"
+wrk.body = [==[{body}]==]
+wrk.headers["Content-Type"] = "application/json"
+{auth}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {{"requests":%d,"duration_us":%d,"err_connect":%d,"err_read":%d,"err_write":%d,' ..
+    '"err_status":%d,"err_timeout":%d,"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%.1f}}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+
+def wrk_script(tmp: Path, name: str, body: bytes, key: str | None) -> Path:
+    auth = f'wrk.headers["Authorization"] = "Bearer {key}"' if key else ""
+    path = tmp / f"{name}.lua"
+    path.write_text(LUA.format(path=PATH, body=body.decode(), auth=auth))
+    return path
+
+
+def run_wrk(wrk: str, port: int, script: Path, conns: int, seconds: float) -> dict:
+    cmd = [wrk, "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout", "5s", "-s", str(script), f"http://{HOST}:{port}{PATH}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    line = next(l for l in out.splitlines() if l.startswith("WRKJSON "))
+    r = json.loads(line[8:])
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    r["errors"] = r["err_connect"] + r["err_read"] + r["err_write"] + r["err_status"] + r["err_timeout"]
+    return r
+
+
+def phase(wrk: str, port: int, script: Path, conns: int, seconds: float, warmup: float, watch: dict[str, int]) -> dict:
+    if warmup > 0:
+        run_wrk(wrk, port, script, conns, warmup)
+    before = {name: cpu_seconds(pid) for name, pid in watch.items()}
+    result = run_wrk(wrk, port, script, conns, seconds)
+    for name, pid in watch.items():
+        cpu = cpu_seconds(pid) - before[name]
+        result[f"cpu_{name}_s"] = cpu
+        result[f"cpu_{name}_ms_per_req"] = cpu * 1000 / max(result["requests"], 1)
+    return result
+
+
+# ---------------------------------------------------------------- importtime
+
+
+def importtime_breakdown(config: Path, tmp: Path, top: int = 12) -> dict:
+    """Start the gateway under -X importtime and aggregate self-time by top-level package."""
+    port = free_port()
+    log = tmp / "importtime.log"
+    if log.exists():
+        log.unlink()
+    gw = start_gateway("uvicorn", config, port, [], {}, log, python_flags=["-X", "importtime"])
+    stop(gw.proc)
+    per_pkg: dict[str, int] = {}
+    total = 0
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        parts = line[len("import time:"):].split("|")
+        if len(parts) != 3:
+            continue
+        self_us, name = int(parts[0]), parts[2]
+        total += self_us
+        pkg = name.strip().split(".")[0]
+        per_pkg[pkg] = per_pkg.get(pkg, 0) + self_us
+    ranked = sorted(per_pkg.items(), key=lambda kv: -kv[1])[:top]
+    return {"ready_s_under_importtime": gw.ready_s, "imports_total_s": total / 1e6,
+            "by_package_s": {k: v / 1e6 for k, v in ranked}}
+
+
+# ---------------------------------------------------------------- report
+
+
+def fmt_table(rows: list[dict]) -> str:
+    head = (
+        f"{'mode':<7}{'conc':>5} | {'direct rps':>10}{'p50 ms':>8}{'p99 ms':>8} | {'relay rps':>10}{'p50 ms':>8}"
+        f"{'p99 ms':>8} | {'rps %':>6}{'+p50 ms':>9}{'+p99 ms':>9} | {'gw CPU ms/req':>13}{'gw CPU %':>9} | {'errs':>5}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        d, t = r["direct"], r["relay"]
+        lines.append(
+            f"{r['mode']:<7}{r['conc']:>5} | {d['rps']:>10.0f}{d['p50'] / 1000:>8.3f}{d['p99'] / 1000:>8.3f} | "
+            f"{t['rps']:>10.0f}{t['p50'] / 1000:>8.3f}{t['p99'] / 1000:>8.3f} | "
+            f"{100 * t['rps'] / d['rps']:>6.1f}{(t['p50'] - d['p50']) / 1000:>9.3f}{(t['p99'] - d['p99']) / 1000:>9.3f} | "
+            f"{t['cpu_gateway_ms_per_req']:>13.3f}{100 * t['cpu_gateway_s'] / (t['duration_us'] / 1e6):>9.0f} | "
+            f"{d['errors'] + t['errors']:>5}"
+        )
+    return "\n".join(lines)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured phase [5]")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each phase [1]")
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--modes", default="json,stream")
+    parser.add_argument("--server", choices=["uvicorn", "granian", "custom"], default="uvicorn")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra args for granian / the custom command")
+    parser.add_argument("--client-include-usage", action="store_true",
+                        help="streaming callers send stream_options.include_usage (default: polyrelay adds it)")
+    parser.add_argument("--no-importtime", action="store_true", help="skip the -X importtime breakdown")
+    parser.add_argument("--hold", action="store_true", help="after the run, keep the gateway up (for profiling)")
+    parser.add_argument("--json", type=Path, default=None, help="also write all results here")
+    args = parser.parse_args()
+
+    wrk = ensure_wrk()
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    modes = args.modes.split(",")
+    bodies = {
+        "json": json.dumps(BODY, separators=(",", ":")).encode(),
+        "stream": json.dumps(
+            {**BODY, "stream": True, **({"stream_options": {"include_usage": True}} if args.client_include_usage else {})},
+            separators=(",", ":"),
+        ).encode(),
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="polyrelay-bench-"))
+    up_port, gw_port = free_port(), free_port()
+    upstream = gateway = None
+    results: dict = {"server": args.server, "server_args": args.server_arg, "duration_s": args.duration,
+                     "cpus": os.cpu_count(), "rows": []}
+    try:
+        upstream = start_upstream(up_port)
+        config = write_config(tmp, up_port)
+        log = tmp / "gateway.log"
+
+        # Readiness, twice: a fresh database (migrations run) and a restart on the existing one.
+        gateway = start_gateway(args.server, config, gw_port, args.server_arg, {}, log)
+        results["ready_fresh_db_s"] = gateway.ready_s
+        results.update(gateway.extra)
+        stop(gateway.proc)
+        gateway = start_gateway(args.server, config, gw_port, args.server_arg, {}, log)
+        results["ready_existing_db_s"] = gateway.ready_s
+        time.sleep(1.0)
+        results["idle_rss_mb"] = rss_mb(gateway.proc.pid)
+        watch = {"gateway": gateway.proc.pid, "upstream": upstream.pid}
+        print(f"gateway ({args.server}) ready in {results['ready_fresh_db_s']:.3f} s (fresh db), "
+              f"{results['ready_existing_db_s']:.3f} s (existing db); idle RSS {results['idle_rss_mb']:.1f} MB",
+              file=sys.stderr)
+
+        for mode in modes:
+            direct_script = wrk_script(tmp, f"{mode}-direct", bodies[mode], None)
+            relay_script = wrk_script(tmp, f"{mode}-relay", bodies[mode], TOKEN_KEY)
+            for conns in concurrency:
+                row = {"mode": mode, "conc": conns}
+                row["direct"] = phase(wrk, up_port, direct_script, conns, args.duration, args.warmup, watch)
+                row["relay"] = phase(wrk, gw_port, relay_script, conns, args.duration, args.warmup, watch)
+                results["rows"].append(row)
+                print(f"  {mode} c={conns}: direct {row['direct']['rps']:.0f} rps, relay {row['relay']['rps']:.0f} rps",
+                      file=sys.stderr)
+
+        if "stream" in modes:
+            out = subprocess.run(
+                [PY, str(BENCH / "ttfb.py"), "--port-a", str(up_port), "--port-b", str(gw_port), "--key-b", TOKEN_KEY,
+                 "--body", bodies["stream"].decode(), "--duration", str(max(2.0, args.duration * 0.8))],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            results["ttfb"] = json.loads(out)
+
+        results["rss_after_load_mb"] = rss_mb(gateway.proc.pid)
+        if args.hold:
+            print(f"holding: gateway pid {gateway.proc.pid} on port {gw_port}, upstream on {up_port}, "
+                  f"key {TOKEN_KEY}, config {config}; Ctrl-C to end", file=sys.stderr)
+            try:
+                signal.pause()
+            except KeyboardInterrupt:
+                pass
+        stop(gateway.proc)
+        gateway = None
+        if args.server == "uvicorn" and not args.no_importtime and results["ready_existing_db_s"] > TARGETS["ready_s"]:
+            results["importtime"] = importtime_breakdown(config, tmp)
+    finally:
+        stop(gateway.proc if gateway else None)
+        stop(upstream)
+
+    # -------------------------------------------------------------- print
+    print(f"\npolyrelay bench: server={args.server} {' '.join(args.server_arg)}  cpus={os.cpu_count()}  "
+          f"phase={args.duration:g}s (+{args.warmup:g}s warmup)  wrk -t1; latencies are full responses")
+    print(fmt_table(results["rows"]))
+    rows = {(r["mode"], r["conc"]): r for r in results["rows"]}
+    summary = []
+    if ("json", 1) in rows:
+        r = rows[("json", 1)]
+        a50 = (r["relay"]["p50"] - r["direct"]["p50"]) / 1000
+        a99 = (r["relay"]["p99"] - r["direct"]["p99"]) / 1000
+        summary.append(f"added latency c=1 non-stream   p50 {a50:.3f} ms (target <= 0.5)  {verdict(a50 <= 0.5)}")
+        summary.append(f"added latency c=1 non-stream   p99 {a99:.3f} ms (target <= 2)    {verdict(a99 <= 2.0)}")
+    if ("json", 64) in rows:
+        r = rows[("json", 64)]["relay"]
+        summary.append(f"throughput c=64 non-stream     {r['rps']:.0f} req/s (target >= 3000)  {verdict(r['rps'] >= 3000)}")
+        summary.append(f"gateway CPU c=64 non-stream    {r['cpu_gateway_ms_per_req']:.3f} ms/req (target <= 0.3)  "
+                       f"{verdict(r['cpu_gateway_ms_per_req'] <= 0.3)}")
+    if ("stream", 64) in rows:
+        r = rows[("stream", 64)]["relay"]
+        summary.append(f"throughput c=64 stream         {r['rps']:.0f} req/s; gateway CPU {r['cpu_gateway_ms_per_req']:.3f} ms/req")
+    if "ttfb" in results:
+        t = results["ttfb"]
+        added50 = (t["b"]["ttfb"]["p50"] - t["a"]["ttfb"]["p50"]) / 1000
+        added99 = (t["b"]["ttfb"]["p99"] - t["a"]["ttfb"]["p99"]) / 1000
+        summary.append(
+            f"stream TTFB c=1 direct p50 {t['a']['ttfb']['p50'] / 1000:.3f} ms, relay p50 {t['b']['ttfb']['p50'] / 1000:.3f} ms "
+            f"-> added p50 {added50:.3f} ms (target <= 0.5) {verdict(added50 <= 0.5)}; added p99 {added99:.3f} ms "
+            f"[n={t['b']['n']}; relay headers p50 {t['b']['headers']['p50'] / 1000:.3f} ms]"
+        )
+    summary.append(f"idle RSS                       {results['idle_rss_mb']:.1f} MB (target <= 80)  "
+                   f"{verdict(results['idle_rss_mb'] <= 80)}")
+    summary.append(f"RSS after load                 {results['rss_after_load_mb']:.1f} MB")
+    ready = results["ready_existing_db_s"]
+    summary.append(f"start -> /healthz 200          {ready:.3f} s existing db, {results['ready_fresh_db_s']:.3f} s fresh db "
+                   f"(target <= 1.5)  {verdict(ready <= 1.5)}"
+                   + (f"  [+ separate migrate {results['migrate_s']:.3f} s]" if "migrate_s" in results else ""))
+    print("\n" + "\n".join(summary))
+    if "importtime" in results:
+        it = results["importtime"]
+        print(f"\nimports at start (-X importtime, self time by top-level package; total {it['imports_total_s']:.3f} s):")
+        print("  " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in it["by_package_s"].items()))
+    up = [r["direct"]["cpu_upstream_ms_per_req"] for r in results["rows"]]
+    if up:
+        print(f"\n(fake upstream CPU: {min(up):.3f}-{max(up):.3f} ms/req in direct phases)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from polyrelay.cli import main
+
+main()

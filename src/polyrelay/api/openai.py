@@ -1,0 +1,234 @@
+"""The OpenAI API family (``/v1/*``): its paths, its error object, and where each call keeps its model.
+
+Requests are parsed only as far as routing and billing need; the body itself is
+handed to the relay untouched.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from polyrelay import multipart
+from polyrelay.errors import RelayError, bad_request
+from polyrelay.relay.auth import authenticate
+from polyrelay.relay.call import Call
+from polyrelay.relay.pipeline import Relay
+
+FAMILY = "openai"
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_response(error: RelayError) -> Response:
+    """OpenAI's error object; the SDK picks its exception class from the status."""
+    body = {
+        "error": {
+            "message": error.message,
+            "type": error.type or _ERROR_TYPES.get(error.status, "api_error"),
+            "param": error.param,
+            "code": error.code,
+        }
+    }
+    return Response(orjson.dumps(body), status_code=error.status, media_type="application/json", headers=error.headers)
+
+
+def bearer_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, key = authorization.partition(" ")
+        return key.strip() if scheme.lower() == "bearer" else authorization.strip()
+    return request.headers.get("api-key")  # Azure-style clients
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body, refusing early (413) when it is larger than the operator allows."""
+    limit: int = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> RelayError:
+    return RelayError(413, f"Request body is larger than the {limit} bytes this gateway accepts.", code="request_too_large")
+
+
+def _new_call(request: Request, endpoint: str, body: bytes, model: str) -> Call:
+    return Call(
+        family=FAMILY,
+        endpoint=endpoint,
+        path=request.url.path,
+        model=model,
+        body=body,
+        content_type=request.headers.get("content-type", "application/json"),
+        request_id=f"req_{uuid.uuid4().hex}",
+        client_ip=request.client.host if request.client else "",
+    )
+
+
+def _json_payload(body: bytes) -> dict[str, Any]:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"We could not parse the JSON body of your request: {exc}.") from None
+    if not isinstance(payload, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return payload
+
+
+def _model(value: Any, default: str | None) -> str:
+    if value is None and default is not None:
+        return default
+    if not isinstance(value, str) or not value:
+        raise bad_request("You must provide a model parameter.", param="model")
+    return value
+
+
+def json_call(endpoint: str, default_model: str | None = None) -> Callable[[Request, bytes], Call]:
+    def parse(request: Request, body: bytes) -> Call:
+        payload = _json_payload(body)
+        call = _new_call(request, endpoint, body, _model(payload.get("model"), default_model))
+        call.payload = payload
+        call.content_type = "application/json"
+        if endpoint in ("chat.completions", "completions"):
+            call.stream = call.sse = payload.get("stream") is True
+            options = payload.get("stream_options")
+            call.include_usage = isinstance(options, dict) and options.get("include_usage") is True
+            limit = payload.get("max_completion_tokens", payload.get("max_tokens"))
+            call.max_output_tokens = limit if isinstance(limit, int) and limit >= 0 else None
+        elif endpoint == "images.generations":
+            call.images = _count(payload.get("n"), "n")
+        elif endpoint == "audio.speech":
+            text = payload.get("input")
+            if not isinstance(text, str):
+                raise bad_request("You must provide the text to speak as 'input'.", param="input")
+            call.characters = len(text)
+            call.stream = True  # audio bytes flow through as they are produced
+        return call
+
+    return parse
+
+
+def multipart_call(endpoint: str, default_model: str) -> Callable[[Request, bytes], Call]:
+    def parse(request: Request, body: bytes) -> Call:
+        content_type = request.headers.get("content-type", "")
+        parts = multipart.parse_parts(body, content_type)
+        model_part = multipart.find(parts, "model")
+        model = model_part.value(body).decode("utf-8", "replace").strip() if model_part else None
+        call = _new_call(request, endpoint, body, _model(model, default_model))
+        call.parts = parts
+        if endpoint.startswith("images."):
+            n = multipart.find(parts, "n")
+            call.images = _count(n.value(body).decode() if n else None, "n")
+        else:
+            response_format = multipart.find(parts, "response_format")
+            call.extra["response_format"] = response_format.value(body).decode().strip() if response_format else "json"
+        return call
+
+    return parse
+
+
+def _count(value: Any, param: str) -> int:
+    if value is None:
+        return 1
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise bad_request(f"'{param}' must be an integer.", param=param) from None
+    if count < 1:
+        raise bad_request(f"'{param}' must be at least 1.", param=param)
+    return count
+
+
+def relay_endpoint(parse: Callable[[Request, bytes], Call]) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            body = await read_body(request)
+            call = parse(request, body)
+            relay: Relay = request.app.state.relay
+            return await relay.handle(call, bearer_key(request))
+        except RelayError as error:
+            return error_response(error)
+
+    return endpoint
+
+
+def _model_object(model: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": _STARTED, "owned_by": "polyrelay"}
+
+
+_STARTED = int(time.time())
+
+
+def _visible_models(request: Request) -> list[str]:
+    relay: Relay = request.app.state.relay
+    token = authenticate(relay.snapshot, bearer_key(request))
+    names = relay.snapshot.model_names()
+    return [name for name in names if token.models is None or name in token.models]
+
+
+async def list_models(request: Request) -> Response:
+    try:
+        data = [_model_object(name) for name in _visible_models(request)]
+    except RelayError as error:
+        return error_response(error)
+    return JSONResponse({"object": "list", "data": data})
+
+
+async def retrieve_model(request: Request) -> Response:
+    model = request.path_params["model"]
+    try:
+        if model not in _visible_models(request):
+            raise RelayError(404, f"The model '{model}' does not exist or you do not have access to it.",
+                             code="model_not_found", param="model")
+    except RelayError as error:
+        return error_response(error)
+    return JSONResponse(_model_object(model))
+
+
+async def not_found(request: Request) -> Response:
+    return error_response(
+        RelayError(404, f"Invalid URL ({request.method} {request.url.path}).", code="unknown_url")
+    )
+
+
+def routes() -> list[BaseRoute]:
+    post = ["POST"]
+    return [
+        Route("/v1/chat/completions", relay_endpoint(json_call("chat.completions")), methods=post),
+        Route("/v1/completions", relay_endpoint(json_call("completions")), methods=post),
+        Route("/v1/embeddings", relay_endpoint(json_call("embeddings")), methods=post),
+        Route("/v1/images/generations", relay_endpoint(json_call("images.generations", "dall-e-2")), methods=post),
+        Route("/v1/images/edits", relay_endpoint(multipart_call("images.edits", "dall-e-2")), methods=post),
+        Route("/v1/images/variations", relay_endpoint(multipart_call("images.variations", "dall-e-2")), methods=post),
+        Route("/v1/audio/speech", relay_endpoint(json_call("audio.speech")), methods=post),
+        Route("/v1/audio/transcriptions", relay_endpoint(multipart_call("audio.transcriptions", "whisper-1")),
+              methods=post),
+        Route("/v1/audio/translations", relay_endpoint(multipart_call("audio.translations", "whisper-1")),
+              methods=post),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
+        Route("/v1/{rest:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    ]

@@ -1,0 +1,145 @@
+"""Settings: environment variables (``POLYRELAY_*``) over a YAML file over defaults.
+
+The YAML file also carries the operator's records (channels, tokens, prices); those
+are loaded into the database at start (see ``store.seed``), so the database stays
+the single source of truth the admin API edits at run time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./data/polyrelay.db"
+
+
+class ChannelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    type: str = "openai"
+    base_url: str
+    keys: list[str] = Field(min_length=1)
+    models: list[str] = []
+    model_mapping: dict[str, str] = {}
+    priority: int = 0
+    weight: int = Field(default=1, ge=0)
+    enabled: bool = True
+    timeout_s: float = Field(default=300.0, gt=0, description="Total time for one upstream call.")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    options: dict[str, Any] = Field(default={}, description="Adaptor-specific settings.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class TokenConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    key: str | None = Field(default=None, description="Absent: polyrelay generates one and prints it once.")
+    quota_usd: float | None = Field(default=None, ge=0)
+    models: list[str] | None = None
+    expires_at: datetime | None = None
+    enabled: bool = True
+
+
+class PriceConfig(BaseModel):
+    """USD amounts as an operator writes them; converted to integer micro-USD on load."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_mtok: float | None = Field(default=None, ge=0)
+    output_per_mtok: float | None = Field(default=None, ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0)
+    per_request: float | None = Field(default=None, ge=0)
+    per_image: float | None = Field(default=None, ge=0)
+    per_second: float | None = Field(default=None, ge=0)
+    per_mchar: float | None = Field(default=None, ge=0)
+
+
+class Settings(BaseSettings):
+    """Process settings. Precedence: ``POLYRELAY_*`` env > YAML file > defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="POLYRELAY_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 3000
+    workers: int = Field(default=1, ge=1)
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    log_flush_interval_ms: int = Field(default=100, gt=0, le=100)
+    snapshot_refresh_s: float = Field(default=2.0, gt=0)
+    cooldown_after_failures: int = Field(default=3, ge=1)
+    cooldown_s: float = Field(default=30.0, ge=0)
+    disable_after_failures: int = Field(default=0, ge=0, description="0: never disable automatically.")
+    key_rest_s: float = Field(default=60.0, ge=0)
+    output_estimate_tokens: int = Field(default=1024, ge=0)
+    log_level: str = "info"
+
+    channels: list[ChannelConfig] = []
+    tokens: list[TokenConfig] = []
+    prices: dict[str, PriceConfig] = {}
+
+    config_file: Path | None = Field(default=None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file so one config can serve dev and prod.
+        return env_settings, init_settings
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(node: Any) -> Any:
+    """Replace ``${VAR}`` (or ``${VAR:-default}``) in string values, so secrets stay out of the file."""
+    if isinstance(node, dict):
+        return {key: _expand_env(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(value) for value in node]
+    if not isinstance(node, str):
+        return node
+
+    def value(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ValueError(f"the config refers to ${{{name}}}, but that environment variable is not set")
+
+    return _ENV_REFERENCE.sub(value, node)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the YAML file (if any), apply the environment, then explicit (command-line) overrides."""
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        path = Path(config_file)
+        loaded = _expand_env(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: the top level must be a mapping")
+        data.update(loaded)
+        data["config_file"] = path
+    settings = Settings(**data)
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    return settings.model_copy(update=explicit) if explicit else settings

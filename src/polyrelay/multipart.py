@@ -1,0 +1,115 @@
+"""Multipart bodies: find fields by name, and splice small field values without re-encoding files.
+
+The relay forwards multipart uploads byte for byte; it only needs a few text fields
+(``model``, ``response_format``) and their byte offsets so a mapped model name can be
+swapped in place. Parsing uses python-multipart's streaming parser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from polyrelay.errors import bad_request
+
+
+@dataclass(slots=True)
+class Part:
+    name: str
+    filename: str | None
+    content_type: str | None
+    start: int  # byte offsets of the part's data inside the body
+    end: int
+
+    def value(self, body: bytes) -> bytes:
+        return body[self.start : self.end]
+
+
+def boundary_of(content_type: str) -> bytes:
+    kind, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if kind != b"multipart/form-data" or not boundary:
+        raise bad_request("Expected a multipart/form-data body with a boundary.")
+    return boundary
+
+
+def parse_parts(body: bytes, content_type: str) -> list[Part]:
+    """Every part with its headers and data span. The body is parsed in one pass, in place."""
+    parts: list[Part] = []
+    header_name = b""
+    headers: dict[bytes, bytes] = {}
+    span: list[int] = []
+
+    def on_part_begin() -> None:
+        headers.clear()
+        span.clear()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        nonlocal header_name
+        header_name = data[start:end].lower()
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        headers[header_name] = headers.get(header_name, b"") + data[start:end]
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        # Fed the whole body at once, so offsets into ``data`` are offsets into ``body``.
+        if not span:
+            span.extend((start, end))
+        else:
+            span[1] = end
+
+    def on_part_end() -> None:
+        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
+        name = disposition.get(b"name")
+        if name is None:
+            return
+        filename = disposition.get(b"filename")
+        start, end = (span[0], span[1]) if span else (0, 0)
+        content_type = headers.get(b"content-type")
+        parts.append(
+            Part(
+                name=name.decode("utf-8", "replace"),
+                filename=filename.decode("utf-8", "replace") if filename is not None else None,
+                content_type=content_type.decode("latin-1") if content_type else None,
+                start=start,
+                end=end,
+            )
+        )
+
+    parser = MultipartParser(
+        boundary_of(content_type),
+        callbacks={
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except Exception as exc:  # the parser raises several types; all mean a malformed body
+        raise bad_request(f"Malformed multipart body: {exc}") from None
+    return parts
+
+
+def find(parts: list[Part], name: str) -> Part | None:
+    return next((part for part in parts if part.name == name), None)
+
+
+def replace_value(body: bytes, part: Part, value: bytes) -> bytes:
+    return body[: part.start] + value + body[part.end :]
+
+
+def append_field(body: bytes, content_type: str, name: str, value: bytes) -> bytes:
+    """Add a text field just before the closing boundary."""
+    boundary = boundary_of(content_type)
+    closing = body.rfind(b"--" + boundary + b"--")
+    if closing < 0:
+        raise bad_request("Malformed multipart body: no closing boundary.")
+    field = (
+        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + name.encode() + b'"\r\n\r\n' + value + b"\r\n"
+    )
+    return body[:closing] + field + body[closing:]

@@ -1,0 +1,84 @@
+"""The one small interface every upstream protocol implements.
+
+An adaptor turns a :class:`Call` into an upstream HTTP request for one channel and
+key, and turns the upstream's answer back into the caller's format, reporting usage.
+It never chooses channels, never bills and never renders errors: the relay pipeline
+does those for every protocol alike.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from polyrelay.billing.meter import Usage
+from polyrelay.errors import RelayError
+from polyrelay.relay.call import Call
+from polyrelay.store.snapshot import ChannelRecord
+
+
+@dataclass(slots=True)
+class Target:
+    """Where one attempt goes: a channel, one of its keys, and the model name upstream."""
+
+    channel: ChannelRecord
+    key_index: int
+    key: str
+    upstream_model: str
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None = None
+
+
+@dataclass(slots=True)
+class Reply:
+    """A complete answer, already in the caller's format."""
+
+    status: int
+    body: bytes
+    content_type: str
+    usage: Usage | None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class ReplyStream(ABC):
+    """A streamed answer: iterate it for the caller's bytes, then ask for the usage."""
+
+    @abstractmethod
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    @abstractmethod
+    def usage(self) -> Usage | None:
+        """What was produced so far; callable after the stream ended or was cut off."""
+
+
+class Adaptor(ABC):
+    """One upstream protocol. Subclasses register themselves under ``type``."""
+
+    type: str
+
+    @abstractmethod
+    def build_request(self, call: Call, target: Target) -> UpstreamRequest: ...
+
+    @abstractmethod
+    async def read_reply(self, call: Call, response: aiohttp.ClientResponse) -> Reply:
+        """Read a successful (2xx) non-streamed answer."""
+
+    @abstractmethod
+    def stream_reply(self, call: Call, response: aiohttp.ClientResponse) -> ReplyStream:
+        """Wrap a successful (2xx) streamed answer."""
+
+    @abstractmethod
+    def upstream_error(self, call: Call, status: int, body: bytes) -> RelayError:
+        """Describe a non-2xx upstream answer; the message must not leak credentials."""
+
+    def content_type(self, response: aiohttp.ClientResponse) -> str:
+        return response.headers.get("Content-Type", "application/octet-stream")

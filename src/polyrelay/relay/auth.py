@@ -1,0 +1,55 @@
+"""Caller keys: generation, hashing, and the lookup every request starts with."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+
+from polyrelay.errors import RelayError
+from polyrelay.store.snapshot import Snapshot, TokenRecord
+
+KEY_PREFIX = "sk-pr-"
+
+
+def generate_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    # Keys are 256-bit random strings, so a fast unsalted hash cannot be brute-forced;
+    # it lets the hot path find a key with one dict lookup.
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_hint(key: str) -> str:
+    """What an operator may see of a key: enough to tell keys apart, useless to an attacker."""
+    return f"{key[:6]}...{key[-4:]}" if len(key) > 12 else "***"
+
+
+def authenticate(snapshot: Snapshot, key: str | None) -> TokenRecord:
+    if not key:
+        raise RelayError(
+            401,
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+            code="missing_api_key",
+        )
+    token = snapshot.tokens_by_hash.get(hash_key(key))
+    if token is None:
+        raise RelayError(401, f"Incorrect API key provided: {key_hint(key)}.", code="invalid_api_key")
+    if not token.enabled:
+        raise RelayError(401, "This API key is disabled.", code="invalid_api_key")
+    if token.expires_at is not None and token.expires_at <= time.time():
+        raise RelayError(401, "This API key has expired.", code="expired_api_key")
+    return token
+
+
+def check_model_allowed(token: TokenRecord, model: str) -> None:
+    if token.models is not None and model not in token.models:
+        raise RelayError(
+            403,
+            f"This API key is not allowed to use the model '{model}'.",
+            type="permission_error",
+            code="model_not_allowed",
+            param="model",
+        )

@@ -1,0 +1,228 @@
+"""The hot path of one request, for every API family.
+
+authenticate -> allow-list -> price and reservation -> channels in order -> adaptor
+call with failover before the first byte -> settlement -> usage log. Nothing here
+queries the database: records come from the snapshot, writes go to the batch writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import aiohttp
+from starlette.responses import Response, StreamingResponse
+
+from polyrelay.billing.meter import Price, Usage
+from polyrelay.billing.quota import Reservation, estimate, require_price, reserve
+from polyrelay.errors import RelayError
+from polyrelay.providers import adaptor_for
+from polyrelay.providers.base import Reply, Target
+from polyrelay.relay.auth import authenticate, check_model_allowed, key_hint
+from polyrelay.relay.call import Call
+from polyrelay.relay.routing import Health, candidates, target_for
+from polyrelay.store.snapshot import Snapshot, TokenRecord
+from polyrelay.store.writer import BatchWriter
+
+# Statuses that say "this channel or key cannot serve now", so another channel may.
+_FAILOVER_STATUSES = frozenset({401, 403, 408, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529})
+_KEY_STATUSES = frozenset({401, 403, 429})  # the key itself is the problem: rest it
+_CLIENT_GONE = 499
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one request, for settlement and its usage-log row."""
+
+    token: TokenRecord | None = None
+    price: Price | None = None
+    reservation: Reservation | None = None
+    target: Target | None = None
+    attempts: int = 0
+    status: int = 0
+    usage: Usage | None = None
+    error: str = ""
+    ttfb: float | None = None
+
+
+class Relay:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        session: aiohttp.ClientSession,
+        writer: BatchWriter,
+        health: Health,
+        output_estimate_tokens: int,
+    ) -> None:
+        self.snapshot = snapshot
+        self._session = session
+        self._writer = writer
+        self._health = health
+        self._output_estimate_tokens = output_estimate_tokens
+
+    async def handle(self, call: Call, key: str | None) -> Response:
+        started = time.perf_counter()
+        outcome = Outcome()
+        try:
+            self._admit(call, key, outcome)
+            target, answer = await self._call_upstream(call, outcome)
+        except RelayError as error:
+            outcome.status, outcome.error = error.status, error.message
+            self._finish(call, outcome, started)
+            raise
+        headers = {"x-request-id": call.request_id}
+        if isinstance(answer, Reply):
+            outcome.status, outcome.usage = answer.status, answer.usage
+            self._finish(call, outcome, started)
+            headers.update(answer.headers)
+            headers["content-type"] = answer.content_type
+            return Response(answer.body, status_code=answer.status, headers=headers)
+        headers["content-type"] = adaptor_for(target.channel.type).content_type(answer)
+        if call.sse:
+            headers["cache-control"] = "no-cache"
+            headers["x-accel-buffering"] = "no"  # ask reverse proxies not to buffer the stream
+        stream = self._stream(call, target, answer, outcome, started)
+        return StreamingResponse(stream, status_code=answer.status, headers=headers)
+
+    def _admit(self, call: Call, key: str | None, outcome: Outcome) -> None:
+        snapshot = self.snapshot
+        outcome.token = token = authenticate(snapshot, key)
+        check_model_allowed(token, call.model)
+        if not snapshot.routes(call.model):
+            raise RelayError(
+                404,
+                f"The model '{call.model}' does not exist or no channel serves it.",
+                code="model_not_found",
+                param="model",
+            )
+        outcome.price = price = snapshot.price_for(call.model)
+        require_price(token, call.model, price)
+        outcome.reservation = reserve(token, estimate(call, price, self._output_estimate_tokens))
+
+    async def _call_upstream(self, call: Call, outcome: Outcome) -> tuple[Target, Reply | aiohttp.ClientResponse]:
+        """Try channels in order until one answers; never after a byte reached the caller."""
+        last: RelayError | None = None
+        for channel in candidates(self.snapshot, call.model):
+            outcome.target = target = target_for(channel, call.model)
+            outcome.attempts += 1
+            adaptor = adaptor_for(channel.type)
+            request = adaptor.build_request(call, target)
+            timeout = aiohttp.ClientTimeout(
+                total=None if call.stream else channel.timeout_s,
+                sock_connect=channel.connect_timeout_s,
+                sock_read=channel.timeout_s,
+            )
+            try:
+                response = await self._session.request(
+                    request.method, request.url, headers=request.headers, data=request.body, timeout=timeout
+                )
+                if response.status >= 400:
+                    body = await response.read()
+                    response.release()
+                    error = adaptor.upstream_error(call, response.status, body)
+                    error.message = error.message.replace(target.key, key_hint(target.key))
+                    if response.status not in _FAILOVER_STATUSES:
+                        self._health.succeeded(channel)  # the request was at fault, not the channel
+                        raise error
+                    self._health.failed(target, error.message, rest_key=response.status in _KEY_STATUSES)
+                    last = error
+                    continue
+                if call.stream:
+                    self._health.succeeded(channel)
+                    return target, response
+                try:
+                    reply = await adaptor.read_reply(call, response)
+                finally:
+                    response.release()
+                self._health.succeeded(channel)
+                return target, reply
+            except asyncio.TimeoutError:
+                last = RelayError(504, f"Channel '{channel.name}' timed out.", type="upstream_error", code="timeout")
+            except aiohttp.ClientError as exc:
+                last = RelayError(
+                    502, f"Channel '{channel.name}' is unreachable ({type(exc).__name__}).", type="upstream_error"
+                )
+            self._health.failed(target, last.message, rest_key=False)
+        raise _final_error(call.model, last)
+
+    async def _stream(
+        self, call: Call, target: Target, response: aiohttp.ClientResponse, outcome: Outcome, started: float
+    ) -> AsyncIterator[bytes]:
+        replay = adaptor_for(target.channel.type).stream_reply(call, response)
+        outcome.status = response.status
+        try:
+            async for chunk in replay:
+                if outcome.ttfb is None:
+                    outcome.ttfb = time.perf_counter() - started
+                yield chunk
+        except asyncio.CancelledError:
+            outcome.status, outcome.error = _CLIENT_GONE, "client disconnected; billed for what was produced"
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            # Bytes already reached the caller, so there is no failover: end the stream, log why.
+            outcome.error = f"upstream stream broke: {type(exc).__name__}"
+        finally:
+            response.close()  # cancels the upstream call if the caller went away
+            outcome.usage = replay.usage()
+            self._finish(call, outcome, started)
+
+    def _finish(self, call: Call, outcome: Outcome, started: float) -> None:
+        """Settle the reservation and queue the usage-log row."""
+        served = outcome.target is not None and (outcome.status < 400 or outcome.status == _CLIENT_GONE)
+        usage = (outcome.usage or Usage(source="request")) if served else Usage(source="")
+        cost = outcome.price.cost(usage) if served and outcome.price is not None else 0
+        if outcome.reservation is not None:
+            outcome.reservation.settle(cost)
+        token, target = outcome.token, outcome.target
+        ttfb = outcome.ttfb if outcome.ttfb is not None else (time.perf_counter() - started)
+        self._writer.record_usage(
+            {
+                "request_id": call.request_id,
+                "created_at": datetime.now(timezone.utc),
+                "token_id": token.id if token else None,
+                "token_name": token.name if token else "",
+                "channel_id": target.channel.id if target else None,
+                "channel_name": target.channel.name if target else "",
+                "family": call.family,
+                "endpoint": call.endpoint,
+                "model": call.model,
+                "upstream_model": target.upstream_model if target else "",
+                "stream": call.stream,
+                "status_code": outcome.status,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "cached_tokens": usage.cached_tokens,
+                "images": usage.images,
+                "seconds": usage.seconds,
+                "characters": usage.characters,
+                "usage_source": usage.source,
+                "cost_micros": cost,
+                "price_set": outcome.price is not None,
+                "attempts": outcome.attempts,
+                "latency_ms": (time.perf_counter() - started) * 1000,
+                "ttfb_ms": ttfb * 1000,
+                "error": outcome.error[:2000],
+                "client_ip": call.client_ip,
+            },
+            token.id if token else None,
+            cost,
+        )
+
+
+def _final_error(model: str, last: RelayError | None) -> RelayError:
+    if last is None:
+        return RelayError(
+            503, f"No channel is available for the model '{model}'.", type="upstream_error", code="no_channel"
+        )
+    if last.status in (401, 403):
+        # The caller's key is fine; ours were refused. Don't make the SDK blame the caller.
+        return RelayError(
+            502,
+            f"Every channel for the model '{model}' refused polyrelay's credentials: {last.message}",
+            type="upstream_error",
+            code="upstream_auth_failed",
+        )
+    return last

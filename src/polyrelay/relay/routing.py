@@ -1,0 +1,105 @@
+"""Channel selection and channel health: priority, weight, cooldown, key rotation.
+
+Selection order for one request: priority groups from highest to lowest; inside a
+group, a weighted random order without replacement. Channels cooling down after
+repeated failures go last, so they are only tried when everything else failed.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from polyrelay.providers.base import Target
+from polyrelay.store.snapshot import ChannelRecord, Snapshot
+from polyrelay.store.writer import BatchWriter
+
+_random = random.Random()
+
+
+@dataclass(frozen=True, slots=True)
+class HealthPolicy:
+    cooldown_after_failures: int
+    cooldown_s: float
+    disable_after_failures: int  # 0: never
+    key_rest_s: float
+
+
+def _weighted_order(channels: list[ChannelRecord]) -> list[ChannelRecord]:
+    if len(channels) == 1:
+        return channels
+    # Efraimidis-Spirakis: sort by u^(1/w); one pass gives a weighted order without replacement.
+    # Weight 0 means "only when the others failed".
+    return sorted(
+        channels,
+        key=lambda c: _random.random() ** (1.0 / c.weight) if c.weight > 0 else -1.0,
+        reverse=True,
+    )
+
+
+def candidates(snapshot: Snapshot, model: str) -> Iterator[ChannelRecord]:
+    now = time.monotonic()
+    cooling: list[ChannelRecord] = []
+    for group in snapshot.routes(model):
+        for channel in _weighted_order(group):
+            if channel.cooldown_until > now:
+                cooling.append(channel)
+            else:
+                yield channel
+    yield from cooling
+
+
+def pick_key(channel: ChannelRecord) -> int:
+    """Round-robin over the channel's keys, skipping rested ones while any other is usable."""
+    now = time.monotonic()
+    count = len(channel.keys)
+    for step in range(count):
+        index = (channel.key_cursor + step) % count
+        if channel.key_rested_until.get(index, 0.0) <= now:
+            channel.key_cursor = index + 1
+            return index
+    # Every key is resting: use the one whose rest ends first.
+    index = min(range(count), key=lambda i: channel.key_rested_until.get(i, 0.0))
+    channel.key_cursor = index + 1
+    return index
+
+
+def target_for(channel: ChannelRecord, model: str) -> Target:
+    index = pick_key(channel)
+    return Target(channel=channel, key_index=index, key=channel.keys[index], upstream_model=channel.upstream_model(model))
+
+
+class Health:
+    """Records attempt outcomes on channels and persists the notable ones."""
+
+    def __init__(self, policy: HealthPolicy, writer: BatchWriter) -> None:
+        self._policy = policy
+        self._writer = writer
+
+    def succeeded(self, channel: ChannelRecord) -> None:
+        if channel.failures:
+            channel.failures = 0
+            channel.cooldown_until = 0.0
+            self._writer.record_channel(channel.id, failure_count=0, cooldown_until=None, last_error="")
+
+    def failed(self, target: Target, error: str, *, rest_key: bool) -> None:
+        channel = target.channel
+        channel.failures += 1
+        policy = self._policy
+        if rest_key and policy.key_rest_s:
+            channel.key_rested_until[target.key_index] = time.monotonic() + policy.key_rest_s
+        columns: dict[str, object] = {"failure_count": channel.failures, "last_error": error[:2000]}
+        if channel.failures >= policy.cooldown_after_failures and policy.cooldown_s:
+            channel.cooldown_until = time.monotonic() + policy.cooldown_s
+            columns["cooldown_until"] = _wall_clock(policy.cooldown_s)
+        if policy.disable_after_failures and channel.failures >= policy.disable_after_failures:
+            columns["enabled"] = False
+            columns["disabled_reason"] = f"auto-disabled after {channel.failures} consecutive failures: {error[:400]}"
+        self._writer.record_channel(channel.id, **columns)
+
+
+def _wall_clock(seconds_from_now: float) -> datetime:
+    return datetime.now(timezone.utc) + timedelta(seconds=seconds_from_now)

@@ -1,0 +1,124 @@
+"""Database tables. Money is integer micro-USD (``*_micros``); never a float."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Channel(Base):
+    """An upstream: one provider protocol, its base URL, keys and the models it serves."""
+
+    __tablename__ = "channels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    base_url: Mapped[str] = mapped_column(String(512))
+    keys: Mapped[list[str]] = mapped_column(JSON)
+    models: Mapped[list[str]] = mapped_column(JSON, default=list)
+    model_mapping: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    weight: Mapped[int] = mapped_column(Integer, default=1)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Why a channel is not in rotation: "" while healthy, else e.g. "auto-disabled: 10 failures".
+    disabled_reason: Mapped[str] = mapped_column(String(512), default="")
+    failure_count: Mapped[int] = mapped_column(Integer, default=0)
+    cooldown_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    timeout_s: Mapped[float] = mapped_column(Float, default=300.0)
+    connect_timeout_s: Mapped[float] = mapped_column(Float, default=10.0)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Token(Base):
+    """A caller key. Only its SHA-256 is stored; the key itself is shown once."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hint: Mapped[str] = mapped_column(String(32), default="")
+    quota_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    used_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Price(Base):
+    """Price of one model (or wildcard pattern, or ``default``) in micro-USD."""
+
+    __tablename__ = "prices"
+
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+    input_per_mtok: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    output_per_mtok: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cached_input_per_mtok: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    per_request: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    per_image: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    per_second: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    per_mchar: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class UsageLog(Base):
+    """One row per relayed request, written by the batching writer."""
+
+    __tablename__ = "usage_logs"
+    __table_args__ = (
+        Index("ix_usage_logs_created_at", "created_at"),
+        Index("ix_usage_logs_token_id_created_at", "token_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    token_name: Mapped[str] = mapped_column(String(128), default="")
+    channel_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    channel_name: Mapped[str] = mapped_column(String(128), default="")
+    family: Mapped[str] = mapped_column(String(32))
+    endpoint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(256), default="")
+    upstream_model: Mapped[str] = mapped_column(String(256), default="")
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    status_code: Mapped[int] = mapped_column(Integer)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    images: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    characters: Mapped[int] = mapped_column(Integer, default=0)
+    usage_source: Mapped[str] = mapped_column(String(16), default="")
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    price_set: Mapped[bool] = mapped_column(Boolean, default=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    ttfb_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+    client_ip: Mapped[str] = mapped_column(String(64), default="")
+
+
+class Meta(Base):
+    """Small key/value facts; ``records_version`` is bumped whenever the hot-path records change."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,270 @@
+"""A wire-accurate fake of the OpenAI REST API (the parts polyrelay relays).
+
+Shapes follow the official OpenAPI spec: chat completions (JSON and SSE chunks with
+the include_usage chunk), completions, embeddings (float and base64), images,
+speech (binary), transcriptions/translations (json, verbose_json, text, srt, vtt).
+
+Knobs, in the ``app[KNOBS]`` dict (``FakeServer.knobs``), set before or during a test:
+- ``fail_with``: answer every request with this HTTP status and an OpenAI error body.
+- ``omit_usage``: never report usage (like some OpenAI-compatible servers).
+The model ``slow-stream`` streams a chunk every 20 ms for a long time; when the
+client goes away, ``knobs["stream_cancelled"]`` (a threading.Event) is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import threading
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tests.fakes.server import KNOBS
+
+CHAT_REPLY = ["Hello", " from", " the", " fake", " upstream", "."]
+PROMPT_TOKENS = 12
+COMPLETION_TOKENS = len(CHAT_REPLY)
+EMBEDDING_DIM = 8
+SPEECH_BYTES = b"ID3" + bytes(range(256)) * 64  # a fake MP3, 16 KiB
+TRANSCRIPT = "The quick brown fox jumps over the lazy dog."
+AUDIO_SECONDS = 7.25
+
+
+KEYS = web.AppKey("keys", set)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def error(status: int, message: str, type_: str, code: str | None = None) -> web.Response:
+    return _json({"error": {"message": message, "type": type_, "param": None, "code": code}}, status)
+
+
+def _authorized(request: web.Request) -> web.Response | None:
+    keys: set[str] = request.app[KEYS]
+    auth = request.headers.get("Authorization", "")
+    if not auth.startswith("Bearer ") or auth[7:] not in keys:
+        return error(401, f"Incorrect API key provided: {auth[7:]}.", "invalid_request_error", "invalid_api_key")
+    if (status := request.app[KNOBS].get("fail_with")) is not None:
+        return error(status, "The server had an error while processing your request.", "server_error")
+    return None
+
+
+def _usage(app: web.Application, prompt: int, completion: int) -> dict[str, Any] | None:
+    if app[KNOBS].get("omit_usage"):
+        return None
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    }
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    if (denied := _authorized(request)) is not None:
+        return denied
+    body = orjson.loads(await request.read())
+    model = body["model"]
+    if model == "upstream-rejects":
+        return error(400, "Invalid value for 'temperature'.", "invalid_request_error", "invalid_value")
+    created = int(time.time())
+    if body.get("stream"):
+        return await _chat_stream(request, body, created)
+    tools = body.get("tools")
+    if tools:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_abc123",
+                    "type": "function",
+                    "function": {"name": tools[0]["function"]["name"], "arguments": '{"city":"Paris"}'},
+                }
+            ],
+            "refusal": None,
+        }
+        finish = "tool_calls"
+    else:
+        message = {"role": "assistant", "content": "".join(CHAT_REPLY), "refusal": None}
+        finish = "stop"
+    data: dict[str, Any] = {
+        "id": "chatcmpl-fake123",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": "fp_fake",
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+    }
+    if (usage := _usage(request.app, PROMPT_TOKENS, COMPLETION_TOKENS)) is not None:
+        data["usage"] = usage
+    return _json(data)
+
+
+def _chunk(model: str, created: int, delta: dict[str, Any], finish: str | None, with_usage: bool) -> bytes:
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-fake123",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": "fp_fake",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+    if with_usage:
+        chunk["usage"] = None
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+async def _chat_stream(request: web.Request, body: dict[str, Any], created: int) -> web.StreamResponse:
+    model = body["model"]
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and not request.app[KNOBS].get("omit_usage")
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+    await response.prepare(request)
+    pieces = CHAT_REPLY if model != "slow-stream" else ["tick "] * 2000
+    try:
+        await response.write(_chunk(model, created, {"role": "assistant", "content": ""}, None, include_usage))
+        for piece in pieces:
+            if model == "slow-stream":
+                await asyncio.sleep(0.02)
+            await response.write(_chunk(model, created, {"content": piece}, None, include_usage))
+        await response.write(_chunk(model, created, {}, "stop", include_usage))
+        if include_usage:
+            usage_chunk = {
+                "id": "chatcmpl-fake123",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+                "choices": [],
+                "usage": _usage(request.app, PROMPT_TOKENS, len(pieces)),
+            }
+            await response.write(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        request.app[KNOBS]["stream_cancelled"].set()
+        raise
+    await response.write_eof()
+    return response
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    if (denied := _authorized(request)) is not None:
+        return denied
+    body = orjson.loads(await request.read())
+    data: dict[str, Any] = {
+        "id": "cmpl-fake123",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": body["model"],
+        "choices": [{"text": "".join(CHAT_REPLY), "index": 0, "logprobs": None, "finish_reason": "stop"}],
+    }
+    if (usage := _usage(request.app, PROMPT_TOKENS, COMPLETION_TOKENS)) is not None:
+        data["usage"] = usage
+    return _json(data)
+
+
+def embedding_vector(index: int) -> list[float]:
+    return [round(0.125 * (index + 1) * (i + 1), 6) for i in range(EMBEDDING_DIM)]
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    if (denied := _authorized(request)) is not None:
+        return denied
+    body = orjson.loads(await request.read())
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    as_base64 = body.get("encoding_format") == "base64"
+    data = []
+    for index, _ in enumerate(inputs):
+        vector = embedding_vector(index)
+        value: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
+        data.append({"object": "embedding", "index": index, "embedding": value})
+    usage = {"prompt_tokens": 5 * len(inputs), "total_tokens": 5 * len(inputs)}
+    return _json({"object": "list", "data": data, "model": body["model"], "usage": usage})
+
+
+def _image_data(n: int, response_format: str) -> list[dict[str, Any]]:
+    if response_format == "b64_json":
+        return [{"b64_json": base64.b64encode(b"\x89PNG fake %d" % i).decode(), "revised_prompt": "a cat"} for i in range(n)]
+    return [{"url": f"https://images.example/fake-{i}.png", "revised_prompt": "a cat"} for i in range(n)]
+
+
+async def image_generations(request: web.Request) -> web.Response:
+    if (denied := _authorized(request)) is not None:
+        return denied
+    body = orjson.loads(await request.read())
+    n = int(body.get("n") or 1)
+    return _json({"created": int(time.time()), "data": _image_data(n, body.get("response_format", "url"))})
+
+
+async def image_multipart(request: web.Request) -> web.Response:
+    if (denied := _authorized(request)) is not None:
+        return denied
+    form = await request.post()
+    if "image" not in form:
+        return error(400, "Missing required parameter: 'image'.", "invalid_request_error")
+    n = int(form.get("n") or 1)
+    return _json({"created": int(time.time()), "data": _image_data(n, str(form.get("response_format") or "url"))})
+
+
+async def speech(request: web.Request) -> web.StreamResponse:
+    if (denied := _authorized(request)) is not None:
+        return denied
+    await request.read()
+    response = web.StreamResponse(headers={"Content-Type": "audio/mpeg"})
+    await response.prepare(request)
+    for offset in range(0, len(SPEECH_BYTES), 4096):
+        await response.write(SPEECH_BYTES[offset : offset + 4096])
+    await response.write_eof()
+    return response
+
+
+async def transcriptions(request: web.Request) -> web.Response:
+    if (denied := _authorized(request)) is not None:
+        return denied
+    form = await request.post()
+    if "file" not in form:
+        return error(400, "Missing required parameter: 'file'.", "invalid_request_error")
+    response_format = str(form.get("response_format") or "json")
+    if response_format == "json":
+        return _json({"text": TRANSCRIPT})
+    if response_format == "verbose_json":
+        return _json(
+            {
+                "task": "transcribe",
+                "language": "english",
+                "duration": AUDIO_SECONDS,
+                "text": TRANSCRIPT,
+                "segments": [{"id": 0, "start": 0.0, "end": AUDIO_SECONDS, "text": TRANSCRIPT}],
+            }
+        )
+    if response_format == "text":
+        return web.Response(text=TRANSCRIPT + "\n", content_type="text/plain")
+    if response_format in ("srt", "vtt"):
+        stamp = "00:00:07,250" if response_format == "srt" else "00:00:07.250"
+        start = "00:00:00,000" if response_format == "srt" else "00:00:00.000"
+        head = "" if response_format == "srt" else "WEBVTT\n\n"
+        return web.Response(text=f"{head}1\n{start} --> {stamp}\n{TRANSCRIPT}\n", content_type="text/plain")
+    return error(400, f"Invalid response_format {response_format!r}.", "invalid_request_error")
+
+
+def create_app(keys: set[str]) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[KEYS] = keys
+    app[KNOBS] = {"stream_cancelled": threading.Event()}
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/images/generations", image_generations)
+    app.router.add_post("/v1/images/edits", image_multipart)
+    app.router.add_post("/v1/images/variations", image_multipart)
+    app.router.add_post("/v1/audio/speech", speech)
+    app.router.add_post("/v1/audio/transcriptions", transcriptions)
+    app.router.add_post("/v1/audio/translations", transcriptions)
+    return app
