@@ -203,10 +203,13 @@ class Gateway:
 
 
 def start_gateway(server: str, config: Path, port: int, server_args: list[str], env_extra: dict, log: Path,
-                  python_flags: list[str] | None = None) -> Gateway:
+                  python_flags: list[str] | None = None, patches: str = "") -> Gateway:
     env = {**os.environ, **env_extra}
     extra: dict = {}
-    if server == "uvicorn":
+    if server == "uvicorn" and patches:  # scratch variants: see bench/variants.py
+        cmd = [PY, *(python_flags or []), str(BENCH / "variants.py"), "--patches", patches, "--config", str(config),
+               "--port", str(port)]
+    elif server == "uvicorn":
         cmd = [PY, *(python_flags or []), "-m", "polyrelay", "serve", "--config", str(config), "--port", str(port)]
     elif server == "granian":
         # granian serves the app factory only: migrate and seed first, like `polyrelay serve` does.
@@ -264,11 +267,20 @@ def run_wrk(wrk: str, port: int, script: Path, conns: int, seconds: float) -> di
     return r
 
 
-def phase(wrk: str, port: int, script: Path, conns: int, seconds: float, warmup: float, watch: dict[str, int]) -> dict:
+def phase(wrk: str, port: int, script: Path, conns: int, seconds: float, warmup: float, watch: dict[str, int],
+          profile_to: Path | None = None) -> dict:
     if warmup > 0:
         run_wrk(wrk, port, script, conns, warmup)
+    spy = None
+    if profile_to is not None:  # py-spy samples the gateway without stopping it (--nonblocking)
+        spy = subprocess.Popen([str(VENV_BIN / "py-spy"), "record", "--pid", str(watch["gateway"]), "--nonblocking",
+                                "--threads", "-r", "250", "-d", str(max(1, round(seconds))), "--format", "raw",
+                                "-o", str(profile_to)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
     before = {name: cpu_seconds(pid) for name, pid in watch.items()}
     result = run_wrk(wrk, port, script, conns, seconds)
+    if spy is not None:
+        spy.wait()
     for name, pid in watch.items():
         cpu = cpu_seconds(pid) - before[name]
         result[f"cpu_{name}_s"] = cpu
@@ -337,6 +349,9 @@ def main() -> None:
     parser.add_argument("--modes", default="json,stream")
     parser.add_argument("--server", choices=["uvicorn", "granian", "custom"], default="uvicorn")
     parser.add_argument("--server-arg", action="append", default=[], help="extra args for granian / the custom command")
+    parser.add_argument("--patches", default="", help="uvicorn only: scratch optimisations, see bench/variants.py")
+    parser.add_argument("--profile", default="", help="MODE:CONC,... e.g. json:64 -> py-spy raw profile of that "
+                        "relay phase into bench/results/ (needs .venv/bin/py-spy)")
     parser.add_argument("--client-include-usage", action="store_true",
                         help="streaming callers send stream_options.include_usage (default: polyrelay adds it)")
     parser.add_argument("--no-importtime", action="store_true", help="skip the -X importtime breakdown")
@@ -357,7 +372,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="polyrelay-bench-"))
     up_port, gw_port = free_port(), free_port()
     upstream = gateway = None
-    results: dict = {"server": args.server, "server_args": args.server_arg, "duration_s": args.duration,
+    profiles = {tuple(p.split(":")) for p in args.profile.split(",") if p}
+    results: dict = {"server": args.server, "server_args": args.server_arg, "patches": args.patches, "duration_s": args.duration,
                      "cpus": os.cpu_count(), "rows": []}
     try:
         upstream = start_upstream(up_port)
@@ -365,11 +381,11 @@ def main() -> None:
         log = tmp / "gateway.log"
 
         # Readiness, twice: a fresh database (migrations run) and a restart on the existing one.
-        gateway = start_gateway(args.server, config, gw_port, args.server_arg, {}, log)
+        gateway = start_gateway(args.server, config, gw_port, args.server_arg, {}, log, patches=args.patches)
         results["ready_fresh_db_s"] = gateway.ready_s
         results.update(gateway.extra)
         stop(gateway.proc)
-        gateway = start_gateway(args.server, config, gw_port, args.server_arg, {}, log)
+        gateway = start_gateway(args.server, config, gw_port, args.server_arg, {}, log, patches=args.patches)
         results["ready_existing_db_s"] = gateway.ready_s
         time.sleep(1.0)
         results["idle_rss_mb"] = rss_mb(gateway.proc.pid)
@@ -384,7 +400,13 @@ def main() -> None:
             for conns in concurrency:
                 row = {"mode": mode, "conc": conns}
                 row["direct"] = phase(wrk, up_port, direct_script, conns, args.duration, args.warmup, watch)
-                row["relay"] = phase(wrk, gw_port, relay_script, conns, args.duration, args.warmup, watch)
+                prof = None
+                if (mode, str(conns)) in profiles:
+                    prof = BENCH / "results" / f"profile-{args.server}{'-' + args.patches if args.patches else ''}-{mode}-{conns}.txt"
+                    prof.parent.mkdir(exist_ok=True)
+                row["relay"] = phase(wrk, gw_port, relay_script, conns, args.duration, args.warmup, watch, prof)
+                if prof is not None:
+                    row["relay"]["profile"] = str(prof)
                 results["rows"].append(row)
                 print(f"  {mode} c={conns}: direct {row['direct']['rps']:.0f} rps, relay {row['relay']['rps']:.0f} rps",
                       file=sys.stderr)
@@ -407,14 +429,15 @@ def main() -> None:
                 pass
         stop(gateway.proc)
         gateway = None
-        if args.server == "uvicorn" and not args.no_importtime and results["ready_existing_db_s"] > TARGETS["ready_s"]:
+        if args.server == "uvicorn" and not args.patches and not args.no_importtime and results["ready_existing_db_s"] > TARGETS["ready_s"]:
             results["importtime"] = importtime_breakdown(config, tmp)
     finally:
         stop(gateway.proc if gateway else None)
         stop(upstream)
 
     # -------------------------------------------------------------- print
-    print(f"\npolyrelay bench: server={args.server} {' '.join(args.server_arg)}  cpus={os.cpu_count()}  "
+    print(f"\npolyrelay bench: server={args.server} {' '.join(args.server_arg)}"
+          f"{'  patches=' + args.patches if args.patches else ''}  cpus={os.cpu_count()}  "
           f"phase={args.duration:g}s (+{args.warmup:g}s warmup)  wrk -t1; latencies are full responses")
     print(fmt_table(results["rows"]))
     rows = {(r["mode"], r["conc"]): r for r in results["rows"]}
@@ -457,6 +480,11 @@ def main() -> None:
     up = [r["direct"]["cpu_upstream_ms_per_req"] for r in results["rows"]]
     if up:
         print(f"\n(fake upstream CPU: {min(up):.3f}-{max(up):.3f} ms/req in direct phases)")
+    for r in results["rows"]:
+        if "profile" in r["relay"]:
+            print(f"profile of relay {r['mode']} c={r['conc']} (py-spy, nonblocking; throughput above is perturbed): "
+                  f"{r['relay']['profile']}  -> .venv/bin/python bench/profile_summary.py FILE "
+                  f"--cpu-ms-per-req {r['relay']['cpu_gateway_ms_per_req']:.3f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
