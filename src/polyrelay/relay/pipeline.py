@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 import aiohttp
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from polyrelay.billing.meter import Price, Usage
 from polyrelay.billing.quota import Reservation, estimate, require_price, reserve
 from polyrelay.errors import RelayError
 from polyrelay.providers import adaptor_for
-from polyrelay.providers.base import Reply, Target
+from polyrelay.providers.base import Reply, ReplyStream, Target
 from polyrelay.relay.auth import authenticate, check_model_allowed, key_hint
 from polyrelay.relay.call import Call
 from polyrelay.relay.routing import Health, candidates, target_for
@@ -46,6 +48,8 @@ class Outcome:
     usage: Usage | None = None
     error: str = ""
     ttfb: float | None = None
+    drained: bool = False  # a streamed reply was read to its end
+    closed: bool = False  # a streamed reply was settled and logged
 
 
 class Relay:
@@ -84,8 +88,21 @@ class Relay:
         if call.sse:
             headers["cache-control"] = "no-cache"
             headers["x-accel-buffering"] = "no"  # ask reverse proxies not to buffer the stream
-        stream = self._stream(call, target, answer, outcome, started)
-        return StreamingResponse(stream, status_code=answer.status, headers=headers)
+        replay = adaptor_for(target.channel.type).stream_reply(call, answer)
+        outcome.status = answer.status
+
+        def close() -> None:
+            if not outcome.closed:
+                outcome.closed = True
+                if not outcome.drained and not outcome.error:
+                    outcome.status, outcome.error = _CLIENT_GONE, "client disconnected; billed for what was produced"
+                answer.close()  # cancels the upstream call if the caller went away
+                outcome.usage = replay.usage()
+                self._finish(call, outcome, started)
+
+        return _RelayedStream(
+            self._stream(replay, outcome, started, close), close, status_code=answer.status, headers=headers
+        )
 
     def _admit(self, call: Call, key: str | None, outcome: Outcome) -> None:
         snapshot = self.snapshot
@@ -123,7 +140,7 @@ class Relay:
                     body = await response.read()
                     response.release()
                     error = adaptor.upstream_error(call, response.status, body)
-                    error.message = error.message.replace(target.key, key_hint(target.key))
+                    error.redact(target.key, key_hint(target.key))
                     if response.status not in _FAILOVER_STATUSES:
                         self._health.succeeded(channel)  # the request was at fault, not the channel
                         raise error
@@ -137,6 +154,7 @@ class Relay:
                     reply = await adaptor.read_reply(call, response)
                 finally:
                     response.release()
+                reply = await adaptor.follow_up(call, target, reply, self._session)
                 self._health.succeeded(channel)
                 return target, reply
             except asyncio.TimeoutError:
@@ -149,25 +167,20 @@ class Relay:
         raise _final_error(call.model, last)
 
     async def _stream(
-        self, call: Call, target: Target, response: aiohttp.ClientResponse, outcome: Outcome, started: float
+        self, replay: ReplyStream, outcome: Outcome, started: float, close: Callable[[], None]
     ) -> AsyncIterator[bytes]:
-        replay = adaptor_for(target.channel.type).stream_reply(call, response)
-        outcome.status = response.status
         try:
             async for chunk in replay:
                 if outcome.ttfb is None:
                     outcome.ttfb = time.perf_counter() - started
                 yield chunk
-        except asyncio.CancelledError:
-            outcome.status, outcome.error = _CLIENT_GONE, "client disconnected; billed for what was produced"
-            raise
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             # Bytes already reached the caller, so there is no failover: end the stream, log why.
             outcome.error = f"upstream stream broke: {type(exc).__name__}"
+        else:
+            outcome.drained = True
         finally:
-            response.close()  # cancels the upstream call if the caller went away
-            outcome.usage = replay.usage()
-            self._finish(call, outcome, started)
+            close()
 
     def _finish(self, call: Call, outcome: Outcome, started: float) -> None:
         """Settle the reservation and queue the usage-log row."""
@@ -210,6 +223,26 @@ class Relay:
             token.id if token else None,
             cost,
         )
+
+
+class _RelayedStream(StreamingResponse):
+    """A streaming response that settles even when the caller left before the first chunk.
+
+    Starlette cancels the sending task when the caller disconnects; a body generator
+    that never started (or is parked at a ``yield``) would then never run its
+    ``finally``, leaving the reservation held and the upstream call open.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+            self._on_close()
 
 
 def _final_error(model: str, last: RelayError | None) -> RelayError:
