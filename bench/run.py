@@ -106,6 +106,19 @@ def rss_mb(pid: int) -> float:
     return total / 2**20
 
 
+SRC = ROOT / "src"
+
+
+def src_fingerprint() -> str:
+    """Hash of src/ (the tree changes between runs; numbers are only comparable for one hash)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(SRC.rglob("*.py")):
+        digest.update(str(path.relative_to(SRC)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -205,6 +218,8 @@ class Gateway:
 def start_gateway(server: str, config: Path, port: int, server_args: list[str], env_extra: dict, log: Path,
                   python_flags: list[str] | None = None, patches: str = "") -> Gateway:
     env = {**os.environ, **env_extra}
+    if SRC != ROOT / "src":  # a scratch copy of the package shadows the editable install
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH", "")]))
     extra: dict = {}
     if server == "uvicorn" and patches:  # scratch variants: see bench/variants.py
         cmd = [PY, *(python_flags or []), str(BENCH / "variants.py"), "--patches", patches, "--config", str(config),
@@ -350,6 +365,8 @@ def main() -> None:
     parser.add_argument("--server", choices=["uvicorn", "granian", "custom"], default="uvicorn")
     parser.add_argument("--server-arg", action="append", default=[], help="extra args for granian / the custom command")
     parser.add_argument("--patches", default="", help="uvicorn only: scratch optimisations, see bench/variants.py")
+    parser.add_argument("--src", type=Path, default=None,
+                        help="run the gateway from this copy of src/ (PYTHONPATH), e.g. a frozen snapshot")
     parser.add_argument("--profile", default="", help="MODE:CONC,... e.g. json:64 -> py-spy raw profile of that "
                         "relay phase into bench/results/ (needs .venv/bin/py-spy)")
     parser.add_argument("--client-include-usage", action="store_true",
@@ -359,6 +376,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write all results here")
     args = parser.parse_args()
 
+    global SRC
+    if args.src is not None:
+        SRC = args.src.resolve()
     wrk = ensure_wrk()
     concurrency = [int(c) for c in args.concurrency.split(",")]
     modes = args.modes.split(",")
@@ -373,7 +393,8 @@ def main() -> None:
     up_port, gw_port = free_port(), free_port()
     upstream = gateway = None
     profiles = {tuple(p.split(":")) for p in args.profile.split(",") if p}
-    results: dict = {"server": args.server, "server_args": args.server_arg, "patches": args.patches, "duration_s": args.duration,
+    results: dict = {"server": args.server, "server_args": args.server_arg, "patches": args.patches,
+                     "src": src_fingerprint(), "duration_s": args.duration,
                      "cpus": os.cpu_count(), "rows": []}
     try:
         upstream = start_upstream(up_port)
@@ -437,7 +458,7 @@ def main() -> None:
 
     # -------------------------------------------------------------- print
     print(f"\npolyrelay bench: server={args.server} {' '.join(args.server_arg)}"
-          f"{'  patches=' + args.patches if args.patches else ''}  cpus={os.cpu_count()}  "
+          f"{'  patches=' + args.patches if args.patches else ''}  src={results['src']}  cpus={os.cpu_count()}  "
           f"phase={args.duration:g}s (+{args.warmup:g}s warmup)  wrk -t1; latencies are full responses")
     print(fmt_table(results["rows"]))
     rows = {(r["mode"], r["conc"]): r for r in results["rows"]}

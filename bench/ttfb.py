@@ -2,8 +2,8 @@
 
 A separate load-generator process (run by bench/run.py). One keep-alive connection per
 target; requests alternate A, B, A, B ... so both targets see the same machine state.
-Raw asyncio streams on uvloop rather than aiohttp: the client adds ~20 us instead of
-~150 us per request, so the difference we report is the gateway's, not the client's noise.
+Raw asyncio streams on uvloop rather than aiohttp: an aiohttp client costs ~0.2 ms CPU per
+request on this class of machine (measured), which would add noise on 2 shared cores.
 
 For every request it records (perf_counter, microseconds):
   headers: request written -> end of the response header block

@@ -18,9 +18,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from polyrelay import __version__
+from polyrelay.api import anthropic as anthropic_api
+from polyrelay.api import gemini as gemini_api
+from polyrelay.api import ideogram as ideogram_api
+from polyrelay.api import midjourney as midjourney_api
 from polyrelay.api import openai as openai_api
+from polyrelay.api import recraft as recraft_api
+from polyrelay.api import stability as stability_api
 from polyrelay.config import Settings, load_settings
 from polyrelay.errors import RelayError
+from polyrelay.relay.fetch import FetchPolicy
 from polyrelay.relay.pipeline import Relay
 from polyrelay.relay.routing import Health, HealthPolicy
 from polyrelay.store import models
@@ -28,6 +35,9 @@ from polyrelay.store.db import create_db_engine, migrate
 from polyrelay.store.seed import seed_from_settings
 from polyrelay.store.snapshot import Snapshot, load_snapshot
 from polyrelay.store.writer import BatchWriter
+from polyrelay.tasks.engine import TaskEngine
+from polyrelay.tasks.poller import Poller
+from polyrelay.tasks.registry import task_adaptors
 
 log = logging.getLogger("polyrelay")
 
@@ -78,6 +88,7 @@ def create_app(settings: Settings) -> Starlette:
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=None),
+            cookie_jar=aiohttp.DummyCookieJar(),  # upstream cookies must never leak between callers
         )
         writer = BatchWriter(engine, settings.log_flush_interval_ms / 1000, executor)
         writer.start()
@@ -90,13 +101,20 @@ def create_app(settings: Settings) -> Starlette:
             ),
             writer,
         )
-        app.state.relay = relay = Relay(snapshot, session, writer, health, settings.output_estimate_tokens)
+        app.state.relay = relay = Relay(
+            snapshot, session, writer, health, settings.output_estimate_tokens,
+            fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_hosts),
+        )
         refresher = asyncio.create_task(
             _refresh_snapshots(relay, engine, executor, settings.snapshot_refresh_s), name="polyrelay-snapshot"
         )
+        app.state.tasks = tasks = TaskEngine(engine, executor, relay, session, settings.tasks, task_adaptors())
+        poller = Poller(tasks)
+        poller.start()
         try:
             yield
         finally:
+            await poller.stop()  # before the writer and the session: it uses both
             refresher.cancel()
             await writer.close()
             await session.close()
@@ -107,7 +125,10 @@ def create_app(settings: Settings) -> Starlette:
         return JSONResponse({"status": "ok", "version": __version__})
 
     app = Starlette(
-        routes=[Route("/healthz", healthz, methods=["GET"]), *openai_api.routes()],
+        routes=[Route("/healthz", healthz, methods=["GET"]), *ideogram_api.routes(), *recraft_api.routes(),
+                *stability_api.routes(), *midjourney_api.routes(),  # before OpenAI's catch-all /v1/{rest:path}
+                *anthropic_api.routes(), *gemini_api.routes(),  # /v1/messages: before the catch-all too
+                *openai_api.routes()],
         lifespan=lifespan,
         exception_handlers={404: _not_found, 405: _method_not_allowed},
     )

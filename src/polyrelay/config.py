@@ -17,6 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from polyrelay.api.midjourney_settings import MidjourneySettings
+from polyrelay.tasks.settings import TaskSettings
+
 DEFAULT_DATABASE_URL = "sqlite:///./data/polyrelay.db"
 
 
@@ -86,7 +89,12 @@ class Settings(BaseSettings):
     disable_after_failures: int = Field(default=0, ge=0, description="0: never disable automatically.")
     key_rest_s: float = Field(default=60.0, ge=0)
     output_estimate_tokens: int = Field(default=1024, ge=0)
+    allow_private_image_hosts: bool = Field(
+        default=False, description="Let translations fetch image URLs on private/loopback addresses (SSRF risk)."
+    )
     log_level: str = "info"
+    tasks: TaskSettings = TaskSettings()  # the asynchronous task engine (see docs/tasks.md)
+    midjourney: MidjourneySettings = MidjourneySettings()
 
     channels: list[ChannelConfig] = []
     tokens: list[TokenConfig] = []

@@ -27,6 +27,29 @@ class RelayError(Exception):
         self.code = code
         self.param = param
         self.headers = headers or {}
+        # The upstream's own error body, kept so a family speaking that same protocol can
+        # relay it verbatim (see ``relayed``); other families render ``message`` instead.
+        self.raw_protocol: str | None = None
+        self.raw_body: bytes = b""
+        self.raw_content_type: str = "application/json"
+        # Set by an adaptor when an upstream status that usually means "this channel cannot serve"
+        # (e.g. Stability's 403 content_moderation) is really about the request: no failover.
+        self.final = False
+
+    def with_raw(self, protocol: str, body: bytes, content_type: str = "application/json") -> "RelayError":
+        """Attach the upstream's error body, as received from a ``protocol`` upstream."""
+        self.raw_protocol, self.raw_body, self.raw_content_type = protocol, body, content_type
+        return self
+
+    def relayed(self, protocol: str) -> bytes | None:
+        """The upstream body when it came from ``protocol`` (so it is in the caller's dialect)."""
+        return self.raw_body if self.raw_protocol == protocol and self.raw_body else None
+
+    def redact(self, secret: str, hint: str) -> None:
+        """Never show a caller our upstream key, neither in the message nor in a relayed body."""
+        self.message = self.message.replace(secret, hint)
+        if self.raw_body and secret:
+            self.raw_body = self.raw_body.replace(secret.encode(), hint.encode())
 
     def __repr__(self) -> str:
         return f"RelayError({self.status}, {self.message!r}, code={self.code!r})"

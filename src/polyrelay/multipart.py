@@ -7,6 +7,7 @@ swapped in place. Parsing uses python-multipart's streaming parser.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -113,3 +114,21 @@ def append_field(body: bytes, content_type: str, name: str, value: bytes) -> byt
         b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + name.encode() + b'"\r\n\r\n' + value + b"\r\n"
     )
     return body[:closing] + field + body[closing:]
+
+
+def encode(fields: list[tuple[str, bytes, str | None, str | None]]) -> tuple[bytes, str]:
+    """Build a multipart/form-data body for adaptors that translate JSON into a form upload.
+
+    ``fields`` are ``(name, value, filename, content_type)``; returns the body and its
+    Content-Type header (with a fresh random boundary).
+    """
+    boundary = "polyrelay" + secrets.token_hex(16)
+    out: list[bytes] = []
+    for name, value, filename, content_type in fields:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        out.append(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n".encode())
+        if content_type:
+            out.append(f"Content-Type: {content_type}\r\n".encode())
+        out.append(b"\r\n" + value + b"\r\n")
+    out.append(f"--{boundary}--\r\n".encode())
+    return b"".join(out), f"multipart/form-data; boundary={boundary}"

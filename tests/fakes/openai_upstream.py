@@ -7,8 +7,12 @@ speech (binary), transcriptions/translations (json, verbose_json, text, srt, vtt
 Knobs, in the ``app[KNOBS]`` dict (``FakeServer.knobs``), set before or during a test:
 - ``fail_with``: answer every request with this HTTP status and an OpenAI error body.
 - ``omit_usage``: never report usage (like some OpenAI-compatible servers).
+- ``hold_stream``: a threading.Event; chat and completion streams send their first
+  chunk, then wait for it before sending the rest (to observe time to first byte).
 The model ``slow-stream`` streams a chunk every 20 ms for a long time; when the
 client goes away, ``knobs["stream_cancelled"]`` (a threading.Event) is set.
+Multipart requests are parsed and kept in ``app[FORMS]`` (field name -> bytes for
+files, str for text fields), so tests can compare what arrived upstream.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.forms import read_form
 from tests.fakes.server import KNOBS
 
 CHAT_REPLY = ["Hello", " from", " the", " fake", " upstream", "."]
@@ -35,6 +40,7 @@ AUDIO_SECONDS = 7.25
 
 
 KEYS = web.AppKey("keys", set)
+FORMS = web.AppKey("forms", list)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -65,6 +71,21 @@ def _usage(app: web.Application, prompt: int, completion: int) -> dict[str, Any]
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
     }
+
+
+async def _form(request: web.Request) -> dict[str, bytes | str]:
+    """The multipart fields (bytes for files, str for text), also kept in app[FORMS] for tests."""
+    form = await read_form(request)
+    fields = {f.name: f.data if f.filename is not None else f.text for f in form.fields}
+    request.app[FORMS].append(fields)
+    return fields
+
+
+async def _hold(request: web.Request) -> None:
+    """Wait for the ``hold_stream`` knob's event, if the test set one."""
+    gate: threading.Event | None = request.app[KNOBS].get("hold_stream")
+    if gate is not None:
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, 30)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -130,6 +151,7 @@ async def _chat_stream(request: web.Request, body: dict[str, Any], created: int)
     pieces = CHAT_REPLY if model != "slow-stream" else ["tick "] * 2000
     try:
         await response.write(_chunk(model, created, {"role": "assistant", "content": ""}, None, include_usage))
+        await _hold(request)
         for piece in pieces:
             if model == "slow-stream":
                 await asyncio.sleep(0.02)
@@ -158,6 +180,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
     if (denied := _authorized(request)) is not None:
         return denied
     body = orjson.loads(await request.read())
+    if body.get("stream"):
+        return await _completion_stream(request, body, int(time.time()))
     data: dict[str, Any] = {
         "id": "cmpl-fake123",
         "object": "text_completion",
@@ -168,6 +192,45 @@ async def completions(request: web.Request) -> web.StreamResponse:
     if (usage := _usage(request.app, PROMPT_TOKENS, COMPLETION_TOKENS)) is not None:
         data["usage"] = usage
     return _json(data)
+
+
+def _completion_chunk(model: str, created: int, text: str, finish: str | None, with_usage: bool) -> bytes:
+    chunk: dict[str, Any] = {
+        "id": "cmpl-fake123",
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish}],
+    }
+    if with_usage:
+        chunk["usage"] = None
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+async def _completion_stream(request: web.Request, body: dict[str, Any], created: int) -> web.StreamResponse:
+    model = body["model"]
+    asked = bool((body.get("stream_options") or {}).get("include_usage"))
+    include_usage = asked and not request.app[KNOBS].get("omit_usage")
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+    await response.prepare(request)
+    await response.write(_completion_chunk(model, created, CHAT_REPLY[0], None, include_usage))
+    await _hold(request)
+    for piece in CHAT_REPLY[1:]:
+        await response.write(_completion_chunk(model, created, piece, None, include_usage))
+    await response.write(_completion_chunk(model, created, "", "stop", include_usage))
+    if include_usage:
+        usage_chunk = {
+            "id": "cmpl-fake123",
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": _usage(request.app, PROMPT_TOKENS, COMPLETION_TOKENS),
+        }
+        await response.write(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
 
 
 def embedding_vector(index: int) -> list[float]:
@@ -206,7 +269,7 @@ async def image_generations(request: web.Request) -> web.Response:
 async def image_multipart(request: web.Request) -> web.Response:
     if (denied := _authorized(request)) is not None:
         return denied
-    form = await request.post()
+    form = await _form(request)
     if "image" not in form:
         return error(400, "Missing required parameter: 'image'.", "invalid_request_error")
     n = int(form.get("n") or 1)
@@ -228,7 +291,7 @@ async def speech(request: web.Request) -> web.StreamResponse:
 async def transcriptions(request: web.Request) -> web.Response:
     if (denied := _authorized(request)) is not None:
         return denied
-    form = await request.post()
+    form = await _form(request)
     if "file" not in form:
         return error(400, "Missing required parameter: 'file'.", "invalid_request_error")
     response_format = str(form.get("response_format") or "json")
@@ -257,6 +320,7 @@ async def transcriptions(request: web.Request) -> web.Response:
 def create_app(keys: set[str]) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[KEYS] = keys
+    app[FORMS] = []
     app[KNOBS] = {"stream_cancelled": threading.Event()}
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)

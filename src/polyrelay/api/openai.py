@@ -7,7 +7,6 @@ handed to the relay untouched.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 from polyrelay import multipart
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.relay.auth import authenticate
-from polyrelay.relay.call import Call
+from polyrelay.relay.call import Call, new_request_id
 from polyrelay.relay.pipeline import Relay
 
 FAMILY = "openai"
@@ -83,7 +82,7 @@ def _new_call(request: Request, endpoint: str, body: bytes, model: str) -> Call:
         model=model,
         body=body,
         content_type=request.headers.get("content-type", "application/json"),
-        request_id=f"req_{uuid.uuid4().hex}",
+        request_id=new_request_id(),
         client_ip=request.client.host if request.client else "",
     )
 

@@ -17,6 +17,7 @@ import aiohttp
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
 from polyrelay.relay.call import Call
+from polyrelay.relay.fetch import FetchPolicy
 from polyrelay.store.snapshot import ChannelRecord
 
 
@@ -60,10 +61,25 @@ class ReplyStream(ABC):
         """What was produced so far; callable after the stream ended or was cut off."""
 
 
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Process-wide resources an adaptor may use while preparing a request."""
+
+    session: aiohttp.ClientSession
+    fetch_policy: FetchPolicy = FetchPolicy()  # for caller-given URLs (images to inline)
+
+
 class Adaptor(ABC):
     """One upstream protocol. Subclasses register themselves under ``type``."""
 
     type: str
+
+    async def prepare(self, call: Call, target: Target, services: Services) -> None:
+        """Asynchronous work ``build_request`` needs done first (fetching images to inline).
+
+        Called before each attempt; results belong in ``call.extra`` so a failover reuses
+        them. The default does nothing.
+        """
 
     @abstractmethod
     def build_request(self, call: Call, target: Target) -> UpstreamRequest: ...
@@ -79,6 +95,17 @@ class Adaptor(ABC):
     @abstractmethod
     def upstream_error(self, call: Call, status: int, body: bytes) -> RelayError:
         """Describe a non-2xx upstream answer; the message must not leak credentials."""
+
+    async def follow_up(
+        self, call: Call, target: Target, reply: Reply, session: aiohttp.ClientSession
+    ) -> Reply:
+        """Turn a first answer that is only a receipt (submit-then-poll protocols) into the result.
+
+        Runs on the pipeline's pooled ``session`` with the same ``target``. A failure here must
+        raise :class:`RelayError` (not a connection error): the upstream accepted the job, so
+        the pipeline must not fail over and submit it twice. Default: the reply is final.
+        """
+        return reply
 
     def content_type(self, response: aiohttp.ClientResponse) -> str:
         return response.headers.get("Content-Type", "application/octet-stream")

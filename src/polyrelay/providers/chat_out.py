@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 
+from polyrelay.billing import tokenizer
 from polyrelay.billing.meter import Usage
+from polyrelay.relay.call import Call
 
 DONE = b"data: [DONE]\n\n"
 
@@ -106,3 +108,13 @@ class ChunkWriter:
     def error(status: int, message: str, type_: str, code: str | None) -> bytes:
         """A mid-stream upstream error; the ``openai`` SDK raises APIError on a chunk with ``error``."""
         return sse({"error": {"message": message, "type": type_, "param": None, "code": code, "status": status}})
+
+
+def counted_usage(call: Call, produced: str) -> Usage:
+    """Usage by local count, for a translated reply whose upstream reported none (a cut stream)."""
+    messages = (call.payload or {}).get("messages") or []
+    return Usage(
+        prompt_tokens=tokenizer.count_messages(call.model, messages),
+        completion_tokens=tokenizer.count_text(call.model, produced),
+        source="counted",
+    )

@@ -117,7 +117,9 @@ class OpenAIAdaptor(Adaptor):
         body, parts = call.body, call.parts or []
         # Splice from the end of the body backwards so earlier offsets stay valid.
         edits: list[tuple[multipart.Part, bytes]] = []
-        if target.upstream_model != call.model and (model := multipart.find(parts, "model")) is not None:
+        mapped = target.upstream_model != call.model
+        model = multipart.find(parts, "model")
+        if mapped and model is not None:
             edits.append((model, target.upstream_model.encode()))
         wants_duration = call.endpoint.startswith("audio.") and target.upstream_model.startswith(_DURATION_MODELS)
         response_format = multipart.find(parts, "response_format")
@@ -128,6 +130,10 @@ class OpenAIAdaptor(Adaptor):
             body = multipart.replace_value(body, part, value)
         if wants_duration and response_format is None:
             body = multipart.append_field(body, call.content_type, "response_format", b"verbose_json")
+        if mapped and model is None:
+            # The caller relied on the default model (dall-e-2, whisper-1), which is mapped: say so upstream,
+            # or the upstream would run its own default instead of the mapped model.
+            body = multipart.append_field(body, call.content_type, "model", target.upstream_model.encode())
         return body
 
     async def read_reply(self, call: Call, response: aiohttp.ClientResponse) -> Reply:
@@ -224,20 +230,19 @@ class EventStream(ReplyStream):
             yield self._inspect(pending)
 
     def _inspect(self, events: bytes) -> bytes:
+        """Pass ``events`` on, reading the usage event among them (the last one, if several)."""
         self._events.append(events)
-        if b'"usage":{' not in events and b'"usage": {' not in events:
+        at = max(events.rfind(b'"usage":{'), events.rfind(b'"usage": {'))
+        if at < 0:
             return events
-        kept: list[bytes] = []
-        for event in re.split(rb"(?<=\n\n)|(?<=\r\n\r\n)", events):
-            if not event:
-                continue
-            data = _event_data(event)
-            if data is not None and (usage := usage_from_openai(data)) is not None:
-                self._usage = usage
-                if not self._call.include_usage and not data.get("choices"):
-                    continue  # the usage-only chunk we asked for on the caller's behalf
-            kept.append(event)
-        return b"".join(kept)
+        start, end = _event_bounds(events, at)
+        data = _event_data(events[start:end])
+        if data is None or (usage := usage_from_openai(data)) is None:
+            return events
+        self._usage = usage
+        if not self._call.include_usage and not data.get("choices"):
+            return events[:start] + events[end:]  # the usage-only chunk we asked for on the caller's behalf
+        return events
 
     def usage(self) -> Usage | None:
         if self._usage is not None:
@@ -253,6 +258,15 @@ class EventStream(ReplyStream):
             completion_tokens=tokenizer.count_text(self._call.model, "".join(produced)),
             source="counted",
         )
+
+
+def _event_bounds(events: bytes, at: int) -> tuple[int, int]:
+    """Start and end offsets of the blank-line-terminated event containing offset ``at``."""
+    lf, crlf = events.rfind(b"\n\n", 0, at), events.rfind(b"\r\n\r\n", 0, at)
+    start = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+    lf, crlf = events.find(b"\n\n", at), events.find(b"\r\n\r\n", at)
+    ends = ([lf + 2] if lf >= 0 else []) + ([crlf + 4] if crlf >= 0 else [])
+    return start, min(ends, default=len(events))
 
 
 def _last_event_end(buffer: bytes) -> int:

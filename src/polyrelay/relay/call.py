@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,3 +31,13 @@ class Call:
     max_output_tokens: int | None = None
     parts: list[Part] | None = None  # the parts of a multipart body, with their byte spans
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# A random per-process prefix plus a counter: unique across processes and restarts,
+# and far cheaper than a uuid4 per request.
+_REQUEST_PREFIX = secrets.token_hex(6)
+_request_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"req_{_REQUEST_PREFIX}{next(_request_counter):010x}"

@@ -22,9 +22,10 @@ from polyrelay.billing.meter import Price, Usage
 from polyrelay.billing.quota import Reservation, estimate, require_price, reserve
 from polyrelay.errors import RelayError
 from polyrelay.providers import adaptor_for
-from polyrelay.providers.base import Reply, ReplyStream, Target
+from polyrelay.providers.base import Reply, ReplyStream, Services, Target
 from polyrelay.relay.auth import authenticate, check_model_allowed, key_hint
 from polyrelay.relay.call import Call
+from polyrelay.relay.fetch import FetchPolicy
 from polyrelay.relay.routing import Health, candidates, target_for
 from polyrelay.store.snapshot import Snapshot, TokenRecord
 from polyrelay.store.writer import BatchWriter
@@ -60,9 +61,11 @@ class Relay:
         writer: BatchWriter,
         health: Health,
         output_estimate_tokens: int,
+        fetch_policy: FetchPolicy | None = None,
     ) -> None:
         self.snapshot = snapshot
         self._session = session
+        self._services = Services(session, fetch_policy or FetchPolicy())
         self._writer = writer
         self._health = health
         self._output_estimate_tokens = output_estimate_tokens
@@ -126,6 +129,7 @@ class Relay:
             outcome.target = target = target_for(channel, call.model)
             outcome.attempts += 1
             adaptor = adaptor_for(channel.type)
+            await adaptor.prepare(call, target, self._services)
             request = adaptor.build_request(call, target)
             timeout = aiohttp.ClientTimeout(
                 total=None if call.stream else channel.timeout_s,
@@ -141,7 +145,7 @@ class Relay:
                     response.release()
                     error = adaptor.upstream_error(call, response.status, body)
                     error.redact(target.key, key_hint(target.key))
-                    if response.status not in _FAILOVER_STATUSES:
+                    if response.status not in _FAILOVER_STATUSES or error.final:
                         self._health.succeeded(channel)  # the request was at fault, not the channel
                         raise error
                     self._health.failed(target, error.message, rest_key=response.status in _KEY_STATUSES)

@@ -48,8 +48,27 @@ def candidates(snapshot: Snapshot, model: str) -> Iterator[ChannelRecord]:
             if channel.cooldown_until > now:
                 cooling.append(channel)
             else:
-                yield channel
-    yield from cooling
+                yield from _with_each_key(channel)
+    for channel in cooling:
+        yield from _with_each_key(channel)
+
+
+def _resting_keys(channel: ChannelRecord) -> set[int]:
+    now = time.monotonic()
+    return {index for index, until in channel.key_rested_until.items() if until > now}
+
+
+def _with_each_key(channel: ChannelRecord) -> Iterator[ChannelRecord]:
+    """Offer a channel again while the last attempt rested a refused key and another key is usable.
+
+    One revoked or rate-limited key must not fail a request that the channel's other keys can serve.
+    """
+    for _ in range(len(channel.keys)):
+        resting = _resting_keys(channel)
+        yield channel
+        now_resting = _resting_keys(channel)
+        if len(now_resting) <= len(resting) or len(now_resting) >= len(channel.keys):
+            return
 
 
 def pick_key(channel: ChannelRecord) -> int:

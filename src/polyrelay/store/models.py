@@ -122,3 +122,47 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class Task(Base):
+    """One asynchronous upstream job (Midjourney, later Suno, Luma, ...), driven by ``polyrelay.tasks``.
+
+    Times are epoch milliseconds (integers compare the same on SQLite and PostgreSQL,
+    and match the task APIs' own clocks). ``status`` and ``settlement`` only change by
+    compare-and-set UPDATEs; ``lease_owner`` says which poller may advance the task now.
+    """
+
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_next_poll_at", "next_poll_at"),
+        Index("ix_tasks_token_id_submit_time", "token_id", "submit_time"),
+        Index("ix_tasks_channel_id_upstream_id", "channel_id", "upstream_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    token_name: Mapped[str] = mapped_column(String(128), default="")
+    family: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(64), default="")  # the billed model name, e.g. mj_imagine
+    mode: Mapped[str] = mapped_column(String(16), default="")  # e.g. fast | relax | turbo
+    parent_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    channel_id: Mapped[int] = mapped_column(Integer)
+    upstream_id: Mapped[str] = mapped_column(String(128), default="")
+    status: Mapped[str] = mapped_column(String(16))
+    progress: Mapped[str] = mapped_column(String(16), default="")
+    request: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    fail_reason: Mapped[str] = mapped_column(Text, default="")
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    settlement: Mapped[str] = mapped_column(String(16), default="held")  # held | kept | refunded
+    submit_time: Mapped[int] = mapped_column(BigInteger)
+    start_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    finish_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    next_poll_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # None: nothing left to poll
+    poll_count: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    notify_hook: Mapped[str] = mapped_column(String(1024), default="")
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -1,0 +1,90 @@
+"""The Anthropic API family (``POST /v1/messages``), for callers using Claude's SDK.
+
+The body goes to an ``anthropic`` channel untouched except a mapped model name; the
+caller's ``anthropic-version`` and ``anthropic-beta`` headers travel with it. Keys
+come from ``x-api-key`` (or a Bearer header); errors are Anthropic's
+``{"type":"error","error":{"type","message"}}``, whose ``type`` the SDK classifies by.
+"""
+
+from __future__ import annotations
+
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from polyrelay.api.openai import bearer_key, read_body
+from polyrelay.errors import RelayError, bad_request
+from polyrelay.relay.call import Call, new_request_id
+from polyrelay.relay.pipeline import Relay
+
+FAMILY = "anthropic"
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+_PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+def error_response(error: RelayError) -> Response:
+    """Anthropic's error object; an upstream's own error type (kept in ``code``) wins."""
+    known = set(_TYPES.values()) | {"api_error"}
+    kind = error.code if error.code in known else _TYPES.get(error.status, "api_error" if error.status >= 500
+                                                              else "invalid_request_error")
+    body = {"type": "error", "error": {"type": kind, "message": error.message}}
+    return Response(orjson.dumps(body), status_code=error.status, media_type="application/json", headers=error.headers)
+
+
+def _key(request: Request) -> str | None:
+    return request.headers.get("x-api-key") or bearer_key(request)
+
+
+def _call(request: Request, body: bytes) -> Call:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(payload, dict):
+        raise bad_request("The request body must be a JSON object.")
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("model: Field required", param="model")
+    stream = payload.get("stream") is True
+    limit = payload.get("max_tokens")
+    call = Call(
+        family=FAMILY,
+        endpoint="messages",
+        path=request.url.path,
+        model=model,
+        body=body,
+        content_type="application/json",
+        request_id=new_request_id(),
+        client_ip=request.client.host if request.client else "",
+        payload=payload,
+        stream=stream,
+        sse=stream,
+        max_output_tokens=limit if isinstance(limit, int) and limit > 0 else None,
+    )
+    for name in _PASSED_HEADERS:
+        if value := request.headers.get(name):
+            call.extra[name] = value
+    return call
+
+
+async def messages(request: Request) -> Response:
+    try:
+        call = _call(request, await read_body(request))
+        relay: Relay = request.app.state.relay
+        return await relay.handle(call, _key(request))
+    except RelayError as error:
+        return error_response(error)
+
+
+def routes() -> list[BaseRoute]:
+    return [Route("/v1/messages", messages, methods=["POST"])]

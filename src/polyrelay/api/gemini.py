@@ -1,0 +1,97 @@
+"""The Gemini API family (``/v1beta/models/{model}:generateContent|streamGenerateContent``).
+
+For callers using Google's SDK: the body goes to a ``gemini`` channel untouched (the
+model lives in the URL, so mapping never touches the body). Keys come from
+``x-goog-api-key`` or ``?key=``, as Google's clients send them; errors are Google's
+``{"error":{"code","message","status"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from polyrelay.api.openai import bearer_key, read_body
+from polyrelay.errors import RelayError, bad_request
+from polyrelay.relay.call import Call, new_request_id
+from polyrelay.relay.pipeline import Relay
+
+FAMILY = "gemini"
+_ACTIONS = ("generateContent", "streamGenerateContent")
+_RPC_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    409: "ABORTED",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def error_response(error: RelayError) -> Response:
+    """Google's error object; an upstream's own google.rpc status (kept in ``code``) wins."""
+    status = error.code if error.code in _RPC_STATUS.values() else None
+    status = status or _RPC_STATUS.get(error.status, "INTERNAL" if error.status >= 500 else "FAILED_PRECONDITION")
+    body = {"error": {"code": error.status, "message": error.message, "status": status}}
+    return Response(orjson.dumps(body), status_code=error.status, media_type="application/json", headers=error.headers)
+
+
+def _key(request: Request) -> str | None:
+    return request.headers.get("x-goog-api-key") or request.query_params.get("key") or bearer_key(request)
+
+
+def _call(request: Request, body: bytes) -> Call:
+    model, sep, action = request.path_params["target"].rpartition(":")
+    if not sep or not model or action not in _ACTIONS:
+        raise RelayError(404, f"Invalid URL ({request.method} {request.url.path}): expected "
+                              "models/{model}:generateContent or :streamGenerateContent.", code="unknown_url")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"Invalid JSON payload received: {exc}.") from None
+    if not isinstance(payload, dict):
+        raise bad_request("The request body must be a JSON object.")
+    stream = action == "streamGenerateContent"
+    config: Any = payload.get("generationConfig")
+    limit = config.get("maxOutputTokens") if isinstance(config, dict) else None
+    call = Call(
+        family=FAMILY,
+        endpoint=f"gemini.{action}",
+        path=request.url.path,
+        model=model,
+        body=body,
+        content_type="application/json",
+        request_id=new_request_id(),
+        client_ip=request.client.host if request.client else "",
+        payload=payload,
+        stream=stream,
+        sse=stream and request.query_params.get("alt") == "sse",
+        max_output_tokens=limit if isinstance(limit, int) and limit > 0 else None,
+    )
+    call.extra["action"] = action
+    return call
+
+
+async def generate(request: Request) -> Response:
+    try:
+        call = _call(request, await read_body(request))
+        relay: Relay = request.app.state.relay
+        return await relay.handle(call, _key(request))
+    except RelayError as error:
+        return error_response(error)
+
+
+def routes() -> list[BaseRoute]:
+    return [Route("/v1beta/models/{target}", generate, methods=["POST"])]

@@ -1,0 +1,244 @@
+"""Durable task operations, run on the process's single DB thread.
+
+Every transition is a compare-and-set UPDATE, and money moves in the same
+transaction as the ``settlement`` column's ``held -> kept | refunded`` CAS, so a task
+is settled exactly once whatever the number of pollers or processes.
+
+Money: a task's charge is written at submit, in one transaction with the task row,
+as a usage-log row (``request_id = task-<id>``, ``cost_micros = +cost``) plus
+``tokens.used_micros += cost``. A refund writes ``task-<id>-refund`` with ``-cost``
+and ``used_micros -= cost``. So ``sum(usage_logs.cost_micros) == tokens.used_micros``
+holds per token, and the unique ``request_id`` is a second guard against a double refund.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from polyrelay.store import models
+from polyrelay.tasks.base import CANCEL, FAILURE, IN_PROGRESS, RANK, SUCCESS, TERMINAL, TaskUpdate, TaskView
+
+Task = models.Task
+_VIEW_FIELDS = tuple(f.name for f in fields(TaskView))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def view(row: models.Task) -> TaskView:
+    return TaskView(**{name: getattr(row, name) for name in _VIEW_FIELDS})
+
+
+@dataclass(slots=True)
+class Settled:
+    """A task that reached a terminal state in this transaction, and the refund it got."""
+
+    task: TaskView
+    refunded_micros: int
+
+
+def create(engine: Engine, row: dict[str, Any], charge_log: dict[str, Any]) -> TaskView:
+    """Insert the task and its charge atomically; the caller's in-memory reservation is settled after."""
+    with Session(engine) as session, session.begin():
+        session.execute(insert(Task), [row])
+        cost = row["cost_micros"]
+        session.execute(insert(models.UsageLog), [{**charge_log, "cost_micros": cost}])
+        if cost and row["token_id"] is not None:
+            session.execute(
+                update(models.Token)
+                .where(models.Token.id == row["token_id"])
+                .values(used_micros=models.Token.used_micros + cost, last_used_at=charge_log["created_at"])
+            )
+        task = session.get(Task, row["id"])
+        assert task is not None
+        return view(task)
+
+
+def get(engine: Engine, task_id: str) -> TaskView | None:
+    with Session(engine) as session:
+        row = session.get(Task, task_id)
+        return view(row) if row is not None else None
+
+
+def list_for_token(
+    engine: Engine, family: str, token_id: int, ids: list[str] | None = None, limit: int = 100
+) -> list[TaskView]:
+    """A key's own tasks, newest first; ``ids`` restricts to those (unknown or foreign ids are skipped)."""
+    with Session(engine) as session:
+        query = select(Task).where(Task.family == family, Task.token_id == token_id)
+        if ids is not None:
+            query = query.where(Task.id.in_(ids))
+        query = query.order_by(Task.submit_time.desc()).limit(limit)
+        return [view(row) for row in session.scalars(query)]
+
+
+def claim_due(engine: Engine, claim: str, now: int, lease_ms: int, limit: int) -> list[TaskView]:
+    """Lease up to ``limit`` due tasks nobody holds (or whose holder's lease ran out).
+
+    The UPDATE repeats the "unleased" condition, so two claimers racing for a row can't
+    both win: PostgreSQL re-checks it after the row lock, SQLite serialises writers.
+    ``claim`` is unique per round, so the rows it names are exactly the ones won.
+    """
+    unleased = or_(Task.lease_owner.is_(None), Task.lease_expires_at < now)
+    with Session(engine) as session, session.begin():
+        ids = list(
+            session.scalars(
+                select(Task.id)
+                .where(Task.next_poll_at.is_not(None), Task.next_poll_at <= now, unleased)
+                .order_by(Task.next_poll_at)
+                .limit(limit)
+            )
+        )
+        if not ids:
+            return []
+        session.execute(
+            update(Task)
+            .where(Task.id.in_(ids), unleased, Task.next_poll_at.is_not(None), Task.status.not_in(TERMINAL))
+            .values(lease_owner=claim, lease_expires_at=now + lease_ms)
+            .execution_options(synchronize_session=False)
+        )
+        return [view(row) for row in session.scalars(select(Task).where(Task.lease_owner == claim))]
+
+
+@dataclass(slots=True)
+class Advance:
+    """The poller's verdict on one claimed task: its new state (or None: unchanged) and next poll."""
+
+    task: TaskView
+    update: TaskUpdate | None
+    next_poll_at: int | None
+
+
+def apply(engine: Engine, claim: str, advances: list[Advance], now: int) -> tuple[list[TaskView], list[Settled]]:
+    """Write a poll round's results and release the leases, in one transaction.
+
+    Returns the tasks whose visible state changed (for callbacks) and those settled now.
+    A row another process changed meanwhile (a cancel, a lost lease) fails its CAS and
+    is left alone.
+    """
+    changed: list[TaskView] = []
+    settled: list[Settled] = []
+    with Session(engine) as session, session.begin():
+        for advance in advances:
+            task, new = advance.task, advance.update
+            values: dict[str, Any] = {
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "poll_count": Task.poll_count + 1,
+                "next_poll_at": advance.next_poll_at,
+                "updated_at": now,
+            }
+            visible = new is not None and (new.status != task.status or new.progress != task.progress)
+            if new is not None:
+                values.update(
+                    status=new.status,
+                    progress=new.progress,
+                    fail_reason=new.fail_reason[:4000],
+                    start_time=task.start_time or new.start_time or (now if RANK[new.status] >= RANK[IN_PROGRESS] else None),
+                )
+                if new.result is not None:
+                    values["result"] = new.result
+                if new.status in TERMINAL:
+                    values.update(next_poll_at=None, finish_time=new.finish_time or now)
+            result = session.execute(
+                update(Task)
+                .where(Task.id == task.id, Task.lease_owner == claim, Task.status == task.status,
+                       Task.status.not_in(TERMINAL))
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:
+                continue
+            if new is None:
+                continue
+            # The row now holds exactly these values: build its view here rather than read it back.
+            after = replace(task, **{k: v for k, v in values.items() if k in _VIEW_FIELDS and k != "poll_count"},
+                            poll_count=task.poll_count + 1)
+            if new.status in TERMINAL:
+                refunded = _settle(session, task, keep=new.status == SUCCESS, reason=new.fail_reason, now=now)
+                if refunded is not None:
+                    after.settlement = "kept" if new.status == SUCCESS else "refunded"
+                    settled.append(Settled(after, refunded))
+                changed.append(after)
+            elif visible:
+                changed.append(after)
+    return changed, settled
+
+
+def finish(engine: Engine, task_id: str, status: str, reason: str, now: int) -> Settled | None:
+    """End a task from outside the poller (caller's cancel); None if it had already ended."""
+    assert status in (FAILURE, CANCEL)
+    with Session(engine) as session, session.begin():
+        result = session.execute(
+            update(Task)
+            .where(Task.id == task_id, Task.status.not_in(TERMINAL))
+            .values(status=status, fail_reason=reason, progress="", finish_time=now, next_poll_at=None,
+                    lease_owner=None, lease_expires_at=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            return None
+        row = session.get(Task, task_id, populate_existing=True)
+        assert row is not None
+        refunded = _settle(session, view(row), keep=False, reason=reason, now=now)
+        session.refresh(row)
+        return Settled(view(row), refunded or 0)
+
+
+def release(engine: Engine, owner_prefix: str) -> None:
+    """Give back the leases this process holds (graceful stop), so another poller takes over at once."""
+    with Session(engine) as session, session.begin():
+        session.execute(
+            update(Task)
+            .where(Task.lease_owner.like(owner_prefix + "%"))
+            .values(lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _settle(session: Session, task: TaskView, *, keep: bool, reason: str, now: int) -> int | None:
+    """``held -> kept | refunded``, at most once; the micro-USD refunded now, None if settled before."""
+    result = session.execute(
+        update(Task)
+        .where(Task.id == task.id, Task.settlement == "held")
+        .values(settlement="kept" if keep else "refunded")
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return None
+    if keep or not task.cost_micros:
+        return 0
+    cost = task.cost_micros
+    session.execute(
+        insert(models.UsageLog),
+        [
+            {
+                "request_id": f"task-{task.id}-refund",
+                "created_at": datetime.now(timezone.utc),
+                "token_id": task.token_id,
+                "token_name": task.token_name,
+                "channel_id": task.channel_id,
+                "family": task.family,
+                "endpoint": "task.refund",
+                "model": task.model,
+                "status_code": 0,
+                "usage_source": "request",
+                "cost_micros": -cost,
+                "error": reason[:2000],
+            }
+        ],
+    )
+    if task.token_id is not None:
+        session.execute(
+            update(models.Token)
+            .where(models.Token.id == task.token_id)
+            .values(used_micros=models.Token.used_micros - cost)
+        )
+    return cost
