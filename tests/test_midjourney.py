@@ -123,7 +123,7 @@ def test_imagine_poll_upscale_flow_with_callbacks(mj: Mj, receiver: FakeServer) 
     task = mj.until(task_id, "SUCCESS")
     assert task["id"] == task_id and task["action"] == "IMAGINE" and task["progress"] == "100%"
     assert task["state"] == "my-state" and task["prompt"] == "a red fox in the snow"
-    assert task["imageUrl"].startswith("https://cdn.example.com/")
+    assert task["imageUrl"] == f"{mj.gateway.url}/mj/image/{task_id}"  # forwarded through polyrelay (default)
     assert task["submitTime"] <= task["startTime"] <= task["finishTime"]
     assert "notifyHook" not in task["properties"] and task["properties"]["finalPrompt"]
     u1 = next(b["customId"] for b in task["buttons"] if b["label"] == "U1")
@@ -216,9 +216,11 @@ def test_upstream_banned_prompt_passes_through_uncharged(gateway_factory: Callab
 def test_failure_refunds_once_and_the_quota_comes_back(gateway_factory: Callable[..., Gateway],
                                                        fresh_upstream: FakeServer) -> None:
     mj = Mj(gateway_factory(_config(fresh_upstream)), fresh_upstream)
+    fresh_upstream.knobs["hold"] = True  # the first must not fail (and refund) before the second is refused
     task_id = mj.submit("please FAIL", TIGHT)
     refused = mj.post("/mj/submit/imagine", {"prompt": "a second one"}, TIGHT)
     assert refused.status_code == 429 and refused.json()["code"] == 4  # the quota is held by the first
+    fresh_upstream.knobs["hold"] = False
     task = mj.until(task_id, "FAILURE", TIGHT)
     assert task["failReason"] and task["progress"] == ""
     assert wait_until(lambda: mj.used("tight") == 0, what="the refund")

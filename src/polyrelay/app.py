@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 from sqlalchemy import Engine
@@ -15,21 +17,31 @@ from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Receive, Scope, Send
 
 from polyrelay import __version__
+from polyrelay.api import admin as admin_api
 from polyrelay.api import anthropic as anthropic_api
 from polyrelay.api import gemini as gemini_api
 from polyrelay.api import ideogram as ideogram_api
 from polyrelay.api import midjourney as midjourney_api
+from polyrelay.api import flux as flux_api
+from polyrelay.api import kling as kling_api
+from polyrelay.api import luma as luma_api
+from polyrelay.api import stability_video as stability_video_api
+from polyrelay.api import suno as suno_api
+from polyrelay.api import tasks as tasks_api
 from polyrelay.api import openai as openai_api
 from polyrelay.api import recraft as recraft_api
 from polyrelay.api import stability as stability_api
 from polyrelay.config import Settings, load_settings
 from polyrelay.errors import RelayError
 from polyrelay.relay.fetch import FetchPolicy
+from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.relay.pipeline import Relay
 from polyrelay.relay.routing import Health, HealthPolicy
+from polyrelay.relay.upstream import UpstreamClient
 from polyrelay.store import models
 from polyrelay.store.db import create_db_engine, migrate
 from polyrelay.store.seed import seed_from_settings
@@ -73,12 +85,13 @@ async def _refresh_snapshots(relay: Relay, engine: Engine, executor: ThreadPoolE
         try:
             version = await loop.run_in_executor(executor, _records_version, engine)
             if version != relay.snapshot.version:
-                relay.snapshot = await loop.run_in_executor(executor, _read_snapshot, engine, relay.snapshot)
+                fresh = await loop.run_in_executor(executor, _read_snapshot, engine, relay.snapshot)
+                relay.snapshot = fresh.adopt(relay.snapshot)  # on the loop: carries reservations and money over
         except Exception:
             log.exception("snapshot refresh failed; serving the previous one")
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> _ExactPostPaths:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
@@ -92,6 +105,9 @@ def create_app(settings: Settings) -> Starlette:
         )
         writer = BatchWriter(engine, settings.log_flush_interval_ms / 1000, executor)
         writer.start()
+        app.state.db, app.state.db_executor = engine, executor  # for the admin API
+        limiter = RateLimiter(settings.redis_url, namespace=hashlib.sha256(settings.database_url.encode()).hexdigest()[:12])
+        await limiter.start()
         health = Health(
             HealthPolicy(
                 cooldown_after_failures=settings.cooldown_after_failures,
@@ -101,9 +117,10 @@ def create_app(settings: Settings) -> Starlette:
             ),
             writer,
         )
+        upstream = UpstreamClient()
         app.state.relay = relay = Relay(
-            snapshot, session, writer, health, settings.output_estimate_tokens,
-            fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_hosts),
+            snapshot, session, upstream, writer, health, settings.output_estimate_tokens,
+            fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_hosts), limiter=limiter,
         )
         refresher = asyncio.create_task(
             _refresh_snapshots(relay, engine, executor, settings.snapshot_refresh_s), name="polyrelay-snapshot"
@@ -117,7 +134,9 @@ def create_app(settings: Settings) -> Starlette:
             await poller.stop()  # before the writer and the session: it uses both
             refresher.cancel()
             await writer.close()
+            await limiter.close()
             await session.close()
+            await upstream.close()
             executor.shutdown(wait=True)
             engine.dispose()
 
@@ -127,13 +146,46 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[Route("/healthz", healthz, methods=["GET"]), *ideogram_api.routes(), *recraft_api.routes(),
                 *stability_api.routes(), *midjourney_api.routes(),  # before OpenAI's catch-all /v1/{rest:path}
+                *suno_api.routes(), *luma_api.routes(), *kling_api.routes(), *flux_api.routes(),
+                *stability_video_api.routes(), *tasks_api.routes(),  # /v1/tasks: before the catch-all too
                 *anthropic_api.routes(), *gemini_api.routes(),  # /v1/messages: before the catch-all too
-                *openai_api.routes()],
+                *admin_api.routes(), *openai_api.routes()],
         lifespan=lifespan,
         exception_handlers={404: _not_found, 405: _method_not_allowed},
     )
     app.state.settings = settings
-    return app
+    return _ExactPostPaths(app)
+
+
+class _ExactPostPaths:
+    """Send POSTs to fixed paths straight to their endpoint, ahead of Starlette's router.
+
+    The router and its middleware stack cost about 0.1 ms of CPU per request, a third of
+    the relay's whole budget. Only paths that no earlier route would claim are taken
+    here, so routing is the same as the router's; everything else goes through Starlette.
+    """
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.state = app.state
+        self._endpoints: dict[str, Any] = {}
+        for index, route in enumerate(app.routes):
+            if not isinstance(route, Route) or route.param_convertors or "POST" not in (route.methods or ()):
+                continue
+            probe = {"type": "http", "path": route.path, "method": "POST", "root_path": ""}
+            earlier = app.routes[:index]
+            if route.path not in self._endpoints and not any(r.matches(probe)[0] != Match.NONE for r in earlier):
+                self._endpoints[route.path] = route.endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self._endpoints.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self.app
+                response = await endpoint(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
@@ -146,6 +198,6 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     )
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> _ExactPostPaths:
     """Factory for worker processes: the parent passes the config path through the environment."""
     return create_app(load_settings(os.environ.get(CONFIG_ENV) or None))

@@ -58,6 +58,7 @@ def serve(config: Path | None, host: str | None, port: int | None, workers: int 
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         http="httptools",
         timeout_graceful_shutdown=30,
+        proxy_headers=False,  # callers are seen as they connect; a fronting proxy is an operator choice
     )
     click.echo(f"polyrelay listening on http://{settings.host}:{settings.port}", err=True)
     if settings.workers > 1:
@@ -81,3 +82,101 @@ def migrate(config: Path | None) -> None:
     click.echo(f"database ready: {settings.database_url}")
 
 
+
+
+def _engine(config: Path | None):  # type: ignore[no-untyped-def]
+    from polyrelay.store.db import create_db_engine, migrate
+
+    engine = create_db_engine(_settings(config).database_url)
+    migrate(engine)
+    return engine
+
+
+_config_option = click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+
+
+@main.group()
+def user() -> None:
+    """Manage users (accounts)."""
+
+
+@user.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["user", "admin"]), default="user", show_default=True)
+@click.option("--group", default="default", show_default=True)
+@click.option("--balance", type=float, default=0.0, help="Initial balance in USD (a top-up ledger entry).")
+@click.option("--unlimited", is_flag=True, help="Serve the user whatever the balance.")
+@click.option("--password", default=None, help="For console login; prompted if given as '-'.")
+@_config_option
+def user_create(name: str, role: str, group: str, balance: float, unlimited: bool, password: str | None,
+                config: Path | None) -> None:
+    """Create a user."""
+    from sqlalchemy.exc import IntegrityError
+
+    from polyrelay.admin_ops import create_user
+    from polyrelay.billing.meter import usd_to_micros
+
+    if password == "-":
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user_id = create_user(_engine(config), name, role=role, group=group, balance_micros=usd_to_micros(balance),
+                              unlimited=unlimited, password=password)
+    except IntegrityError:
+        raise click.ClickException(f"a user named '{name}' already exists") from None
+    click.echo(f"user '{name}' created (id {user_id})")
+
+
+@main.group()
+def key() -> None:
+    """Manage caller keys (tokens)."""
+
+
+@key.command("create")
+@click.option("--user", "user_name", required=True, help="The user whose balance the key spends.")
+@click.option("--name", default=None, help="Token name (unique); default: derived from the user.")
+@click.option("--limit", type=float, default=None, help="The key's own spending limit in USD.")
+@click.option("--models", multiple=True, help="Allowed models (wildcards allowed); repeat or comma-separate.")
+@_config_option
+def key_create(user_name: str, name: str | None, limit: float | None, models: tuple[str, ...],
+               config: Path | None) -> None:
+    """Create a key and print it (shown this once only)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from polyrelay.admin_ops import create_key
+    from polyrelay.billing.meter import usd_to_micros
+
+    allowed = [m.strip() for item in models for m in item.split(",") if m.strip()] or None
+    try:
+        token_name, secret = create_key(_engine(config), user_name, name,
+                                        limit_micros=usd_to_micros(limit) if limit is not None else None,
+                                        models_allowed=allowed)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    except IntegrityError:
+        raise click.ClickException(f"a token named '{name}' already exists") from None
+    click.echo(f"key '{token_name}' for user '{user_name}' (shown once, store it now):", err=True)
+    click.echo(secret)
+
+
+@main.group()
+def channel() -> None:
+    """Check channels."""
+
+
+@channel.command("test")
+@click.argument("name")
+@click.option("--model", default=None, help="Model to call; default: the channel's first model.")
+@_config_option
+def channel_test(name: str, model: str | None, config: Path | None) -> None:
+    """One tiny real call through the channel; records its latency and result."""
+    import asyncio
+
+    from polyrelay.admin_ops import run_channel_test
+
+    engine = _engine(config)
+    result = asyncio.run(run_channel_test(engine, None, name, model))
+    if result is None:
+        raise click.ClickException(f"no channel named '{name}'")
+    click.echo(f"{result['channel']} ({result['model']}): {result['result']} in {result['latency_ms']:.0f} ms")
+    if not result["ok"]:
+        sys.exit(1)

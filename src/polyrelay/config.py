@@ -56,6 +56,33 @@ class TokenConfig(BaseModel):
     models: list[str] | None = None
     expires_at: datetime | None = None
     enabled: bool = True
+    user: str | None = Field(default=None, description="Owner; absent: a user named like the token (see docs/billing.md).")
+    allowed_ips: list[str] | None = None
+    rpm_limit: int | None = Field(default=None, ge=1)
+    tpm_limit: int | None = Field(default=None, ge=1)
+
+
+class UserConfig(BaseModel):
+    """An account. ``balance_usd`` is credited once, when polyrelay first creates the user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    role: str = Field(default="user", pattern="^(admin|user)$")
+    group: str = "default"
+    balance_usd: float = Field(default=0.0, ge=0)
+    unlimited: bool = False
+    enabled: bool = True
+    password: str | None = Field(default=None, description="For console login; stored as an argon2 hash.")
+    rpm_limit: int | None = Field(default=None, ge=1)
+    tpm_limit: int | None = Field(default=None, ge=1)
+
+
+class GroupConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ratio: float = Field(default=1.0, ge=0, description="Price multiplier for the group's users.")
+    channels: list[str] | None = Field(default=None, description="Channel names the group may use; absent: all.")
 
 
 class PriceConfig(BaseModel):
@@ -96,7 +123,13 @@ class Settings(BaseSettings):
     tasks: TaskSettings = TaskSettings()  # the asynchronous task engine (see docs/tasks.md)
     midjourney: MidjourneySettings = MidjourneySettings()
 
+    admin_key: str | None = Field(default=None, description="Bearer key of the admin API (/api/...).")
+    redis_url: str | None = Field(default=None, description="Share rate limits between processes through Redis.")
+    session_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+
     channels: list[ChannelConfig] = []
+    users: list[UserConfig] = []
+    groups: dict[str, GroupConfig] = {}
     tokens: list[TokenConfig] = []
     prices: dict[str, PriceConfig] = {}
 

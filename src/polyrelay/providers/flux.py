@@ -33,9 +33,13 @@ from polyrelay.relay.call import Call
 # OpenAI-request fields BFL understands as they are (images.md: the alias's extra fields).
 _PASSED = ("aspect_ratio", "steps", "prompt_upsampling", "seed", "guidance", "safety_tolerance", "output_format",
            "raw", "image_prompt", "input_image")
-_WAITING = frozenset({"Pending", "Queued", "Processing"})
-_MODERATED = frozenset({"Request Moderated", "Content Moderated"})
+WAITING = frozenset({"Pending", "Queued", "Processing"})  # BFL statuses; shared with the native family
+MODERATED = frozenset({"Request Moderated", "Content Moderated"})
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+def bfl_headers(key: str) -> dict[str, str]:
+    return {"x-key": key, "accept": "application/json"}
 
 
 def bfl_body(payload: dict[str, Any]) -> dict[str, Any]:
@@ -51,7 +55,7 @@ class FluxAdaptor(ImageAdaptor):
     type = "flux"
 
     def _headers(self, target: Target) -> dict[str, str]:
-        return {"x-key": target.key, "accept": "application/json"}
+        return bfl_headers(target.key)
 
     def build_request(self, call: Call, target: Target) -> UpstreamRequest:
         payload = alias_payload(call)
@@ -108,9 +112,9 @@ class FluxAdaptor(ImageAdaptor):
             state = data.get("status")
             if status < 400 and state == "Ready":
                 return data.get("result") or {}
-            if state in _MODERATED:
+            if state in MODERATED:
                 raise RelayError(400, f"BFL refused the request: {state}.", code="content_policy_violation")
-            if status < 400 and state not in _WAITING:
+            if status < 400 and state not in WAITING:
                 raise RelayError(502, f"BFL could not make the image (status {state!r}).", type="upstream_error",
                                  code="upstream_task_failed")
             if loop.time() + interval > deadline:

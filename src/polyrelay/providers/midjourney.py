@@ -20,6 +20,9 @@ TYPE = "midjourney"
 _HIDDEN_PROPERTIES = frozenset({"notifyHook", "discordInstanceId", "discordChannelId", "nonce", "messageId",
                                 "messageHash", "flags", "progressMessageId", "botType"})
 
+# Fields of newer proxies' Task objects passed on as they are (video actions).
+_PASSED_THROUGH = ("videoUrl", "videoUrls")
+
 
 def url(channel: ChannelRecord, path: str, mode: str = "") -> str:
     """``path`` starts with ``/mj/``; channels with option ``mode_prefix`` get ``/mj-<mode>`` in front."""
@@ -83,11 +86,21 @@ class MidjourneyTasks(TaskAdaptor):
             raise ValueError(f"list-by-condition answered HTTP {status}")
         return {str(t["id"]): _update(t) for t in body if isinstance(t, dict) and t.get("id") is not None}
 
-    def render(self, task: TaskView) -> dict[str, Any]:
-        """midjourney-proxy's Task object, with polyrelay's id and times."""
+    def render(self, task: TaskView, image_base: str | None = None) -> dict[str, Any]:
+        """midjourney-proxy's Task object, with polyrelay's id and times.
+
+        ``image_base`` (else the one stored at submit, ``properties.image_base``): when set,
+        ``imageUrl`` points at polyrelay's ``{image_base}/mj/image/{id}`` instead of the upstream's
+        CDN; "" keeps the upstream URL.
+        """
         upstream, request = task.result or {}, task.request or {}
         properties = {k: v for k, v in (upstream.get("properties") or {}).items() if k not in _HIDDEN_PROPERTIES}
-        return {
+        if image_base is None:
+            image_base = str((task.properties or {}).get("image_base") or "")
+        image_url = upstream.get("imageUrl") or ""
+        if image_url and image_base:
+            image_url = f"{image_base}/mj/image/{task.id}"
+        rendered = {
             "id": task.id,
             "action": upstream.get("action") or task.action,
             "customId": request.get("customId", ""),
@@ -100,7 +113,7 @@ class MidjourneyTasks(TaskAdaptor):
             "submitTime": task.submit_time,
             "startTime": task.start_time,
             "finishTime": task.finish_time,
-            "imageUrl": upstream.get("imageUrl", ""),
+            "imageUrl": image_url,
             "status": task.status,
             "progress": "" if task.status == "FAILURE" else task.progress,
             "failReason": task.fail_reason,
@@ -108,3 +121,7 @@ class MidjourneyTasks(TaskAdaptor):
             "maskBase64": "",
             "properties": properties,
         }
+        for extra in _PASSED_THROUGH:  # video results and other plus/trueai fields, when the upstream has them
+            if upstream.get(extra) is not None:
+                rendered[extra] = upstream[extra]
+        return rendered

@@ -19,14 +19,16 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from polyrelay.billing.meter import Price, Usage
-from polyrelay.billing.quota import Reservation, estimate, require_price, reserve
+from polyrelay.billing.quota import Reservation, charge, estimate, require_price, reserve
+from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.errors import RelayError
 from polyrelay.providers import adaptor_for
 from polyrelay.providers.base import Reply, ReplyStream, Services, Target
-from polyrelay.relay.auth import authenticate, check_model_allowed, key_hint
+from polyrelay.relay.auth import authenticate, check_client_ip, check_model_allowed, key_hint
 from polyrelay.relay.call import Call
 from polyrelay.relay.fetch import FetchPolicy
 from polyrelay.relay.routing import Health, candidates, target_for
+from polyrelay.relay.upstream import Timeouts, UpstreamClient, UpstreamResponse
 from polyrelay.store.snapshot import Snapshot, TokenRecord
 from polyrelay.store.writer import BatchWriter
 
@@ -50,6 +52,7 @@ class Outcome:
     error: str = ""
     ttfb: float | None = None
     drained: bool = False  # a streamed reply was read to its end
+    channels: frozenset[str] | None = None  # the only channels the caller's group may use
     closed: bool = False  # a streamed reply was settled and logged
 
 
@@ -58,17 +61,31 @@ class Relay:
         self,
         snapshot: Snapshot,
         session: aiohttp.ClientSession,
+        upstream: UpstreamClient,
         writer: BatchWriter,
         health: Health,
         output_estimate_tokens: int,
         fetch_policy: FetchPolicy | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.snapshot = snapshot
+        self.limiter = limiter or RateLimiter()
         self._session = session
+        self._upstream = upstream
         self._services = Services(session, fetch_policy or FetchPolicy())
         self._writer = writer
         self._health = health
         self._output_estimate_tokens = output_estimate_tokens
+
+    @property
+    def writer(self) -> BatchWriter:
+        """The usage-log writer, for API families that log outside ``handle`` (task submits)."""
+        return self._writer
+
+    @property
+    def health(self) -> Health:
+        """Channel health, for API families that call upstreams themselves (task submits)."""
+        return self._health
 
     async def handle(self, call: Call, key: str | None) -> Response:
         started = time.perf_counter()
@@ -110,8 +127,16 @@ class Relay:
     def _admit(self, call: Call, key: str | None, outcome: Outcome) -> None:
         snapshot = self.snapshot
         outcome.token = token = authenticate(snapshot, key)
+        if token.allowed_ips is not None:
+            check_client_ip(token, call.client_ip)
         check_model_allowed(token, call.model)
-        if not snapshot.routes(call.model):
+        routes = snapshot.routes(call.model)
+        if routes and token.user is not None and token.user.channels is not None:
+            allowed = token.user.channels  # the user's group may use only these channels
+            routes = [[c for c in group if c.name in allowed] for group in routes]
+            routes = [group for group in routes if group]
+            outcome.channels = allowed
+        if not routes:
             raise RelayError(
                 404,
                 f"The model '{call.model}' does not exist or no channel serves it.",
@@ -120,25 +145,28 @@ class Relay:
             )
         outcome.price = price = snapshot.price_for(call.model)
         require_price(token, call.model, price)
-        outcome.reservation = reserve(token, estimate(call, price, self._output_estimate_tokens))
+        self.limiter.admit(token)
+        outcome.reservation = reserve(token, charge(token, estimate(call, price, self._output_estimate_tokens)))
 
-    async def _call_upstream(self, call: Call, outcome: Outcome) -> tuple[Target, Reply | aiohttp.ClientResponse]:
+    async def _call_upstream(self, call: Call, outcome: Outcome) -> tuple[Target, Reply | UpstreamResponse]:
         """Try channels in order until one answers; never after a byte reached the caller."""
         last: RelayError | None = None
         for channel in candidates(self.snapshot, call.model):
+            if outcome.channels is not None and channel.name not in outcome.channels:
+                continue  # not a channel of the caller's group
             outcome.target = target = target_for(channel, call.model)
             outcome.attempts += 1
             adaptor = adaptor_for(channel.type)
             await adaptor.prepare(call, target, self._services)
             request = adaptor.build_request(call, target)
-            timeout = aiohttp.ClientTimeout(
+            timeouts = Timeouts(
+                connect=channel.connect_timeout_s,
                 total=None if call.stream else channel.timeout_s,
-                sock_connect=channel.connect_timeout_s,
-                sock_read=channel.timeout_s,
+                read=channel.timeout_s,
             )
             try:
-                response = await self._session.request(
-                    request.method, request.url, headers=request.headers, data=request.body, timeout=timeout
+                response = await self._upstream.request(
+                    request.method, request.url, request.headers, request.body, timeouts
                 )
                 if response.status >= 400:
                     body = await response.read()
@@ -190,10 +218,11 @@ class Relay:
         """Settle the reservation and queue the usage-log row."""
         served = outcome.target is not None and (outcome.status < 400 or outcome.status == _CLIENT_GONE)
         usage = (outcome.usage or Usage(source="request")) if served else Usage(source="")
-        cost = outcome.price.cost(usage) if served and outcome.price is not None else 0
+        token, target = outcome.token, outcome.target
+        cost = charge(token, outcome.price.cost(usage)) if served and outcome.price is not None else 0  # type: ignore[arg-type]
         if outcome.reservation is not None:
             outcome.reservation.settle(cost)
-        token, target = outcome.token, outcome.target
+            self.limiter.used(token, usage)  # type: ignore[arg-type]
         ttfb = outcome.ttfb if outcome.ttfb is not None else (time.perf_counter() - started)
         self._writer.record_usage(
             {
@@ -223,18 +252,22 @@ class Relay:
                 "ttfb_ms": ttfb * 1000,
                 "error": outcome.error[:2000],
                 "client_ip": call.client_ip,
+                "user_id": token.user.id if token is not None and token.user is not None else None,
             },
             token.id if token else None,
             cost,
+            outcome.reservation,
         )
 
 
 class _RelayedStream(StreamingResponse):
-    """A streaming response that settles even when the caller left before the first chunk.
+    """Streams the reply, stops when the caller leaves, and always settles.
 
-    Starlette cancels the sending task when the caller disconnects; a body generator
-    that never started (or is parked at a ``yield``) would then never run its
-    ``finally``, leaving the reservation held and the upstream call open.
+    Starlette's own streaming response watches for a disconnect through an anyio task
+    group, which costs more CPU per stream than all of polyrelay's own work; here one
+    plain task waits for ``http.disconnect`` and cancels the sender. Whatever ends the
+    stream, the body generator is closed and ``on_close`` settles and logs the request,
+    even if the caller left before the first chunk.
     """
 
     def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None], **kwargs: Any) -> None:
@@ -242,9 +275,26 @@ class _RelayedStream(StreamingResponse):
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sender = asyncio.current_task()
+        assert sender is not None
+        caller_left = False
+
+        async def watch() -> None:
+            nonlocal caller_left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            caller_left = True
+            sender.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            await super().__call__(scope, receive, send)
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not caller_left:
+                raise
+            sender.uncancel()  # our own cancellation: the caller is gone, nothing to propagate
         finally:
+            watcher.cancel()
             await self.body_iterator.aclose()  # type: ignore[attr-defined]
             self._on_close()
 

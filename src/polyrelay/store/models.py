@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -40,6 +40,11 @@ class Channel(Base):
     timeout_s: Mapped[float] = mapped_column(Float, default=300.0)
     connect_timeout_s: Mapped[float] = mapped_column(Float, default=10.0)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The last channel test (admin API / CLI): when, how long, and what it said ("ok" or the error).
+    tested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    test_latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    test_result: Mapped[str] = mapped_column(Text, default="")
+    balance_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # operator-noted upstream balance
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -53,6 +58,7 @@ class Token(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     key_hint: Mapped[str] = mapped_column(String(32), default="")
+    # The token's own spending limit (None: only its user's balance limits it); used_micros is its spend.
     quota_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     used_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
@@ -60,6 +66,11 @@ class Token(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Whose balance pays; None only for rows older than accounts (seeding gives them a user).
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    allowed_ips: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # IPs/CIDRs; None: any
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # requests per minute
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # tokens per minute
 
 
 class Price(Base):
@@ -84,6 +95,7 @@ class UsageLog(Base):
     __table_args__ = (
         Index("ix_usage_logs_created_at", "created_at"),
         Index("ix_usage_logs_token_id_created_at", "token_id", "created_at"),
+        Index("ix_usage_logs_user_id_created_at", "user_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -113,6 +125,7 @@ class UsageLog(Base):
     ttfb_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
     client_ip: Mapped[str] = mapped_column(String(64), default="")
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Meta(Base):
@@ -164,5 +177,87 @@ class Task(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     notify_hook: Mapped[str] = mapped_column(String(1024), default="")
+    # Set (to the change's time) while a notifyHook callback of the task is undelivered; see tasks/callbacks.py.
+    notify_due_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     updated_at: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class User(Base):
+    """An account: its tokens spend its balance. ``unlimited`` users are served whatever the balance."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="user")  # admin | user
+    group: Mapped[str] = mapped_column(String(64), default="default")
+    # Always equals the sum of the user's ledger entries (written in the same transactions).
+    balance_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    unlimited: Mapped[bool] = mapped_column(Boolean, default=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    password_hash: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Group(Base):
+    """A pricing group: a price multiplier (parts per million, 1_000_000 = x1) and the channels it may use."""
+
+    __tablename__ = "groups"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ratio_ppm: Mapped[int] = mapped_column(BigInteger, default=1_000_000)
+    channels: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # channel names; None: all
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class LedgerEntry(Base):
+    """Append-only money movements; ``amount_micros`` is signed (a charge is negative).
+
+    ``(request_id, kind)`` is unique, so a settlement, refund or top-up applies at most once.
+    """
+
+    __tablename__ = "ledger"
+    __table_args__ = (
+        UniqueConstraint("request_id", "kind", name="uq_ledger_request_kind"),
+        Index("ix_ledger_user_id_id", "user_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    user_id: Mapped[int] = mapped_column(Integer)
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # charge | refund | topup | adjustment | redemption
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    request_id: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class WebSession(Base):
+    """A console login; only the SHA-256 of the cookie value is stored."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RedemptionCode(Base):
+    """A code worth an amount, redeemable once (a conditional UPDATE claims it)."""
+
+    __tablename__ = "redemption_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    code_hint: Mapped[str] = mapped_column(String(32), default="")
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    redeemed_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    redeemed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -12,6 +12,7 @@ import logging
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from polyrelay.accounts import hash_password, post, verify_password
 from polyrelay.billing.meter import Price, usd_to_micros
 from polyrelay.config import Settings
 from polyrelay.relay.auth import generate_key, hash_key, key_hint
@@ -42,6 +43,29 @@ def seed_from_settings(engine: Engine, settings: Settings) -> list[tuple[str, st
             row.connect_timeout_s = channel.connect_timeout_s
             row.options = dict(channel.options)
 
+        for name, group in settings.groups.items():
+            group_row = session.get(models.Group, name)
+            if group_row is None:
+                group_row = models.Group(name=name)
+                session.add(group_row)
+            group_row.ratio_ppm = round(group.ratio * 1_000_000)
+            group_row.channels = list(group.channels) if group.channels is not None else None
+
+        for user in settings.users:
+            user_row = session.scalar(select(models.User).where(models.User.name == user.name))
+            if user_row is None:
+                user_row = models.User(name=user.name, balance_micros=0)
+                session.add(user_row)
+                session.flush()
+                if user.balance_usd:
+                    post(session, user_row.id, "topup", usd_to_micros(user.balance_usd), f"seed-user-{user_row.id}",
+                         "initial balance from the config file")
+            user_row.role, user_row.group, user_row.unlimited = user.role, user.group, user.unlimited
+            user_row.enabled, user_row.rpm_limit, user_row.tpm_limit = user.enabled, user.rpm_limit, user.tpm_limit
+            if user.password is not None and not verify_password(user_row.password_hash, user.password):
+                user_row.password_hash = hash_password(user.password)
+        session.flush()
+
         for token in settings.tokens:
             row = session.scalar(select(models.Token).where(models.Token.name == token.name))
             if row is None:
@@ -56,6 +80,25 @@ def seed_from_settings(engine: Engine, settings: Settings) -> list[tuple[str, st
             row.models = list(token.models) if token.models is not None else None
             row.expires_at = token.expires_at
             row.enabled = token.enabled
+            row.allowed_ips = list(token.allowed_ips) if token.allowed_ips is not None else None
+            row.rpm_limit, row.tpm_limit = token.rpm_limit, token.tpm_limit
+            if token.user is not None:
+                owner = session.scalar(select(models.User.id).where(models.User.name == token.user))
+                if owner is None:
+                    raise ValueError(f"token '{token.name}' belongs to user '{token.user}', who is not under `users`")
+                row.user_id = owner
+        session.flush()
+
+        # Tokens without an owner (from the file, or from before accounts existed) get an
+        # unlimited user of their own name: the token's quota stays its own limit, as before.
+        for row in session.scalars(select(models.Token).where(models.Token.user_id.is_(None))).all():
+            owner = session.scalar(select(models.User.id).where(models.User.name == row.name))
+            if owner is None:
+                user_row = models.User(name=row.name, unlimited=True, balance_micros=0)
+                session.add(user_row)
+                session.flush()
+                owner = user_row.id
+            row.user_id = owner
 
         for model, price in settings.prices.items():
             values = {

@@ -7,6 +7,7 @@ channel health, key rotation) lives on these objects and survives a reload.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -21,21 +22,67 @@ from polyrelay.store import models
 
 
 @dataclass(slots=True, eq=False)
+class UserRecord:
+    """An account as the hot path sees it. Money state is changed on the event loop only.
+
+    ``balance_micros`` is live: the database balance minus what this process settled
+    and has not committed yet (``unflushed_micros``, owned by the batching writer).
+    """
+
+    id: int
+    name: str
+    role: str = "user"
+    group: str = "default"
+    enabled: bool = True
+    unlimited: bool = True
+    ratio_ppm: int = 1_000_000  # the group's price multiplier, in parts per million
+    channels: frozenset[str] | None = None  # the group's allowed channel names; None: all
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    balance_micros: int = 0
+    reserved_micros: int = 0  # estimates held by requests in flight
+    unflushed_micros: int = 0  # settled here, not yet committed by the writer
+    # Rate-limit window state (see billing.ratelimit).
+    rl_window: int = 0
+    rl_requests: int = 0
+    rl_tokens: int = 0
+
+    @property
+    def remaining_micros(self) -> int | None:
+        if self.unlimited:
+            return None
+        return self.balance_micros - self.reserved_micros
+
+
+@dataclass(slots=True, eq=False)
 class TokenRecord:
     id: int
     name: str
-    quota_micros: int | None
+    quota_micros: int | None  # the token's own limit; its user's balance limits it too
     used_micros: int  # settled spend: persisted plus settled here and not yet flushed
     models: ModelPatterns | None
     expires_at: float | None  # epoch seconds
     enabled: bool
     reserved_micros: int = 0  # estimates held by requests in flight
+    user: UserRecord | None = None
+    allowed_ips: tuple[Any, ...] | None = None  # ipaddress networks; None: any client
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    unflushed_micros: int = 0  # settled here, not yet committed by the writer
+    rl_window: int = 0
+    rl_requests: int = 0
+    rl_tokens: int = 0
 
     @property
     def remaining_micros(self) -> int | None:
         if self.quota_micros is None:
             return None
         return self.quota_micros - self.used_micros - self.reserved_micros
+
+    @property
+    def metered(self) -> bool:
+        """Spending is bounded (own limit or a limited user): unpriced models are refused."""
+        return self.quota_micros is not None or (self.user is not None and not self.user.unlimited)
 
 
 @dataclass(slots=True, eq=False)
@@ -73,6 +120,45 @@ class Snapshot:
     prices: dict[str, Price]
     price_patterns: list[tuple[str, Price]]
     _routes: dict[str, list[list[ChannelRecord]]] = field(default_factory=dict)
+    users: dict[int, UserRecord] = field(default_factory=dict)
+    # Database money values read with this snapshot, applied by ``adopt`` on the event loop.
+    _db_balances: dict[int, int] = field(default_factory=dict)
+    _db_used: dict[int, int] = field(default_factory=dict)
+
+    def adopt(self, previous: Snapshot | None) -> Snapshot:
+        """Make this freshly loaded snapshot current; call on the event loop, never in a thread.
+
+        Records that existed before are kept (requests in flight hold them and settle on
+        them) and get the new static fields; their money becomes the database value
+        minus what this process settled and has not committed yet. The database read
+        and the writer's commits run on the same thread and their continuations run
+        in order on the loop, so the read and ``unflushed_micros`` always agree.
+        """
+        old_users = previous.users if previous is not None else {}
+        users: dict[int, UserRecord] = {}
+        for user_id, fresh in self.users.items():
+            record = old_users.get(user_id)
+            if record is None:
+                record = fresh
+            else:
+                for name in _USER_STATIC:
+                    setattr(record, name, getattr(fresh, name))
+            record.balance_micros = self._db_balances.get(user_id, 0) - record.unflushed_micros
+            users[user_id] = record
+        self.users = users
+        old_tokens = {t.id: t for t in previous.tokens_by_hash.values()} if previous is not None else {}
+        for key_hash, fresh in list(self.tokens_by_hash.items()):
+            record = old_tokens.get(fresh.id)
+            if record is None:
+                record = fresh
+            else:
+                for name in _TOKEN_STATIC:
+                    setattr(record, name, getattr(fresh, name))
+            record.used_micros = self._db_used.get(record.id, 0) + record.unflushed_micros
+            record.user = users.get(fresh.user.id) if fresh.user is not None else None
+            self.tokens_by_hash[key_hash] = record
+        self._db_balances, self._db_used = {}, {}
+        return self
 
     def price_for(self, model: str) -> Price | None:
         """Exact price, else the first matching wildcard, else ``default``, else None."""
@@ -110,13 +196,46 @@ def _epoch(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
 
 
+_USER_STATIC = ("name", "role", "group", "enabled", "unlimited", "ratio_ppm", "channels", "rpm_limit", "tpm_limit")
+_TOKEN_STATIC = ("name", "quota_micros", "models", "expires_at", "enabled", "allowed_ips", "rpm_limit", "tpm_limit")
+
+
+def _networks(values: list[str] | None) -> tuple[Any, ...] | None:
+    if values is None:
+        return None
+    return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+
+
 def load_snapshot(session: Session, previous: Snapshot | None = None) -> Snapshot:
-    """Read every hot-path record; carry run-time state over from ``previous``."""
+    """Read every hot-path record (in the DB thread); ``adopt`` then carries run-time state over.
+
+    Without a ``previous`` snapshot the result is ready to use as it is.
+    """
     version_row = session.get(models.Meta, "records_version")
-    old_tokens = {t.id: t for t in previous.tokens_by_hash.values()} if previous else {}
     old_channels = {c.id: c for c in previous.channels} if previous else {}
 
+    groups = {row.name: row for row in session.scalars(select(models.Group))}
+    users: dict[int, UserRecord] = {}
+    balances: dict[int, int] = {}
+    for row in session.scalars(select(models.User)):
+        group = groups.get(row.group)
+        users[row.id] = UserRecord(
+            id=row.id,
+            name=row.name,
+            role=row.role,
+            group=row.group,
+            enabled=row.enabled,
+            unlimited=row.unlimited,
+            ratio_ppm=group.ratio_ppm if group is not None else 1_000_000,
+            channels=frozenset(group.channels) if group is not None and group.channels is not None else None,
+            rpm_limit=row.rpm_limit,
+            tpm_limit=row.tpm_limit,
+            balance_micros=row.balance_micros,
+        )
+        balances[row.id] = row.balance_micros
+
     tokens: dict[str, TokenRecord] = {}
+    used: dict[int, int] = {}
     for row in session.scalars(select(models.Token)):
         record = TokenRecord(
             id=row.id,
@@ -126,12 +245,12 @@ def load_snapshot(session: Session, previous: Snapshot | None = None) -> Snapsho
             models=ModelPatterns(row.models) if row.models is not None else None,
             expires_at=_epoch(row.expires_at),
             enabled=row.enabled,
+            user=users.get(row.user_id) if row.user_id is not None else None,
+            allowed_ips=_networks(row.allowed_ips),
+            rpm_limit=row.rpm_limit,
+            tpm_limit=row.tpm_limit,
         )
-        if (old := old_tokens.get(row.id)) is not None:
-            # Spend settled here but not yet flushed is in old.used and not in the row; with
-            # several processes the row also holds theirs. Spend only grows, so take the larger.
-            record.used_micros = max(record.used_micros, old.used_micros)
-            record.reserved_micros = old.reserved_micros
+        used[row.id] = row.used_micros
         tokens[row.key_hash] = record
 
     channels: list[ChannelRecord] = []
@@ -172,4 +291,7 @@ def load_snapshot(session: Session, previous: Snapshot | None = None) -> Snapsho
         channels=channels,
         prices=prices,
         price_patterns=patterns,
+        users=users,
+        _db_balances=balances,
+        _db_used=used,
     )

@@ -12,17 +12,22 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
 from polyrelay.store import models
 from polyrelay.store.db import bump_records_version
 
+if TYPE_CHECKING:
+    from polyrelay.billing.quota import Reservation
+    from polyrelay.store.snapshot import TokenRecord, UserRecord
+
 log = logging.getLogger("polyrelay")
 
 _INSERT_USAGE = insert(models.UsageLog.__table__)
+_INSERT_LEDGER = insert(models.LedgerEntry.__table__)
 
 
 @dataclass(slots=True)
@@ -31,9 +36,13 @@ class _Batch:
     spend: dict[int, int] = field(default_factory=dict)  # token id -> micro-USD to add
     last_used: dict[int, datetime] = field(default_factory=dict)
     channels: dict[int, dict[str, Any]] = field(default_factory=dict)  # channel id -> columns
+    ledger: list[dict[str, Any]] = field(default_factory=list)  # charge entries, one per charged request
+    balances: dict[int, int] = field(default_factory=dict)  # user id -> micro-USD charged (to subtract)
+    users: dict[int, UserRecord] = field(default_factory=dict)  # in-memory records to reconcile after commit
+    tokens: dict[int, TokenRecord] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.logs or self.spend or self.last_used or self.channels)
+        return bool(self.logs or self.spend or self.last_used or self.channels or self.ledger)
 
 
 class BatchWriter:
@@ -47,12 +56,31 @@ class BatchWriter:
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
 
-    def record_usage(self, row: dict[str, Any], token_id: int | None, cost_micros: int) -> None:
-        self._batch.logs.append(row)
+    def record_usage(
+        self, row: dict[str, Any], token_id: int | None, cost_micros: int, charged: Reservation | None = None
+    ) -> None:
+        """Queue a usage-log row; with ``charged`` (the settled reservation) and a cost, also the
+        ledger charge and the user's balance delta, committed in the same transaction as the row."""
+        batch = self._batch
+        batch.logs.append(row)
         if token_id is not None:
-            self._batch.last_used[token_id] = row["created_at"]
+            batch.last_used[token_id] = row["created_at"]
             if cost_micros:
-                self._batch.spend[token_id] = self._batch.spend.get(token_id, 0) + cost_micros
+                batch.spend[token_id] = batch.spend.get(token_id, 0) + cost_micros
+                if charged is not None:
+                    token = charged.token
+                    token.unflushed_micros += cost_micros
+                    batch.tokens[token_id] = token
+                    user = charged.user
+                    if user is not None:
+                        user.unflushed_micros += cost_micros
+                        batch.users[user.id] = user
+                        batch.balances[user.id] = batch.balances.get(user.id, 0) + cost_micros
+                        batch.ledger.append(
+                            {"created_at": row["created_at"], "user_id": user.id, "token_id": token_id,
+                             "kind": "charge", "amount_micros": -cost_micros, "request_id": row["request_id"],
+                             "note": ""}
+                        )
 
     def record_channel(self, channel_id: int, **columns: Any) -> None:
         self._batch.channels.setdefault(channel_id, {}).update(columns)
@@ -76,12 +104,23 @@ class BatchWriter:
                 return
             loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(self._executor, self._write, batch)
+                balances, used = await loop.run_in_executor(self._executor, self._write, batch)
             except Exception:
                 # Keep the money: put the batch back so the next flush retries it.
                 log.exception("usage flush failed; will retry")
                 self._merge_back(batch)
                 raise
+            # Committed: those charges are in the database now, no longer only here. Same loop
+            # step, so the records never count a charge twice or not at all.
+            for user_id, micros in batch.balances.items():
+                user = batch.users[user_id]
+                user.unflushed_micros -= micros
+                if user_id in balances:
+                    user.balance_micros = balances[user_id] - user.unflushed_micros
+            for token_id, token in batch.tokens.items():
+                token.unflushed_micros -= batch.spend.get(token_id, 0)
+                if token_id in used:
+                    token.used_micros = used[token_id] + token.unflushed_micros
 
     def _merge_back(self, batch: _Batch) -> None:
         current = self._batch
@@ -92,6 +131,11 @@ class BatchWriter:
             current.last_used.setdefault(token_id, when)
         for channel_id, columns in batch.channels.items():
             current.channels[channel_id] = {**columns, **current.channels.get(channel_id, {})}
+        current.ledger[:0] = batch.ledger
+        for user_id, micros in batch.balances.items():
+            current.balances[user_id] = current.balances.get(user_id, 0) + micros
+        current.users.update(batch.users)
+        current.tokens.update(batch.tokens)
 
     async def _run(self) -> None:
         while True:
@@ -101,12 +145,30 @@ class BatchWriter:
             except Exception:  # already logged; the loop must keep going
                 pass
 
-    def _write(self, batch: _Batch) -> None:
+    def _write(self, batch: _Batch) -> tuple[dict[int, int], dict[int, int]]:
+        """One transaction; returns the committed balances and token spend it touched."""
         with Session(self._engine) as session, session.begin():
             if batch.logs:
                 # A Core executemany: the ORM's bulk path costs several times more CPU per row,
-                # and this thread holds the GIL the event loop needs.
-                session.connection().execute(_INSERT_USAGE, batch.logs)
+                # and this thread holds the GIL the event loop needs. Rows with different
+                # columns (families log different fields) go in separate executemanys.
+                first = batch.logs[0].keys()
+                if all(row.keys() == first for row in batch.logs):
+                    session.connection().execute(_INSERT_USAGE, batch.logs)
+                else:
+                    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+                    for row in batch.logs:
+                        shapes.setdefault(tuple(row), []).append(row)
+                    for rows in shapes.values():
+                        session.connection().execute(_INSERT_USAGE, rows)
+            if batch.ledger:
+                session.connection().execute(_INSERT_LEDGER, batch.ledger)
+            for user_id, micros in batch.balances.items():
+                session.execute(
+                    update(models.User)
+                    .where(models.User.id == user_id)
+                    .values(balance_micros=models.User.balance_micros - micros)
+                )
             for token_id, micros in batch.spend.items():
                 session.execute(
                     update(models.Token)
@@ -120,3 +182,20 @@ class BatchWriter:
                 session.execute(update(models.Channel).where(models.Channel.id == channel_id).values(**columns))
             if any("enabled" in columns for columns in batch.channels.values()):
                 bump_records_version(session)  # a channel left rotation: every process must see it
+            balances: dict[int, int] = {}
+            used: dict[int, int] = {}
+            if batch.users:
+                balances = {
+                    user_id: balance
+                    for user_id, balance in session.execute(
+                        select(models.User.id, models.User.balance_micros).where(models.User.id.in_(list(batch.users)))
+                    )
+                }
+            if batch.tokens:
+                used = {
+                    token_id: spent
+                    for token_id, spent in session.execute(
+                        select(models.Token.id, models.Token.used_micros).where(models.Token.id.in_(list(batch.tokens)))
+                    )
+                }
+            return balances, used

@@ -54,6 +54,7 @@ class TaskView:
     poll_count: int
     notify_hook: str
     properties: dict[str, Any] = field(default_factory=dict)
+    notify_due_at: int | None = None  # set while a callback is undelivered (tasks/callbacks.py)
 
     @property
     def finished(self) -> bool:
@@ -91,3 +92,9 @@ class TaskAdaptor(ABC):
     @abstractmethod
     def render(self, task: TaskView) -> dict[str, Any]:
         """The caller-facing task object (fetch replies and notifyHook bodies)."""
+
+    def scope(self, task: TaskView) -> str:
+        """Tasks polled in one ``fetch`` share this value; an upstream whose status query differs by task
+        kind (Kling: ``/v1/videos/text2video/{id}`` vs ``/v1/images/generations/{id}``) returns the kind,
+        and its ``fetch`` then receives it as the keyword argument ``scope``. Default: one scope."""
+        return ""

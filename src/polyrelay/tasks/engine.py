@@ -18,7 +18,7 @@ import aiohttp
 from sqlalchemy import Engine
 
 from polyrelay.relay.pipeline import Relay
-from polyrelay.tasks import store
+from polyrelay.tasks import callbacks, store
 from polyrelay.tasks.base import TaskAdaptor, TaskView
 from polyrelay.tasks.notify import Notifier
 from polyrelay.tasks.settings import TaskSettings
@@ -83,9 +83,31 @@ class TaskEngine:
             token = tokens.get(item.task.token_id) if item.task.token_id is not None else None
             if token is not None and item.refunded_micros:
                 token.used_micros = max(0, token.used_micros - item.refunded_micros)
+                if token.user is not None:  # the refund is committed: the user's live balance gets it back
+                    token.user.balance_micros += item.refunded_micros
 
     def changed(self, tasks: list[TaskView]) -> None:
         for task in tasks:
             adaptor = self.adaptors.get(task.family)
             if task.notify_hook and adaptor is not None:
-                self.notifier.send(task.id, task.notify_hook, adaptor.render(task))
+                self.notifier.send(task.id, task.notify_hook, adaptor.render(task), task.notify_due_at)
+
+    async def sync_callbacks(self) -> None:
+        """Clear the durable marks of delivered callbacks; take over stale ones (tasks/callbacks.py)."""
+        done, self.notifier.done = self.notifier.done, []
+        await self.run_db(callbacks.settle, self.db, done, [])
+        now = store.now_ms()
+        settings = self.settings
+        # A live process may still be retrying a mark this young: its whole retry window, plus a lease.
+        window_s = min(86_400.0, settings.notify_timeout_s * settings.notify_attempts
+                       + settings.notify_backoff_s * 2 ** min(40, max(0, settings.notify_attempts - 1)))
+        stale_before = now - int((window_s + settings.lease_s) * 1000)
+        recovered = await self.run_db(callbacks.recover, self.db, now, stale_before, set(self.notifier.pending()))
+        self.changed(recovered)
+
+    async def close_callbacks(self) -> None:
+        """Stop delivering; hand undelivered callbacks to whichever process polls next."""
+        await self.notifier.close()
+        done, self.notifier.done = self.notifier.done, []
+        pending = [(task_id, v) for task_id, v in self.notifier.pending().items() if v is not None]
+        await self.run_db(callbacks.settle, self.db, done, pending)

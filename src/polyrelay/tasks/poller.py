@@ -55,7 +55,10 @@ class Poller:
             await engine.run_db(store.release, engine.db, engine.owner + ":")
         except Exception:
             log.exception("could not release task leases; they expire after %ss", engine.settings.lease_s)
-        await engine.notifier.close()
+        try:
+            await engine.close_callbacks()
+        except Exception:
+            log.exception("could not hand back undelivered callbacks; they are recovered once stale")
 
     async def _run(self) -> None:
         tick = min(self._engine.settings.poll_interval_s / 2, 5.0)
@@ -66,6 +69,12 @@ class Poller:
                 raise
             except Exception:
                 log.exception("task poll round failed; retrying next tick")
+            try:
+                await self._engine.sync_callbacks()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("callback bookkeeping failed; retrying next tick")
             await asyncio.sleep(tick)
 
     async def run_round(self) -> int:
@@ -80,13 +89,15 @@ class Poller:
         if not tasks:
             return 0
         claimed_at = time.perf_counter()
-        groups: dict[tuple[str, int, int], list[TaskView]] = defaultdict(list)
+        groups: dict[tuple[str, int, int, str], list[TaskView]] = defaultdict(list)
         for task in tasks:
-            groups[(task.family, task.channel_id, int(task.properties.get("key_index", 0)))].append(task)
+            adaptor = engine.adaptors.get(task.family)
+            scope = adaptor.scope(task) if adaptor is not None else ""
+            groups[(task.family, task.channel_id, int(task.properties.get("key_index", 0)), scope)].append(task)
         channels = {c.id: c for c in engine.relay.snapshot.channels}
         results = await asyncio.gather(
-            *(self._poll_group(family, channels.get(cid), key_index, group)
-              for (family, cid, key_index), group in groups.items())
+            *(self._poll_group(family, channels.get(cid), key_index, group, scope)
+              for (family, cid, key_index, scope), group in groups.items())
         )
         updates = {upstream: update for result in results for upstream, update in result.items()}
         fetched_at = time.perf_counter()
@@ -112,7 +123,7 @@ class Poller:
         return len(tasks)
 
     async def _poll_group(
-        self, family: str, channel: ChannelRecord | None, key_index: int, tasks: list[TaskView]
+        self, family: str, channel: ChannelRecord | None, key_index: int, tasks: list[TaskView], scope: str = ""
     ) -> dict[tuple[int, str], TaskUpdate]:
         engine = self._engine
         adaptor = engine.adaptors.get(family)
@@ -124,11 +135,12 @@ class Poller:
         )
         ids = [t.upstream_id for t in tasks if t.upstream_id]
         batches = [ids[i : i + adaptor.batch_size] for i in range(0, len(ids), adaptor.batch_size)]
+        scoped = {"scope": scope} if scope else {}  # adaptors without scopes keep the plain signature
 
         async def one(batch: list[str]) -> dict[str, TaskUpdate]:
             async with semaphore:
                 try:
-                    return await adaptor.fetch(engine.session, channel, key, batch)
+                    return await adaptor.fetch(engine.session, channel, key, batch, **scoped)
                 except Exception as exc:  # transport errors, timeouts, bad answers: retried next time
                     log.warning("polling %d %s tasks on channel %s failed: %r", len(batch), family, channel.name, exc)
                     return {}

@@ -9,6 +9,8 @@ as a usage-log row (``request_id = task-<id>``, ``cost_micros = +cost``) plus
 ``tokens.used_micros += cost``. A refund writes ``task-<id>-refund`` with ``-cost``
 and ``used_micros -= cost``. So ``sum(usage_logs.cost_micros) == tokens.used_micros``
 holds per token, and the unique ``request_id`` is a second guard against a double refund.
+Both also post the user's ledger entry (``charge`` / ``refund``, request id ``task-<id>``)
+and move ``users.balance_micros`` in the same transaction (``polyrelay.accounts.post``).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy import Engine, case, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from polyrelay import accounts
 from polyrelay.store import models
 from polyrelay.tasks.base import CANCEL, FAILURE, IN_PROGRESS, RANK, SUCCESS, TERMINAL, TaskUpdate, TaskView
 
@@ -49,13 +52,16 @@ def create(engine: Engine, row: dict[str, Any], charge_log: dict[str, Any]) -> T
     with Session(engine) as session, session.begin():
         session.execute(insert(Task), [row])
         cost = row["cost_micros"]
-        session.execute(insert(models.UsageLog), [{**charge_log, "cost_micros": cost}])
+        user_id = accounts.user_of_token(session, row["token_id"])
+        session.execute(insert(models.UsageLog), [{**charge_log, "cost_micros": cost, "user_id": user_id}])
         if cost and row["token_id"] is not None:
             session.execute(
                 update(models.Token)
                 .where(models.Token.id == row["token_id"])
                 .values(used_micros=models.Token.used_micros + cost, last_used_at=charge_log["created_at"])
             )
+            if user_id is not None:  # the ledger charge and the balance, in the same transaction
+                accounts.post(session, user_id, "charge", -cost, charge_log["request_id"], token_id=row["token_id"])
         task = session.get(Task, row["id"])
         assert task is not None
         return view(task)
@@ -145,6 +151,8 @@ def apply(engine: Engine, claim: str, advances: list[Advance], now: int) -> tupl
                 )
                 if new.result is not None:
                     values["result"] = new.result
+                if visible and task.notify_hook:
+                    values["notify_due_at"] = now  # a callback is owed (tasks/callbacks.py)
                 if new.status in TERMINAL:
                     values.update(next_poll_at=None, finish_time=new.finish_time or now)
             result = session.execute(
@@ -180,7 +188,8 @@ def finish(engine: Engine, task_id: str, status: str, reason: str, now: int) -> 
             update(Task)
             .where(Task.id == task_id, Task.status.not_in(TERMINAL))
             .values(status=status, fail_reason=reason, progress="", finish_time=now, next_poll_at=None,
-                    lease_owner=None, lease_expires_at=None, updated_at=now)
+                    lease_owner=None, lease_expires_at=None, updated_at=now,
+                    notify_due_at=case((Task.notify_hook != "", now), else_=None))
             .execution_options(synchronize_session=False)
         )
         if result.rowcount != 1:
@@ -216,10 +225,12 @@ def _settle(session: Session, task: TaskView, *, keep: bool, reason: str, now: i
     if keep or not task.cost_micros:
         return 0
     cost = task.cost_micros
+    user_id = accounts.user_of_token(session, task.token_id)
     session.execute(
         insert(models.UsageLog),
         [
             {
+                "user_id": user_id,
                 "request_id": f"task-{task.id}-refund",
                 "created_at": datetime.now(timezone.utc),
                 "token_id": task.token_id,
@@ -241,4 +252,6 @@ def _settle(session: Session, task: TaskView, *, keep: bool, reason: str, now: i
             .where(models.Token.id == task.token_id)
             .values(used_micros=models.Token.used_micros - cost)
         )
+        if user_id is not None:
+            accounts.post(session, user_id, "refund", cost, f"task-{task.id}", reason[:200], token_id=task.token_id)
     return cost

@@ -1,0 +1,74 @@
+"""Suno relay channels (the Suno-API / new-api protocol), ``Authorization: Bearer <channel key>``.
+
+Submit ``POST {base}/suno/submit/{music|lyrics|concat}`` answers ``{code:"success", data:"<id>"}``;
+the engine polls ``POST {base}/suno/fetch {ids}`` (one request per 100 tasks), whose
+TaskDto statuses map: NOT_START/SUBMITTED/QUEUED -> SUBMITTED, IN_PROGRESS, SUCCESS,
+FAILURE (anything else: SUBMITTED, polled again).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from polyrelay.providers.task_http import poll_timeout, request_json
+from polyrelay.store.snapshot import ChannelRecord
+from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, TaskAdaptor, TaskUpdate, TaskView
+
+TYPE = "suno"
+FAMILY = "suno"
+_STATUSES = {"NOT_START": SUBMITTED, "SUBMITTED": SUBMITTED, "QUEUED": SUBMITTED, "IN_PROGRESS": IN_PROGRESS,
+             "SUCCESS": SUCCESS, "FAILURE": FAILURE}
+
+
+def _headers(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def submit(
+    session: aiohttp.ClientSession, channel: ChannelRecord, key: str, action: str, body: dict[str, Any]
+) -> tuple[int, Any]:
+    return await request_json(session, channel, "POST", f"{channel.base_url}/suno/submit/{action.lower()}",
+                              _headers(key), body)
+
+
+def _seconds(ms: int | None) -> int:
+    return ms // 1000 if ms else 0
+
+
+def _update(dto: dict[str, Any]) -> TaskUpdate:
+    status = _STATUSES.get(str(dto.get("status") or "").upper(), SUBMITTED)
+    progress = "100%" if status == SUCCESS else "" if status == FAILURE else str(dto.get("progress") or "0%")
+    return TaskUpdate(status, progress, dto, fail_reason=str(dto.get("fail_reason") or ""))
+
+
+class SunoTasks(TaskAdaptor):
+    family = FAMILY
+    batch_size = 100
+
+    async def fetch(
+        self, session: aiohttp.ClientSession, channel: ChannelRecord, key: str, upstream_ids: list[str]
+    ) -> dict[str, TaskUpdate]:
+        status, body = await request_json(session, channel, "POST", f"{channel.base_url}/suno/fetch",
+                                          _headers(key), {"ids": upstream_ids}, poll_timeout(channel))
+        items = body.get("data") if isinstance(body, dict) else None
+        if status != 200 or not isinstance(items, list):
+            raise ValueError(f"suno fetch answered HTTP {status}")
+        return {str(d["task_id"]): _update(d) for d in items if isinstance(d, dict) and d.get("task_id")}
+
+    def render(self, task: TaskView) -> dict[str, Any]:
+        """new-api's TaskDto, with polyrelay's id and times (Unix seconds)."""
+        upstream = task.result or {}
+        queued = task.status == SUBMITTED and str(upstream.get("status", "")).upper() == "QUEUED"
+        return {
+            "task_id": task.id,
+            "action": task.action,
+            "status": "QUEUED" if queued else task.status,
+            "fail_reason": task.fail_reason,
+            "submit_time": _seconds(task.submit_time),
+            "start_time": _seconds(task.start_time),
+            "finish_time": _seconds(task.finish_time),
+            "progress": task.progress,
+            "data": upstream.get("data"),
+        }
