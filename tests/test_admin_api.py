@@ -199,8 +199,10 @@ def test_a_user_never_sees_or_touches_another_users_data(setup: Setup) -> None:
     assert as_bob.delete(f"/api/me/tokens/{alice_token_id}", headers=XHR).status_code == 404
     assert setup.chat(alice_key).status_code == 200  # still works
     # Bob's logs, aggregates, CSV and ledger hold only his rows, whatever he asks for.
-    logs = as_bob.get("/api/me/logs", params={"user_id": alice["id"]}).json()["data"]
-    assert logs and {r["user_id"] for r in logs} == {bob["id"]}
+    logs = wait_until(  # the batching writer commits Bob's row within its flush interval
+        lambda: as_bob.get("/api/me/logs", params={"user_id": alice["id"]}).json()["data"], what="Bob's usage rows"
+    )
+    assert {r["user_id"] for r in logs} == {bob["id"]}
     assert "channel_name" not in logs[0]
     aggregate = as_bob.get("/api/me/logs/aggregate", params={"user_id": alice["id"]}).json()["data"]
     assert {r["user_id"] for r in aggregate} == {bob["id"]}

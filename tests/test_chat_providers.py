@@ -124,8 +124,26 @@ def test_plain_chat_is_translated_and_billed(setup: Setup, provider: Provider) -
     assert (row.prompt_tokens, row.cached_tokens) == (provider.prompt_tokens, provider.cached_tokens)
     if provider is GEMINI:  # 7 input x 1 + 4 cached x 0.5 + 4 output x 2 micro-USD
         assert (row.completion_tokens, row.cost_micros) == (4, 17)
-    else:  # 11 input x 1 + 3 cached x 0.1 + 4 output x 5 = 31.3
-        assert (row.completion_tokens, row.cost_micros) == (4, 31)
+    else:  # 9 input x 1 + 3 cache reads x 0.1 + 2 cache writes x 1.25 + 4 output x 5 = 31.8
+        assert (row.completion_tokens, row.cost_micros) == (4, 32)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_claude_cache_reads_and_writes_are_billed_at_their_own_prices(setup: Setup, stream: bool) -> None:
+    """claude-* costs 1 USD/Mtok input, 0.1 cache read, 1.25 cache write, 5 output (tests/fakes/chat_providers)."""
+    raw = setup.client().chat.completions.with_raw_response.create(
+        model=ANTHROPIC.model, messages=_hi(), stream=stream
+    )
+    if stream:
+        list(raw.parse())
+    row = setup.gateway.usage_row(raw.headers["x-request-id"])
+    assert (anthropic_upstream.INPUT_TOKENS, anthropic_upstream.CACHE_READ, anthropic_upstream.CACHE_WRITE) == (9, 3, 2)
+    assert (row.stream, row.prompt_tokens, row.cached_tokens, row.cache_write_tokens, row.completion_tokens) == (
+        stream, 9 + 3 + 2, 3, 2, 4)
+    # In micro-micro-USD: 9 x 1_000_000 + 3 x 100_000 + 2 x 1_250_000 + 4 x 5_000_000 = 31_800_000,
+    # rounded once to 32 micro-USD. Cache writes at the input price would give 31 (31.3),
+    # at the cache-read price 30 (29.5), unbilled 29 (29.3).
+    assert row.cost_micros == 32
 
 
 @PROVIDERS

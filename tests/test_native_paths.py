@@ -93,7 +93,8 @@ def test_claude_messages_pass_through(setup: Setup) -> None:
     assert recorded.headers["anthropic-beta"] == "prompt-caching-2024-07-31"
     row = setup.gateway.usage_row(response.headers["x-request-id"])
     assert (row.family, row.prompt_tokens, row.cached_tokens, row.completion_tokens) == ("anthropic", 14, 3, 4)
-    assert row.cost_micros == 31
+    assert row.cache_write_tokens == 2
+    assert row.cost_micros == 32  # 9 x 1 + 3 reads x 0.1 + 2 writes x 1.25 + 4 x 5 = 31.8 micro-USD
 
 
 def test_claude_messages_stream(setup: Setup) -> None:
@@ -108,6 +109,7 @@ def test_claude_messages_stream(setup: Setup) -> None:
     assert names.count(b"content_block_delta") == 4
     row = setup.gateway.usage_row(request_id)
     assert (row.stream, row.prompt_tokens, row.cached_tokens, row.completion_tokens) == (True, 14, 3, 4)
+    assert (row.cache_write_tokens, row.cost_micros) == (2, 32)
 
 
 def test_claude_errors_in_anthropic_dialect(setup: Setup) -> None:

@@ -26,6 +26,7 @@ from polyrelay.api import anthropic as anthropic_api
 from polyrelay.api import gemini as gemini_api
 from polyrelay.api import ideogram as ideogram_api
 from polyrelay.api import midjourney as midjourney_api
+from polyrelay.api import files as files_api
 from polyrelay.api import flux as flux_api
 from polyrelay.api import kling as kling_api
 from polyrelay.api import luma as luma_api
@@ -44,6 +45,7 @@ from polyrelay.relay.routing import Health, HealthPolicy
 from polyrelay.relay.upstream import UpstreamClient
 from polyrelay.store import models
 from polyrelay.store.db import create_db_engine, migrate
+from polyrelay.store.files import FileStore
 from polyrelay.store.seed import seed_from_settings
 from polyrelay.store.snapshot import Snapshot, load_snapshot
 from polyrelay.store.writer import BatchWriter
@@ -121,6 +123,7 @@ def create_app(settings: Settings) -> _ExactPostPaths:
         app.state.relay = relay = Relay(
             snapshot, session, upstream, writer, health, settings.output_estimate_tokens,
             fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_hosts), limiter=limiter,
+            files=app.state.files if settings.files.rehost else None,
         )
         refresher = asyncio.create_task(
             _refresh_snapshots(relay, engine, executor, settings.snapshot_refresh_s), name="polyrelay-snapshot"
@@ -149,11 +152,12 @@ def create_app(settings: Settings) -> _ExactPostPaths:
                 *suno_api.routes(), *luma_api.routes(), *kling_api.routes(), *flux_api.routes(),
                 *stability_video_api.routes(), *tasks_api.routes(),  # /v1/tasks: before the catch-all too
                 *anthropic_api.routes(), *gemini_api.routes(),  # /v1/messages: before the catch-all too
-                *admin_api.routes(), *openai_api.routes()],
+                *files_api.routes(), *admin_api.routes(), *openai_api.routes()],
         lifespan=lifespan,
         exception_handlers={404: _not_found, 405: _method_not_allowed},
     )
     app.state.settings = settings
+    app.state.files = _file_store(settings)
     return _ExactPostPaths(app)
 
 
@@ -196,6 +200,16 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
     return openai_api.error_response(
         RelayError(405, f"Method {request.method} is not allowed on {request.url.path}.", code="method_not_allowed")
     )
+
+
+def _file_store(settings: Settings) -> FileStore:
+    """The re-hosted files' store; its URLs use ``files.public_base_url`` or the listening address."""
+    base = settings.files.public_base_url
+    if not base:
+        host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(settings.host, settings.host)
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        base = f"http://{host}:{settings.port}"
+    return FileStore(settings.files, base, allow_private=settings.allow_private_image_hosts)
 
 
 def app_from_env() -> _ExactPostPaths:

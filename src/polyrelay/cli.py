@@ -113,7 +113,7 @@ def user_create(name: str, role: str, group: str, balance: float, unlimited: boo
     """Create a user."""
     from sqlalchemy.exc import IntegrityError
 
-    from polyrelay.admin_ops import create_user
+    from polyrelay.api.admin.ops import create_user
     from polyrelay.billing.meter import usd_to_micros
 
     if password == "-":
@@ -142,7 +142,7 @@ def key_create(user_name: str, name: str | None, limit: float | None, models: tu
     """Create a key and print it (shown this once only)."""
     from sqlalchemy.exc import IntegrityError
 
-    from polyrelay.admin_ops import create_key
+    from polyrelay.api.admin.ops import create_key
     from polyrelay.billing.meter import usd_to_micros
 
     allowed = [m.strip() for item in models for m in item.split(",") if m.strip()] or None
@@ -171,7 +171,7 @@ def channel_test(name: str, model: str | None, config: Path | None) -> None:
     """One tiny real call through the channel; records its latency and result."""
     import asyncio
 
-    from polyrelay.admin_ops import run_channel_test
+    from polyrelay.api.admin.ops import run_channel_test
 
     engine = _engine(config)
     result = asyncio.run(run_channel_test(engine, None, name, model))

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from polyrelay.api.midjourney_settings import MidjourneySettings
+from polyrelay.store.files import FileSettings
 from polyrelay.tasks.settings import TaskSettings
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/polyrelay.db"
@@ -92,7 +93,8 @@ class PriceConfig(BaseModel):
 
     input_per_mtok: float | None = Field(default=None, ge=0)
     output_per_mtok: float | None = Field(default=None, ge=0)
-    cached_input_per_mtok: float | None = Field(default=None, ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0, description="Cache reads; absent: input price.")
+    cache_write_per_mtok: float | None = Field(default=None, ge=0, description="Cache writes; absent: input price.")
     per_request: float | None = Field(default=None, ge=0)
     per_image: float | None = Field(default=None, ge=0)
     per_second: float | None = Field(default=None, ge=0)
@@ -122,6 +124,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     tasks: TaskSettings = TaskSettings()  # the asynchronous task engine (see docs/tasks.md)
     midjourney: MidjourneySettings = MidjourneySettings()
+    files: FileSettings = FileSettings()  # re-hosting provider results (see docs/configuration.md)
 
     admin_key: str | None = Field(default=None, description="Bearer key of the admin API (/api/...).")
     redis_url: str | None = Field(default=None, description="Share rate limits between processes through Redis.")

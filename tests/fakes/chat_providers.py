@@ -78,7 +78,8 @@ def config(up: Upstreams, **settings: Any) -> dict[str, Any]:
         "prices": {
             "gemini-*": {"input_per_mtok": 1, "output_per_mtok": 2, "cached_input_per_mtok": 0.5},
             "text-embedding-*": {"input_per_mtok": 1},
-            "claude-*": {"input_per_mtok": 1, "output_per_mtok": 5, "cached_input_per_mtok": 0.1},
+            "claude-*": {"input_per_mtok": 1, "output_per_mtok": 5, "cached_input_per_mtok": 0.1,
+                         "cache_write_per_mtok": 1.25},
             "gpt-4o-azure": {"input_per_mtok": 2.5, "output_per_mtok": 10},
             "gpt-4-gizmo-*": {"input_per_mtok": 10, "output_per_mtok": 30},
         },

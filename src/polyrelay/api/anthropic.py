@@ -14,10 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from polyrelay.api.openai import bearer_key, read_body
+from polyrelay.api.common import bearer_key, json_body, new_call, relay_endpoint
 from polyrelay.errors import RelayError, bad_request
-from polyrelay.relay.call import Call, new_request_id
-from polyrelay.relay.pipeline import Relay
+from polyrelay.relay.call import Call
 
 FAMILY = "anthropic"
 _TYPES = {
@@ -46,26 +45,20 @@ def _key(request: Request) -> str | None:
 
 
 def _call(request: Request, body: bytes) -> Call:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(payload, dict):
-        raise bad_request("The request body must be a JSON object.")
+    payload = json_body(body, "The request body is not valid JSON")
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("model: Field required", param="model")
     stream = payload.get("stream") is True
     limit = payload.get("max_tokens")
-    call = Call(
-        family=FAMILY,
-        endpoint="messages",
-        path=request.url.path,
-        model=model,
-        body=body,
+    call = new_call(
+        request,
+        FAMILY,
+        "messages",
+        request.url.path,
+        model,
+        body,
         content_type="application/json",
-        request_id=new_request_id(),
-        client_ip=request.client.host if request.client else "",
         payload=payload,
         stream=stream,
         sse=stream,
@@ -77,13 +70,7 @@ def _call(request: Request, body: bytes) -> Call:
     return call
 
 
-async def messages(request: Request) -> Response:
-    try:
-        call = _call(request, await read_body(request))
-        relay: Relay = request.app.state.relay
-        return await relay.handle(call, _key(request))
-    except RelayError as error:
-        return error_response(error)
+messages = relay_endpoint(_call, error_response, _key)
 
 
 def routes() -> list[BaseRoute]:

@@ -15,12 +15,12 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from polyrelay.api.task_api import TaskCall, endpoint, hook, json_response, refusal
+from polyrelay.api.task_api import TaskCall, accept_id, endpoint, hook, json_response
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
 from polyrelay.providers import flux_tasks as upstream
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.submit import Accepted, Order
+from polyrelay.tasks.submit import Order
 
 FAMILY = upstream.FAMILY
 _NOT_SENT = ("webhook_url", "webhook_secret")
@@ -37,10 +37,7 @@ def render_error(error: RelayError) -> Response:
 flux_endpoint = endpoint(FAMILY, render_error)
 
 
-def _accept(status: int, body: Any) -> Accepted:
-    if status >= 400 or not isinstance(body, dict) or not isinstance(body.get("id"), str):
-        raise refusal(FAMILY, status if status >= 400 else 502, body, f"BFL refused the task (HTTP {status}).")
-    return Accepted(body["id"])
+_accept = accept_id(FAMILY, "BFL refused the task")
 
 
 @flux_endpoint

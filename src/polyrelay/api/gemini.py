@@ -15,10 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from polyrelay.api.openai import bearer_key, read_body
-from polyrelay.errors import RelayError, bad_request
-from polyrelay.relay.call import Call, new_request_id
-from polyrelay.relay.pipeline import Relay
+from polyrelay.api.common import bearer_key, json_body, new_call, relay_endpoint
+from polyrelay.errors import RelayError
+from polyrelay.relay.call import Call
 
 FAMILY = "gemini"
 _ACTIONS = ("generateContent", "streamGenerateContent")
@@ -57,24 +56,18 @@ def _call(request: Request, body: bytes) -> Call:
     if not sep or not model or action not in _ACTIONS:
         raise RelayError(404, f"Invalid URL ({request.method} {request.url.path}): expected "
                               "models/{model}:generateContent or :streamGenerateContent.", code="unknown_url")
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"Invalid JSON payload received: {exc}.") from None
-    if not isinstance(payload, dict):
-        raise bad_request("The request body must be a JSON object.")
+    payload = json_body(body, "Invalid JSON payload received")
     stream = action == "streamGenerateContent"
     config: Any = payload.get("generationConfig")
     limit = config.get("maxOutputTokens") if isinstance(config, dict) else None
-    call = Call(
-        family=FAMILY,
-        endpoint=f"gemini.{action}",
-        path=request.url.path,
-        model=model,
-        body=body,
+    call = new_call(
+        request,
+        FAMILY,
+        f"gemini.{action}",
+        request.url.path,
+        model,
+        body,
         content_type="application/json",
-        request_id=new_request_id(),
-        client_ip=request.client.host if request.client else "",
         payload=payload,
         stream=stream,
         sse=stream and request.query_params.get("alt") == "sse",
@@ -84,13 +77,7 @@ def _call(request: Request, body: bytes) -> Call:
     return call
 
 
-async def generate(request: Request) -> Response:
-    try:
-        call = _call(request, await read_body(request))
-        relay: Relay = request.app.state.relay
-        return await relay.handle(call, _key(request))
-    except RelayError as error:
-        return error_response(error)
+generate = relay_endpoint(_call, error_response, _key)
 
 
 def routes() -> list[BaseRoute]:

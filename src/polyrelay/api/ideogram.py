@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from polyrelay import multipart
 from polyrelay.api import uploads
+from polyrelay.api.common import new_call, relay_endpoint
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.relay.call import Call
 
@@ -65,7 +66,7 @@ def generate(request: Request, body: bytes) -> Call:
     if not isinstance(image_request, dict):
         raise bad_request("The field 'image_request' is required and must be an object.", param="image_request")
     _require_prompt(image_request)
-    call = uploads.new_call(request, FAMILY, "generate", "/generate", _v1_model(image_request), body)
+    call = new_call(request, FAMILY, "generate", "/generate", _v1_model(image_request), body)
     call.payload, call.content_type = payload, "application/json"
     call.extra["image_request"] = image_request
     call.images = uploads.count(image_request.get("num_images"), "num_images")
@@ -90,7 +91,7 @@ def v1_upload(endpoint: str) -> Callable[[Request, bytes], Call]:
                 model = PREFIX + "upscale"
         image = uploads.require(parts, "image_file")
         uploads.check_image(body, image, uploads.upload_limit(request, model, IMAGE_LIMIT))
-        call = uploads.new_call(request, FAMILY, endpoint, "/" + endpoint, model, body)
+        call = new_call(request, FAMILY, endpoint, "/" + endpoint, model, body)
         call.parts = parts
         if image_request is not None:
             call.extra["image_request"] = image_request
@@ -121,8 +122,8 @@ def v3(endpoint: str) -> Callable[[Request, bytes], Call]:
             for name in fields:
                 if not payload.get(name):
                     raise bad_request(f"The field '{name}' is required.", param=name)
-            call = uploads.new_call(request, FAMILY, f"v3.{endpoint}", path, _v3_model(payload.get("rendering_speed")),
-                                    body)
+            call = new_call(request, FAMILY, f"v3.{endpoint}", path, _v3_model(payload.get("rendering_speed")),
+                            body)
             call.payload, call.content_type = payload, "application/json"
             call.images = uploads.count(payload.get("num_images"), "num_images")
             return call
@@ -139,7 +140,7 @@ def v3(endpoint: str) -> Callable[[Request, bytes], Call]:
         references = sum(p.end - p.start for p in parts if p.name == "style_reference_images")
         if references > limit:
             raise uploads.too_large("style_reference_images", limit)
-        call = uploads.new_call(request, FAMILY, f"v3.{endpoint}", path, model, body)
+        call = new_call(request, FAMILY, f"v3.{endpoint}", path, model, body)
         call.parts = parts
         call.images = uploads.count(uploads.text(body, parts, "num_images"), "num_images")
         return call
@@ -156,8 +157,8 @@ def routes() -> list[BaseRoute]:
     result: list[BaseRoute] = []
     for prefix in ("/ideogram/v1", "/ideogram"):
         for name, parse in parsers.items():
-            result.append(Route(f"{prefix}/{name}", uploads.relay_endpoint(parse, error_response), methods=post))
+            result.append(Route(f"{prefix}/{name}", relay_endpoint(parse, error_response), methods=post))
         for name in V3_REQUIRED:
-            result.append(Route(f"{prefix}/ideogram-v3/{name}", uploads.relay_endpoint(v3(name), error_response),
+            result.append(Route(f"{prefix}/ideogram-v3/{name}", relay_endpoint(v3(name), error_response),
                                 methods=post))
     return result

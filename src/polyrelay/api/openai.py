@@ -7,7 +7,7 @@ handed to the relay untouched.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -16,9 +16,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from polyrelay import multipart
+from polyrelay.api import common
+from polyrelay.api.common import bearer_key, json_body, new_call
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.relay.auth import authenticate
-from polyrelay.relay.call import Call, new_request_id
+from polyrelay.relay.call import Call
 from polyrelay.relay.pipeline import Relay
 
 FAMILY = "openai"
@@ -46,57 +48,6 @@ def error_response(error: RelayError) -> Response:
     return Response(orjson.dumps(body), status_code=error.status, media_type="application/json", headers=error.headers)
 
 
-def bearer_key(request: Request) -> str | None:
-    authorization = request.headers.get("authorization")
-    if authorization:
-        scheme, _, key = authorization.partition(" ")
-        return key.strip() if scheme.lower() == "bearer" else authorization.strip()
-    return request.headers.get("api-key")  # Azure-style clients
-
-
-async def read_body(request: Request) -> bytes:
-    """The whole body, refusing early (413) when it is larger than the operator allows."""
-    limit: int = request.app.state.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> RelayError:
-    return RelayError(413, f"Request body is larger than the {limit} bytes this gateway accepts.", code="request_too_large")
-
-
-def _new_call(request: Request, endpoint: str, body: bytes, model: str) -> Call:
-    return Call(
-        family=FAMILY,
-        endpoint=endpoint,
-        path=request.url.path,
-        model=model,
-        body=body,
-        content_type=request.headers.get("content-type", "application/json"),
-        request_id=new_request_id(),
-        client_ip=request.client.host if request.client else "",
-    )
-
-
-def _json_payload(body: bytes) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"We could not parse the JSON body of your request: {exc}.") from None
-    if not isinstance(payload, dict):
-        raise bad_request("The request body must be a JSON object.")
-    return payload
-
-
 def _model(value: Any, default: str | None) -> str:
     if value is None and default is not None:
         return default
@@ -107,8 +58,8 @@ def _model(value: Any, default: str | None) -> str:
 
 def json_call(endpoint: str, default_model: str | None = None) -> Callable[[Request, bytes], Call]:
     def parse(request: Request, body: bytes) -> Call:
-        payload = _json_payload(body)
-        call = _new_call(request, endpoint, body, _model(payload.get("model"), default_model))
+        payload = json_body(body, "We could not parse the JSON body of your request")
+        call = new_call(request, FAMILY, endpoint, request.url.path, _model(payload.get("model"), default_model), body)
         call.payload = payload
         call.content_type = "application/json"
         if endpoint in ("chat.completions", "completions"):
@@ -136,7 +87,7 @@ def multipart_call(endpoint: str, default_model: str) -> Callable[[Request, byte
         parts = multipart.parse_parts(body, content_type)
         model_part = multipart.find(parts, "model")
         model = model_part.value(body).decode("utf-8", "replace").strip() if model_part else None
-        call = _new_call(request, endpoint, body, _model(model, default_model))
+        call = new_call(request, FAMILY, endpoint, request.url.path, _model(model, default_model), body)
         call.parts = parts
         if endpoint.startswith("images."):
             n = multipart.find(parts, "n")
@@ -161,17 +112,9 @@ def _count(value: Any, param: str) -> int:
     return count
 
 
-def relay_endpoint(parse: Callable[[Request, bytes], Call]) -> Callable[[Request], Any]:
-    async def endpoint(request: Request) -> Response:
-        try:
-            body = await read_body(request)
-            call = parse(request, body)
-            relay: Relay = request.app.state.relay
-            return await relay.handle(call, bearer_key(request))
-        except RelayError as error:
-            return error_response(error)
-
-    return endpoint
+def relay_endpoint(parse: Callable[[Request, bytes], Call]) -> Callable[[Request], Awaitable[Response]]:
+    """The shared read → parse → relay wrapper, with OpenAI's error object."""
+    return common.relay_endpoint(parse, error_response)
 
 
 def _model_object(model: str) -> dict[str, Any]:

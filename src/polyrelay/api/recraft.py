@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from polyrelay import multipart
 from polyrelay.api import uploads
+from polyrelay.api.common import new_call, relay_endpoint
 from polyrelay.api.openai import error_response
 from polyrelay.errors import bad_request
 from polyrelay.relay.call import Call
@@ -45,7 +46,7 @@ def generations(request: Request, body: bytes) -> Call:
     model = payload.get("model") or DEFAULT_MODEL
     if not isinstance(model, str):
         raise bad_request("'model' must be a string.", param="model")
-    call = uploads.new_call(request, FAMILY, "images.generations", "/v1/images/generations", model, body)
+    call = new_call(request, FAMILY, "images.generations", "/v1/images/generations", model, body)
     call.payload, call.content_type = payload, "application/json"
     call.images = uploads.count(payload.get("n"), "n")
     return call
@@ -66,7 +67,7 @@ def styles(request: Request, body: bytes) -> Call:
         raise uploads.too_large("images", limit)
     for part in images:
         uploads.check_image(body, part, limit)
-    call = uploads.new_call(request, FAMILY, "styles", "/v1/styles", model, body)
+    call = new_call(request, FAMILY, "styles", "/v1/styles", model, body)
     call.parts, call.images = parts, 0
     return call
 
@@ -79,7 +80,7 @@ def tool(name: str) -> Callable[[Request, bytes], Call]:
         image = uploads.require(parts, "image")
         model = PREFIX + current
         uploads.check_image(body, image, uploads.upload_limit(request, model, IMAGE_LIMIT), MAX_PIXELS)
-        call = uploads.new_call(request, FAMILY, f"images.{current}", f"/v1/images/{current}", model, body)
+        call = new_call(request, FAMILY, f"images.{current}", f"/v1/images/{current}", model, body)
         call.parts, call.images = parts, 1
         return call
 
@@ -89,8 +90,8 @@ def tool(name: str) -> Callable[[Request, bytes], Call]:
 def routes() -> list[BaseRoute]:
     post = ["POST"]
     return [
-        Route("/recraft/v1/styles", uploads.relay_endpoint(styles, error_response), methods=post),
-        Route("/recraft/v1/images/generations", uploads.relay_endpoint(generations, error_response), methods=post),
-        *(Route(f"/recraft/v1/images/{name}", uploads.relay_endpoint(tool(name), error_response), methods=post)
+        Route("/recraft/v1/styles", relay_endpoint(styles, error_response), methods=post),
+        Route("/recraft/v1/images/generations", relay_endpoint(generations, error_response), methods=post),
+        *(Route(f"/recraft/v1/images/{name}", relay_endpoint(tool(name), error_response), methods=post)
           for name in TOOLS),
     ]

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from polyrelay import multipart
 from polyrelay.api import uploads
+from polyrelay.api.common import new_call, relay_endpoint
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.relay.call import Call
 
@@ -67,8 +68,8 @@ def v2beta(endpoint: str) -> Callable[[Request, bytes], Call]:
             raise bad_request("The multipart field 'image' is required for mode image-to-image.", param="image")
         if image is not None:
             uploads.check_image(body, image, limit)
-        call = uploads.new_call(request, FAMILY, f"v2beta.{endpoint}", f"/v2beta/stable-image/generate/{endpoint}",
-                                model, body)
+        call = new_call(request, FAMILY, f"v2beta.{endpoint}", f"/v2beta/stable-image/generate/{endpoint}",
+                        model, body)
         call.parts = parts
         call.extra["accept"] = _accept(request, "image/*")
         return call
@@ -82,8 +83,8 @@ def text_to_image(request: Request, body: bytes) -> Call:
     if not isinstance(prompts, list) or not prompts:
         raise bad_request("'text_prompts' is required and must be a non-empty list.", param="text_prompts")
     engine = request.path_params["engine_id"]
-    call = uploads.new_call(request, FAMILY, "v1.text-to-image", f"/v1/generation/{engine}/text-to-image", engine,
-                            body)
+    call = new_call(request, FAMILY, "v1.text-to-image", f"/v1/generation/{engine}/text-to-image", engine,
+                    body)
     call.payload, call.content_type = payload, "application/json"
     call.images = uploads.count(payload.get("samples"), "samples")
     call.extra["accept"] = _accept(request, "application/json")
@@ -96,7 +97,7 @@ def routes() -> list[BaseRoute]:
     for prefix in ("/sd", ""):
         for name in ("ultra", "core", "sd3"):
             result.append(Route(f"{prefix}/v2beta/stable-image/generate/{name}",
-                                uploads.relay_endpoint(v2beta(name), v2beta_error), methods=post))
+                                relay_endpoint(v2beta(name), v2beta_error), methods=post))
         result.append(Route(f"{prefix}/v1/generation/{{engine_id}}/text-to-image",
-                            uploads.relay_endpoint(text_to_image, v1_error), methods=post))
+                            relay_endpoint(text_to_image, v1_error), methods=post))
     return result

@@ -19,14 +19,14 @@ from starlette.routing import BaseRoute, Route
 
 from polyrelay import multipart
 from polyrelay.api import uploads
-from polyrelay.api.openai import read_body
+from polyrelay.api.common import read_body
 from polyrelay.api.stability import REQUEST_LIMIT, v2beta_error
-from polyrelay.api.task_api import TaskCall, endpoint, json_response, refusal
+from polyrelay.api.task_api import TaskCall, accept_id, endpoint, json_response, refusal
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers import stability_video as upstream
 from polyrelay.store.snapshot import ChannelRecord
 from polyrelay.tasks.base import FAILURE, SUCCESS
-from polyrelay.tasks.submit import Accepted, Order, channel_and_key
+from polyrelay.tasks.submit import Order, channel_and_key
 
 FAMILY = upstream.FAMILY
 _FIELDS = ("seed", "cfg_scale", "motion_bucket_id")
@@ -34,10 +34,7 @@ _FIELDS = ("seed", "cfg_scale", "motion_bucket_id")
 video_endpoint = endpoint(FAMILY, v2beta_error)
 
 
-def _accept(status: int, body: Any) -> Accepted:
-    if status >= 400 or not isinstance(body, dict) or not isinstance(body.get("id"), str):
-        raise refusal(FAMILY, status if status >= 400 else 502, body, f"Stability refused the job (HTTP {status}).")
-    return Accepted(body["id"])
+_accept = accept_id(FAMILY, "Stability refused the job")
 
 
 @video_endpoint

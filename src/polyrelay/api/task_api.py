@@ -14,14 +14,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from polyrelay.api.openai import bearer_key, read_body
+from polyrelay.api.common import bearer_key, client_ip, read_body
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.relay.auth import authenticate
 from polyrelay.store.snapshot import TokenRecord
 from polyrelay.tasks.base import TaskView
 from polyrelay.tasks.engine import TaskEngine
 from polyrelay.tasks.notify import valid_hook
-from polyrelay.tasks.submit import Accept, Order, Send, submit
+from polyrelay.tasks.submit import Accept, Accepted, Order, Send, submit
 
 RenderError = Callable[[RelayError], Response]
 
@@ -41,6 +41,17 @@ def refusal(family: str, status: int, body: Any, message: str) -> RelayError:
     if body is not None:
         error.with_raw(family, orjson.dumps(body))
     return error
+
+
+def accept_id(family: str, refused: str) -> Accept:
+    """The submit check of upstreams that answer ``{"id": "..."}``: that id, else ``refused`` (with the HTTP status)."""
+
+    def accept(status: int, body: Any) -> Accepted:
+        if status >= 400 or not isinstance(body, dict) or not isinstance(body.get("id"), str):
+            raise refusal(family, status if status >= 400 else 502, body, f"{refused} (HTTP {status}).")
+        return Accepted(body["id"])
+
+    return accept
 
 
 def hook(value: Any, name: str) -> str:
@@ -63,7 +74,7 @@ class TaskCall:
 
     @property
     def client_ip(self) -> str:
-        return self.request.client.host if self.request.client else ""
+        return client_ip(self.request)
 
     async def payload(self) -> dict[str, Any]:
         body = await read_body(self.request)

@@ -1,4 +1,4 @@
-"""What the image API families share: the endpoint wrapper, and checks on uploads before any relay.
+"""What the image API families share: checks on uploads before any relay.
 
 Every check here runs before the relay pipeline, so a refused request costs nothing
 and reaches no upstream: missing parts and bad JSON (400), files that are not
@@ -7,49 +7,16 @@ JPEG/PNG/WEBP by their bytes (400), files over the provider's limit (413).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response
 
 from polyrelay import imagefiles, multipart
-from polyrelay.api.openai import bearer_key, read_body
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.multipart import Part
-from polyrelay.relay.call import Call, new_request_id
 
-Parse = Callable[[Request, bytes], Call]
-Render = Callable[[RelayError], Response]
 LIMIT_OPTION = "max_upload_bytes"  # channel option overriding a family's default upload limit
-
-
-def relay_endpoint(parse: Parse, render: Render) -> Callable[[Request], Awaitable[Response]]:
-    """Read, parse, relay; any RelayError (ours or the upstream's) rendered in the family's dialect."""
-
-    async def endpoint(request: Request) -> Response:
-        try:
-            body = await read_body(request)
-            call = parse(request, body)
-            return await request.app.state.relay.handle(call, bearer_key(request))
-        except RelayError as error:
-            return render(error)
-
-    return endpoint
-
-
-def new_call(request: Request, family: str, endpoint: str, path: str, model: str, body: bytes) -> Call:
-    return Call(
-        family=family,
-        endpoint=endpoint,
-        path=path,
-        model=model,
-        body=body,
-        content_type=request.headers.get("content-type", "application/json"),
-        request_id=new_request_id(),
-        client_ip=request.client.host if request.client else "",
-    )
 
 
 def is_multipart(request: Request) -> bool:

@@ -16,9 +16,12 @@ def usd_to_micros(usd: float) -> int:
 class Usage:
     """Billable quantities of one request, as reported upstream or counted locally."""
 
+    # prompt_tokens is the whole prompt, as OpenAI counts it: cache reads (cached_tokens) and
+    # cache writes (cache_write_tokens, Anthropic's cache_creation_input_tokens) are parts of it.
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
     images: int = 0
     seconds: float = 0.0
     characters: int = 0
@@ -31,7 +34,8 @@ class Price:
 
     input_per_mtok: int | None = None
     output_per_mtok: int | None = None
-    cached_input_per_mtok: int | None = None
+    cached_input_per_mtok: int | None = None  # cache reads; None: input_per_mtok
+    cache_write_per_mtok: int | None = None  # cache writes (creation); None: input_per_mtok
     per_request: int | None = None
     per_image: int | None = None
     per_second: int | None = None
@@ -48,11 +52,14 @@ class Price:
         models whose single requests cost fractions of a micro-dollar.
         """
         cached = min(usage.cached_tokens, usage.prompt_tokens)
+        written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
         cached_rate = self.cached_input_per_mtok if self.cached_input_per_mtok is not None else self.input_per_mtok
+        write_rate = self.cache_write_per_mtok if self.cache_write_per_mtok is not None else self.input_per_mtok
         # Per-million rates: accumulate in micro-micro-USD and divide once, so no float enters.
         per_million = (
-            (usage.prompt_tokens - cached) * (self.input_per_mtok or 0)
+            (usage.prompt_tokens - cached - written) * (self.input_per_mtok or 0)
             + cached * (cached_rate or 0)
+            + written * (write_rate or 0)
             + usage.completion_tokens * (self.output_per_mtok or 0)
             + usage.characters * (self.per_mchar or 0)
         )

@@ -15,6 +15,7 @@ import math
 import time
 from typing import Any
 
+from polyrelay.background import stop_task
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
 from polyrelay.store.snapshot import TokenRecord, UserRecord
@@ -111,11 +112,7 @@ class RateLimiter:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await stop_task(self._task)
             try:
                 await self.sync()
             except Exception:

@@ -181,8 +181,10 @@ def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
 class UsageCounter:
     """Anthropic usage: ``input_tokens`` excludes cache reads and writes, OpenAI's prompt includes them.
 
-    Cache writes are billed as ordinary input tokens (polyrelay has no separate price for them yet);
-    cache reads as cached tokens, at the model's cached-input price.
+    So ``prompt_tokens`` = ``input_tokens`` + ``cache_read_input_tokens`` + ``cache_creation_input_tokens``
+    (what an OpenAI caller sees). Cache reads become ``cached_tokens``, billed at the model's
+    ``cached_input_per_mtok``; cache writes become ``cache_write_tokens``, billed at its
+    ``cache_write_per_mtok``; the rest at ``input_per_mtok`` (either price absent: the input price).
     """
 
     __slots__ = ("input", "cache_read", "cache_write", "output", "seen")
@@ -210,6 +212,7 @@ class UsageCounter:
             prompt_tokens=self.input + self.cache_read + self.cache_write,
             completion_tokens=self.output,
             cached_tokens=self.cache_read,
+            cache_write_tokens=self.cache_write,
         )
 
 

@@ -73,6 +73,8 @@ class Adaptor(ABC):
     """One upstream protocol. Subclasses register themselves under ``type``."""
 
     type: str
+    # JSON keys whose values are result URLs that ``files.rehost`` may replace by polyrelay's own.
+    result_url_keys: frozenset[str] = frozenset()
 
     async def prepare(self, call: Call, target: Target, services: Services) -> None:
         """Asynchronous work ``build_request`` needs done first (fetching images to inline).

@@ -45,6 +45,7 @@ def _update(data: dict[str, Any]) -> TaskUpdate | None:
 
 class FluxTasks(OneByOne):
     family = FAMILY
+    result_url_keys = frozenset({"sample"})  # get_result's result.sample
 
     async def fetch_one(
         self, session: aiohttp.ClientSession, channel: ChannelRecord, key: str, upstream_id: str, **scope: Any

@@ -53,6 +53,8 @@ def error_message(data: dict[str, Any] | None) -> str | None:
 class ImageAdaptor(Adaptor):
     """Base of the synchronous image protocols: one complete reply, errors kept in the upstream's shape."""
 
+    result_url_keys = frozenset({"url"})  # OpenAI-shaped data[].url, Ideogram's data[].url, Recraft's image.url
+
     def stream_reply(self, call: Call, response: aiohttp.ClientResponse) -> ReplyStream:
         raise RuntimeError(f"the {self.type} adaptor never streams; the family must not set call.stream")
 

@@ -67,6 +67,7 @@ def _update(data: dict[str, Any]) -> TaskUpdate:
 
 class KlingTasks(OneByOne):
     family = FAMILY
+    result_url_keys = frozenset({"url"})  # task_result.images[].url, task_result.videos[].url
 
     def scope(self, task: TaskView) -> str:
         return PATHS.get(task.action, PATHS["TEXT2VIDEO"])

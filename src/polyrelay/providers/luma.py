@@ -52,6 +52,7 @@ def update(item: dict[str, Any]) -> TaskUpdate:
 
 class LumaTasks(OneByOne):
     family = FAMILY
+    result_url_keys = frozenset({"url", "download_url"})  # video and thumbnail
 
     async def fetch_one(
         self, session: aiohttp.ClientSession, channel: ChannelRecord, key: str, upstream_id: str, **scope: Any

@@ -45,6 +45,7 @@ def _update(dto: dict[str, Any]) -> TaskUpdate:
 
 class SunoTasks(TaskAdaptor):
     family = FAMILY
+    result_url_keys = frozenset({"audio_url", "video_url", "image_url", "image_large_url"})
     batch_size = 100
 
     async def fetch(

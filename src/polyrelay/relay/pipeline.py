@@ -8,6 +8,7 @@ queries the database: records come from the snapshot, writes go to the batch wri
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -29,8 +30,11 @@ from polyrelay.relay.call import Call
 from polyrelay.relay.fetch import FetchPolicy
 from polyrelay.relay.routing import Health, candidates, target_for
 from polyrelay.relay.upstream import Timeouts, UpstreamClient, UpstreamResponse
+from polyrelay.store.files import FileStore
 from polyrelay.store.snapshot import Snapshot, TokenRecord
 from polyrelay.store.writer import BatchWriter
+
+log = logging.getLogger("polyrelay")
 
 # Statuses that say "this channel or key cannot serve now", so another channel may.
 _FAILOVER_STATUSES = frozenset({401, 403, 408, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529})
@@ -67,6 +71,7 @@ class Relay:
         output_estimate_tokens: int,
         fetch_policy: FetchPolicy | None = None,
         limiter: RateLimiter | None = None,
+        files: FileStore | None = None,
     ) -> None:
         self.snapshot = snapshot
         self.limiter = limiter or RateLimiter()
@@ -76,6 +81,7 @@ class Relay:
         self._writer = writer
         self._health = health
         self._output_estimate_tokens = output_estimate_tokens
+        self._files = files  # set when the operator re-hosts provider results
 
     @property
     def writer(self) -> BatchWriter:
@@ -87,12 +93,19 @@ class Relay:
         """Channel health, for API families that call upstreams themselves (task submits)."""
         return self._health
 
+    @property
+    def files(self) -> FileStore | None:
+        """The store results are re-hosted in, when the operator turned that on (task results too)."""
+        return self._files
+
     async def handle(self, call: Call, key: str | None) -> Response:
         started = time.perf_counter()
         outcome = Outcome()
         try:
             self._admit(call, key, outcome)
             target, answer = await self._call_upstream(call, outcome)
+            if self._files is not None and isinstance(answer, Reply):
+                answer = await self._rehosted(target, answer, self._files)
         except RelayError as error:
             outcome.status, outcome.error = error.status, error.message
             self._finish(call, outcome, started)
@@ -123,6 +136,24 @@ class Relay:
         return _RelayedStream(
             self._stream(replay, outcome, started, close), close, status_code=answer.status, headers=headers
         )
+
+    async def _rehosted(self, target: Target, reply: Reply, files: FileStore) -> Reply:
+        """The reply with its result URLs moved to polyrelay's file store (see ``store.files``).
+
+        After the upstream succeeded, so it never fails the call: a URL that cannot be
+        re-hosted is kept as the provider gave it.
+        """
+        keys = adaptor_for(target.channel.type).result_url_keys
+        if not keys or reply.status >= 300 or "json" not in reply.content_type:
+            return reply
+        try:
+            body = await files.rehost_json(reply.body, keys, target.channel, self._session)
+        except Exception:  # a bug must not turn a paid-for result into an error
+            log.exception("re-hosting a reply of channel %r failed; its URLs are kept", target.channel.name)
+            return reply
+        if body is reply.body:
+            return reply
+        return Reply(reply.status, body, reply.content_type, reply.usage, reply.headers)
 
     def _admit(self, call: Call, key: str | None, outcome: Outcome) -> None:
         snapshot = self.snapshot
@@ -241,6 +272,7 @@ class Relay:
                 "prompt_tokens": usage.prompt_tokens,
                 "completion_tokens": usage.completion_tokens,
                 "cached_tokens": usage.cached_tokens,
+                "cache_write_tokens": usage.cache_write_tokens,
                 "images": usage.images,
                 "seconds": usage.seconds,
                 "characters": usage.characters,

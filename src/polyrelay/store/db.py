@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -56,8 +56,24 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
+# The newest migration's revision id. A start-up on an up-to-date database compares it
+# with the stored one and skips loading Alembic (~0.2 s of the time to /healthz);
+# tests/test_migrations.py fails if a new migration is added without updating it.
+SCHEMA_HEAD = "0005"
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None for a database Alembic never touched."""
+    if not inspect(engine).has_table("alembic_version"):
+        return None
+    with engine.connect() as connection:
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision; safe to call on every start."""
+    if schema_revision(engine) == SCHEMA_HEAD:
+        return
     from alembic import command
 
     command.upgrade(alembic_config(engine), "head")

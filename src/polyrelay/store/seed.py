@@ -12,7 +12,7 @@ import logging
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from polyrelay.accounts import hash_password, post, verify_password
+from polyrelay.billing.accounts import hash_password, post, verify_password
 from polyrelay.billing.meter import Price, usd_to_micros
 from polyrelay.config import Settings
 from polyrelay.relay.auth import generate_key, hash_key, key_hint

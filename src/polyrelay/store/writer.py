@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session
 
+from polyrelay.background import stop_task
 from polyrelay.store import models
 from polyrelay.store.db import bump_records_version
 
@@ -89,12 +90,7 @@ class BatchWriter:
         self._task = asyncio.create_task(self._run(), name="polyrelay-batch-writer")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(self._task)
         await self.flush()
 
     async def flush(self) -> None:

@@ -78,6 +78,8 @@ class TaskAdaptor(ABC):
 
     family: str
     batch_size: int = 100  # most upstream ids per status query
+    # JSON keys of a finished task's ``result`` whose URLs ``files.rehost`` may replace by polyrelay's own.
+    result_url_keys: frozenset[str] = frozenset()
 
     @abstractmethod
     async def fetch(

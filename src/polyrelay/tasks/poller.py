@@ -14,9 +14,11 @@ import logging
 import time
 from collections import defaultdict
 
+from polyrelay.background import stop_task
+from polyrelay.store.files import FileStore
 from polyrelay.store.snapshot import ChannelRecord
 from polyrelay.tasks import store
-from polyrelay.tasks.base import FAILURE, RANK, TERMINAL, TaskUpdate, TaskView
+from polyrelay.tasks.base import FAILURE, RANK, SUCCESS, TERMINAL, TaskUpdate, TaskView
 from polyrelay.tasks.engine import TaskEngine
 
 log = logging.getLogger("polyrelay.tasks")
@@ -44,12 +46,7 @@ class Poller:
 
     async def stop(self) -> None:
         """Stop between rounds' awaits, then hand our leases back so another process can go on at once."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await stop_task(self._task)
         engine = self._engine
         try:
             await engine.run_db(store.release, engine.db, engine.owner + ":")
@@ -148,4 +145,14 @@ class Poller:
         merged: dict[tuple[int, str], TaskUpdate] = {}
         for result in await asyncio.gather(*(one(b) for b in batches)):
             merged.update({(channel.id, upstream): update for upstream, update in result.items()})
+        finished = [u for u in merged.values() if u.status == SUCCESS and u.result] if adaptor.result_url_keys else []
+        if finished and (files := engine.relay.files) is not None:
+            await asyncio.gather(*(self._rehost(files, adaptor.result_url_keys, channel, u) for u in finished))
         return merged
+
+    async def _rehost(self, files: FileStore, keys: frozenset[str], channel: ChannelRecord, update: TaskUpdate) -> None:
+        """A finished task's result URLs moved to polyrelay's file store before the result is stored."""
+        try:
+            update.result = await files.rehost_data(update.result, keys, channel, self._engine.session)
+        except Exception:  # never lose the result over it: the provider's URL is kept
+            log.exception("re-hosting the result of a %s task on channel %s failed", channel.type, channel.name)

@@ -10,7 +10,7 @@ as a usage-log row (``request_id = task-<id>``, ``cost_micros = +cost``) plus
 and ``used_micros -= cost``. So ``sum(usage_logs.cost_micros) == tokens.used_micros``
 holds per token, and the unique ``request_id`` is a second guard against a double refund.
 Both also post the user's ledger entry (``charge`` / ``refund``, request id ``task-<id>``)
-and move ``users.balance_micros`` in the same transaction (``polyrelay.accounts.post``).
+and move ``users.balance_micros`` in the same transaction (``polyrelay.billing.accounts.post``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, case, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from polyrelay import accounts
+from polyrelay.billing import accounts
 from polyrelay.store import models
 from polyrelay.tasks.base import CANCEL, FAILURE, IN_PROGRESS, RANK, SUCCESS, TERMINAL, TaskUpdate, TaskView
 

@@ -13,7 +13,7 @@ import orjson
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from polyrelay import accounts
+from polyrelay.billing import accounts
 from polyrelay.patterns import ModelPatterns, is_wildcard
 from polyrelay.relay.auth import generate_key, hash_key, key_hint
 from polyrelay.relay.call import Call, new_request_id

@@ -1,0 +1,138 @@
+"""Channels: upstream endpoints, their keys and models; enable, disable and test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import Response
+
+from polyrelay.api.admin.access import Principal, endpoint
+from polyrelay.api.admin.common import ApiError, engine_of, iso, json_response, not_found, path_int, read_body
+from polyrelay.api.admin.fields import check_unknown, field_int
+from polyrelay.api.admin.records import insert_record, list_records, record_op
+from polyrelay.relay.auth import key_hint
+from polyrelay.store import models
+
+
+_CHANNEL_FIELDS = {"name", "type", "base_url", "keys", "models", "model_mapping", "priority", "weight", "enabled",
+                   "timeout_s", "connect_timeout_s", "options", "balance_micros"}
+
+
+def channel_json(row: models.Channel) -> dict[str, Any]:
+    """Never the upstream keys themselves: only hints."""
+    return {
+        "id": row.id, "name": row.name, "type": row.type, "base_url": row.base_url,
+        "keys": [key_hint(k) for k in row.keys], "models": row.models, "model_mapping": row.model_mapping,
+        "priority": row.priority, "weight": row.weight, "enabled": row.enabled,
+        "disabled_reason": row.disabled_reason, "failure_count": row.failure_count,
+        "cooldown_until": iso(row.cooldown_until), "last_error": row.last_error, "timeout_s": row.timeout_s,
+        "connect_timeout_s": row.connect_timeout_s, "options": row.options, "balance_micros": row.balance_micros,
+        "tested_at": iso(row.tested_at), "test_latency_ms": row.test_latency_ms, "test_result": row.test_result,
+        "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
+    }
+
+
+def _apply_channel(row: models.Channel, data: dict[str, Any], creating: bool) -> None:
+    from pydantic import ValidationError
+
+    from polyrelay.config import ChannelConfig
+    from polyrelay.providers import adaptor_for
+
+    current = {} if creating else {
+        "name": row.name, "type": row.type, "base_url": row.base_url, "keys": row.keys, "models": row.models,
+        "model_mapping": row.model_mapping, "priority": row.priority, "weight": row.weight, "enabled": row.enabled,
+        "timeout_s": row.timeout_s, "connect_timeout_s": row.connect_timeout_s, "options": row.options,
+    }
+    merged = {**current, **{k: v for k, v in data.items() if k != "balance_micros"}}
+    try:
+        config = ChannelConfig(**merged)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_field", str(exc).replace("\n", " ")) from None
+    try:
+        adaptor_for(config.type)
+    except Exception:
+        raise ApiError(400, "invalid_field", f"Unknown channel type '{config.type}'.") from None
+    for name in ("name", "type", "base_url", "priority", "weight", "enabled", "timeout_s", "connect_timeout_s"):
+        setattr(row, name, getattr(config, name))
+    row.keys, row.models = list(config.keys), list(config.models)
+    row.model_mapping, row.options = dict(config.model_mapping), dict(config.options)
+    if "enabled" in data and config.enabled:
+        row.disabled_reason, row.failure_count, row.cooldown_until = "", 0, None
+    if "balance_micros" in data:
+        row.balance_micros = field_int(data, "balance_micros", nullable=True)
+
+
+@endpoint()
+async def list_channels(request: Request, _: Principal) -> Response:
+    return await list_records(request, select(models.Channel).order_by(models.Channel.id), channel_json)
+
+
+@endpoint()
+async def create_channel(request: Request, _: Principal) -> Response:
+    data = await read_body(request)
+    check_unknown(data, _CHANNEL_FIELDS)
+
+    def build(_: Session) -> models.Channel:
+        row = models.Channel()
+        _apply_channel(row, data, creating=True)
+        return row
+
+    return json_response(await insert_record(request, build, f"A channel named '{data.get('name')}'", channel_json), 201)
+
+
+async def _channel_op(request: Request, op: str, data: dict[str, Any] | None = None) -> Response:
+    channel_id = path_int(request)
+    if data is None:
+        data = await read_body(request) if op == "update" else {}
+    check_unknown(data, _CHANNEL_FIELDS)
+
+    return await record_op(
+        request, op, find=lambda session: session.get(models.Channel, channel_id), missing=f"Channel {channel_id}",
+        to_json=channel_json, apply=lambda row: _apply_channel(row, data, creating=False),
+        conflict=f"A channel named '{data.get('name')}'",
+    )
+
+
+@endpoint()
+async def get_channel(request: Request, _: Principal) -> Response:
+    return await _channel_op(request, "get")
+
+
+@endpoint()
+async def update_channel(request: Request, _: Principal) -> Response:
+    return await _channel_op(request, "update")
+
+
+@endpoint()
+async def delete_channel(request: Request, _: Principal) -> Response:
+    return await _channel_op(request, "delete")
+
+
+@endpoint()
+async def enable_channel(request: Request, _: Principal) -> Response:
+    return await _channel_op(request, "update", {"enabled": True})
+
+
+@endpoint()
+async def disable_channel(request: Request, _: Principal) -> Response:
+    return await _channel_op(request, "update", {"enabled": False})
+
+
+@endpoint()
+async def test_channel(request: Request, _: Principal) -> Response:
+    """One tiny real call through the channel's adaptor; records latency and result on the channel."""
+    from polyrelay.api.admin.ops import run_channel_test
+
+    channel_id = path_int(request)
+    data = await read_body(request)
+    check_unknown(data, {"model"})
+    model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ApiError(400, "invalid_field", "'model' must be a string.")
+    result = await run_channel_test(engine_of(request), request.app.state.db_executor, channel_id, model)
+    if result is None:
+        raise not_found(f"Channel {channel_id}")
+    return json_response(result)

@@ -1,0 +1,133 @@
+"""The route table: every admin route in one place, plus the OpenAPI schema and docs page."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from polyrelay.api.admin import docs as admin_docs
+from polyrelay.api.admin.auth import login, logout
+from polyrelay.api.admin.channels import (
+    create_channel,
+    delete_channel,
+    disable_channel,
+    enable_channel,
+    get_channel,
+    list_channels,
+    test_channel,
+    update_channel,
+)
+from polyrelay.api.admin.common import ApiError, error_response, json_response
+from polyrelay.api.admin.groups import create_group, delete_group, get_group, list_groups, update_group
+from polyrelay.api.admin.logs import logs, logs_aggregate, logs_csv
+from polyrelay.api.admin.me import (
+    me,
+    my_create_token,
+    my_delete_token,
+    my_get_token,
+    my_ledger,
+    my_logs,
+    my_logs_aggregate,
+    my_logs_csv,
+    my_redeem,
+    my_tokens,
+    my_update_token,
+)
+from polyrelay.api.admin.prices import delete_price, get_price, list_prices, put_price
+from polyrelay.api.admin.redemptions import create_codes, delete_code, list_codes
+from polyrelay.api.admin.tokens import create_token, delete_token, get_token, list_tokens, update_token
+from polyrelay.api.admin.users import (
+    adjust,
+    create_user,
+    delete_user,
+    get_user,
+    list_users,
+    topup,
+    update_user,
+    user_ledger,
+)
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(admin_docs.schema(ROUTES))
+
+
+async def docs(request: Request) -> Response:
+    return HTMLResponse(admin_docs.html(ROUTES))
+
+
+# (method, path, handler, tag)
+ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
+    ("POST", "/api/auth/login", login, "auth"),
+    ("POST", "/api/auth/logout", logout, "auth"),
+    ("GET", "/api/users", list_users, "users"),
+    ("POST", "/api/users", create_user, "users"),
+    ("GET", "/api/users/{id}", get_user, "users"),
+    ("PATCH", "/api/users/{id}", update_user, "users"),
+    ("DELETE", "/api/users/{id}", delete_user, "users"),
+    ("POST", "/api/users/{id}/topup", topup, "users"),
+    ("POST", "/api/users/{id}/adjust", adjust, "users"),
+    ("GET", "/api/users/{id}/ledger", user_ledger, "users"),
+    ("GET", "/api/tokens", list_tokens, "tokens"),
+    ("POST", "/api/tokens", create_token, "tokens"),
+    ("GET", "/api/tokens/{id}", get_token, "tokens"),
+    ("PATCH", "/api/tokens/{id}", update_token, "tokens"),
+    ("DELETE", "/api/tokens/{id}", delete_token, "tokens"),
+    ("GET", "/api/groups", list_groups, "groups"),
+    ("POST", "/api/groups", create_group, "groups"),
+    ("GET", "/api/groups/{name}", get_group, "groups"),
+    ("PATCH", "/api/groups/{name}", update_group, "groups"),
+    ("DELETE", "/api/groups/{name}", delete_group, "groups"),
+    ("GET", "/api/channels", list_channels, "channels"),
+    ("POST", "/api/channels", create_channel, "channels"),
+    ("GET", "/api/channels/{id}", get_channel, "channels"),
+    ("PATCH", "/api/channels/{id}", update_channel, "channels"),
+    ("DELETE", "/api/channels/{id}", delete_channel, "channels"),
+    ("POST", "/api/channels/{id}/test", test_channel, "channels"),
+    ("POST", "/api/channels/{id}/enable", enable_channel, "channels"),
+    ("POST", "/api/channels/{id}/disable", disable_channel, "channels"),
+    ("GET", "/api/prices", list_prices, "prices"),
+    ("GET", "/api/prices/{model}", get_price, "prices"),
+    ("PUT", "/api/prices/{model}", put_price, "prices"),
+    ("DELETE", "/api/prices/{model}", delete_price, "prices"),
+    ("GET", "/api/logs", logs, "logs"),
+    ("GET", "/api/logs/aggregate", logs_aggregate, "logs"),
+    ("GET", "/api/logs/export.csv", logs_csv, "logs"),
+    ("GET", "/api/redemptions", list_codes, "redemptions"),
+    ("POST", "/api/redemptions", create_codes, "redemptions"),
+    ("DELETE", "/api/redemptions/{id}", delete_code, "redemptions"),
+    ("GET", "/api/me", me, "me"),
+    ("GET", "/api/me/tokens", my_tokens, "me"),
+    ("POST", "/api/me/tokens", my_create_token, "me"),
+    ("GET", "/api/me/tokens/{id}", my_get_token, "me"),
+    ("PATCH", "/api/me/tokens/{id}", my_update_token, "me"),
+    ("DELETE", "/api/me/tokens/{id}", my_delete_token, "me"),
+    ("GET", "/api/me/logs", my_logs, "me"),
+    ("GET", "/api/me/logs/aggregate", my_logs_aggregate, "me"),
+    ("GET", "/api/me/logs/export.csv", my_logs_csv, "me"),
+    ("GET", "/api/me/ledger", my_ledger, "me"),
+    ("POST", "/api/me/redeem", my_redeem, "me"),
+]
+
+
+def routes() -> list[BaseRoute]:
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for method, path, handler, _tag in ROUTES:
+        by_path.setdefault(path, {})[method] = handler
+    result: list[BaseRoute] = [Route("/openapi.json", openapi, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
+    for path, handlers in by_path.items():
+        result.append(Route(path.replace("{model}", "{model:path}"), _dispatch(handlers), methods=list(handlers)))
+    return result
+
+
+def _dispatch(handlers: dict[str, Callable[[Request], Awaitable[Response]]]) -> Callable[[Request], Awaitable[Response]]:
+    async def dispatch(request: Request) -> Response:
+        handler = handlers.get(request.method)
+        if handler is None:
+            return error_response(ApiError(405, "method_not_allowed", f"{request.method} is not allowed here."))
+        return await handler(request)
+
+    return dispatch

@@ -1,0 +1,209 @@
+"""Users, their money (top-up, adjust) and their ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import Response
+
+from polyrelay.api.admin.access import Principal, endpoint
+from polyrelay.api.admin.common import (
+    ApiError,
+    engine_of,
+    iso,
+    json_response,
+    not_found,
+    paging,
+    path_int,
+    read_body,
+    reload_snapshot,
+    run_db,
+)
+from polyrelay.api.admin.fields import check_unknown, commit_conflict, field_bool, field_int, field_str
+from polyrelay.api.admin.records import fetch_record, insert_record, list_records
+from polyrelay.billing import accounts
+from polyrelay.store import models
+from polyrelay.store.db import bump_records_version
+
+
+_USER_FIELDS = {"name", "role", "group", "unlimited", "enabled", "password", "rpm_limit", "tpm_limit"}
+
+
+def user_json(row: models.User) -> dict[str, Any]:
+    return {
+        "id": row.id, "name": row.name, "role": row.role, "group": row.group, "balance_micros": row.balance_micros,
+        "unlimited": row.unlimited, "enabled": row.enabled, "rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit,
+        "has_password": row.password_hash is not None, "created_at": iso(row.created_at),
+    }
+
+
+def _apply_user(row: models.User, data: dict[str, Any], password_hash: str | None) -> None:
+    if "name" in data:
+        row.name = field_str(data, "name")
+    if "role" in data:
+        row.role = field_str(data, "role", choices=("admin", "user"))
+    if "group" in data:
+        row.group = field_str(data, "group", max_len=64)
+    for flag in ("unlimited", "enabled"):
+        if flag in data:
+            setattr(row, flag, field_bool(data, flag))
+    for limit in ("rpm_limit", "tpm_limit"):
+        if limit in data:
+            setattr(row, limit, field_int(data, limit, minimum=1, nullable=True))
+    if password_hash is not None:
+        row.password_hash = password_hash
+
+
+async def _password_hash(data: dict[str, Any]) -> str | None:
+    if "password" not in data:
+        return None
+    password = data["password"]
+    if not isinstance(password, str) or len(password) < 8:
+        raise ApiError(400, "invalid_field", "'password' must be a string of at least 8 characters.")
+    return await asyncio.get_running_loop().run_in_executor(None, accounts.hash_password, password)
+
+
+@endpoint()
+async def list_users(request: Request, _: Principal) -> Response:
+    limit, offset = paging(request)
+    return await list_records(request, select(models.User).order_by(models.User.id).limit(limit).offset(offset), user_json)
+
+
+@endpoint()
+async def create_user(request: Request, _: Principal) -> Response:
+    data = await read_body(request)
+    check_unknown(data, _USER_FIELDS | {"balance_micros"})
+    field_str(data, "name")
+    initial = field_int(data, "balance_micros", minimum=0) if "balance_micros" in data else 0
+    password_hash = await _password_hash(data)
+
+    def build(_: Session) -> models.User:
+        row = models.User(name="", balance_micros=0, role="user", group="default", unlimited=False, enabled=True)
+        _apply_user(row, data, password_hash)
+        return row
+
+    def top_up(session: Session, row: models.User) -> None:
+        if initial:
+            accounts.post(session, row.id, "topup", initial, f"initial-{row.id}", "initial balance")
+            session.refresh(row)
+
+    result = await insert_record(request, build, f"A user named '{data['name']}'", user_json, top_up)
+    return json_response(result, 201)
+
+
+@endpoint()
+async def get_user(request: Request, _: Principal) -> Response:
+    user_id = path_int(request)
+    return json_response(await fetch_record(request, models.User, user_id, f"User {user_id}", user_json))
+
+
+@endpoint()
+async def update_user(request: Request, _: Principal) -> Response:
+    user_id = path_int(request)
+    data = await read_body(request)
+    check_unknown(data, _USER_FIELDS)
+    password_hash = await _password_hash(data)
+
+    def work() -> dict[str, Any]:
+        with Session(engine_of(request)) as session, session.begin():
+            row = session.get(models.User, user_id)
+            if row is None:
+                raise not_found(f"User {user_id}")
+            _apply_user(row, data, password_hash)
+            try:
+                session.flush()
+            except IntegrityError:
+                raise commit_conflict(f"A user named '{data.get('name')}'") from None
+            if data.get("enabled") is False or password_hash is not None:
+                session.execute(delete(models.WebSession).where(models.WebSession.user_id == user_id))
+            bump_records_version(session)
+            return user_json(row)
+
+    result = await run_db(request, work)
+    await reload_snapshot(request)
+    return json_response(result)
+
+
+@endpoint()
+async def delete_user(request: Request, _: Principal) -> Response:
+    """Delete a user, its tokens and sessions; its ledger and usage logs stay as history."""
+    user_id = path_int(request)
+
+    def work() -> None:
+        with Session(engine_of(request)) as session, session.begin():
+            if session.get(models.User, user_id) is None:
+                raise not_found(f"User {user_id}")
+            session.execute(delete(models.Token).where(models.Token.user_id == user_id))
+            session.execute(delete(models.WebSession).where(models.WebSession.user_id == user_id))
+            session.execute(delete(models.User).where(models.User.id == user_id))
+            bump_records_version(session)
+
+    await run_db(request, work)
+    await reload_snapshot(request)
+    return Response(status_code=204)
+
+
+async def _move_money(request: Request, user_id: int, kind: str) -> Response:
+    data = await read_body(request)
+    check_unknown(data, {"amount_micros", "note", "request_id"})
+    amount = field_int(data, "amount_micros")
+    assert amount is not None
+    if kind == "topup" and amount <= 0:
+        raise ApiError(400, "invalid_field", "'amount_micros' of a top-up must be positive.")
+    if amount == 0:
+        raise ApiError(400, "invalid_field", "'amount_micros' must not be 0.")
+    note = data.get("note") or ""
+    if not isinstance(note, str):
+        raise ApiError(400, "invalid_field", "'note' must be a string.")
+    request_id = data.get("request_id") or f"{kind}-{secrets.token_hex(12)}"
+    if not isinstance(request_id, str) or len(request_id) > 64:
+        raise ApiError(400, "invalid_field", "'request_id' must be a string of at most 64 characters.")
+
+    def work() -> dict[str, Any]:
+        with Session(engine_of(request)) as session, session.begin():
+            row = session.get(models.User, user_id)
+            if row is None:
+                raise not_found(f"User {user_id}")
+            applied = accounts.post(session, user_id, kind, amount, request_id, note)
+            bump_records_version(session)
+            session.refresh(row)
+            return {"applied": applied, "request_id": request_id, "user": user_json(row)}
+
+    result = await run_db(request, work)
+    await reload_snapshot(request)
+    return json_response(result)
+
+
+@endpoint()
+async def topup(request: Request, _: Principal) -> Response:
+    """Credit a user; idempotent by ``request_id`` (a repeated one changes nothing and says applied=false)."""
+    return await _move_money(request, path_int(request), "topup")
+
+
+@endpoint()
+async def adjust(request: Request, _: Principal) -> Response:
+    """Correct a user's balance by a signed amount; idempotent by ``request_id``."""
+    return await _move_money(request, path_int(request), "adjustment")
+
+
+def ledger_json(row: models.LedgerEntry) -> dict[str, Any]:
+    return {"id": row.id, "created_at": iso(row.created_at), "user_id": row.user_id, "token_id": row.token_id,
+            "kind": row.kind, "amount_micros": row.amount_micros, "request_id": row.request_id, "note": row.note}
+
+
+async def ledger_of(request: Request, user_id: int) -> Response:
+    limit, offset = paging(request)
+    query = (select(models.LedgerEntry).where(models.LedgerEntry.user_id == user_id)
+             .order_by(models.LedgerEntry.id.desc()).limit(limit).offset(offset))
+    return await list_records(request, query, ledger_json)
+
+
+@endpoint()
+async def user_ledger(request: Request, _: Principal) -> Response:
+    return await ledger_of(request, path_int(request))

@@ -1,0 +1,97 @@
+"""What every relaying API family shares: the caller's key, the bounded body, the Call, the endpoint wrapper.
+
+One place builds a :class:`Call` (fresh request id, caller IP) and one wrapper runs
+read → parse → relay, so the families differ only in how they parse and render errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from polyrelay.errors import RelayError, bad_request
+from polyrelay.relay.call import Call, new_request_id
+from polyrelay.relay.pipeline import Relay
+
+Parse = Callable[[Request, bytes], Call]
+Render = Callable[[RelayError], Response]
+KeyOf = Callable[[Request], "str | None"]
+
+
+def bearer_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, key = authorization.partition(" ")
+        return key.strip() if scheme.lower() == "bearer" else authorization.strip()
+    return request.headers.get("api-key")  # Azure-style clients
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body, refusing early (413) when it is larger than the operator allows."""
+    limit: int = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> RelayError:
+    return RelayError(413, f"Request body is larger than the {limit} bytes this gateway accepts.", code="request_too_large")
+
+
+def client_ip(request: Request) -> str:
+    """The caller's address as logged, "" when the server does not know it."""
+    return request.client.host if request.client else ""
+
+
+def json_body(body: bytes, not_json: str) -> dict[str, Any]:
+    """The body as a JSON object; ``not_json`` opens the 400 for a body that is not JSON, worded as the family words it."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"{not_json}: {exc}.") from None
+    if not isinstance(payload, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return payload
+
+
+def new_call(request: Request, family: str, endpoint: str, path: str, model: str, body: bytes, *,
+             content_type: str | None = None, **fields: Any) -> Call:
+    """A Call for this request; the content type defaults to the caller's (else JSON)."""
+    return Call(
+        family=family,
+        endpoint=endpoint,
+        path=path,
+        model=model,
+        body=body,
+        content_type=content_type if content_type is not None else request.headers.get("content-type", "application/json"),
+        request_id=new_request_id(),
+        client_ip=client_ip(request),
+        **fields,
+    )
+
+
+def relay_endpoint(parse: Parse, render: Render, key: KeyOf = bearer_key) -> Callable[[Request], Awaitable[Response]]:
+    """Read, parse, relay; any RelayError (ours or the upstream's) rendered in the family's dialect."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            body = await read_body(request)
+            call = parse(request, body)
+            relay: Relay = request.app.state.relay
+            return await relay.handle(call, key(request))
+        except RelayError as error:
+            return render(error)
+
+    return endpoint
