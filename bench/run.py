@@ -216,15 +216,12 @@ class Gateway:
 
 
 def start_gateway(server: str, config: Path, port: int, server_args: list[str], env_extra: dict, log: Path,
-                  python_flags: list[str] | None = None, patches: str = "") -> Gateway:
+                  python_flags: list[str] | None = None) -> Gateway:
     env = {**os.environ, **env_extra}
     if SRC != ROOT / "src":  # a scratch copy of the package shadows the editable install
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH", "")]))
     extra: dict = {}
-    if server == "uvicorn" and patches:  # scratch variants: see bench/variants.py
-        cmd = [PY, *(python_flags or []), str(BENCH / "variants.py"), "--patches", patches, "--config", str(config),
-               "--port", str(port)]
-    elif server == "uvicorn":
+    if server == "uvicorn":
         cmd = [PY, *(python_flags or []), "-m", "polyrelay", "serve", "--config", str(config), "--port", str(port)]
     elif server == "granian":
         # granian serves the app factory only: migrate and seed first, like `polyrelay serve` does.
@@ -364,7 +361,6 @@ def main() -> None:
     parser.add_argument("--modes", default="json,stream")
     parser.add_argument("--server", choices=["uvicorn", "granian", "custom"], default="uvicorn")
     parser.add_argument("--server-arg", action="append", default=[], help="extra args for granian / the custom command")
-    parser.add_argument("--patches", default="", help="uvicorn only: scratch optimisations, see bench/variants.py")
     parser.add_argument("--src", type=Path, default=None,
                         help="run the gateway from this copy of src/ (PYTHONPATH), e.g. a frozen snapshot")
     parser.add_argument("--profile", default="", help="MODE:CONC,... e.g. json:64 -> py-spy raw profile of that "
@@ -393,7 +389,7 @@ def main() -> None:
     up_port, gw_port = free_port(), free_port()
     upstream = gateway = None
     profiles = {tuple(p.split(":")) for p in args.profile.split(",") if p}
-    results: dict = {"server": args.server, "server_args": args.server_arg, "patches": args.patches,
+    results: dict = {"server": args.server, "server_args": args.server_arg,
                      "src": src_fingerprint(), "duration_s": args.duration,
                      "cpus": os.cpu_count(), "rows": []}
     try:
@@ -402,11 +398,11 @@ def main() -> None:
         log = tmp / "gateway.log"
 
         # Readiness, twice: a fresh database (migrations run) and a restart on the existing one.
-        gateway = start_gateway(args.server, config, gw_port, args.server_arg, {}, log, patches=args.patches)
+        gateway = start_gateway(args.server, config, gw_port, args.server_arg, {}, log)
         results["ready_fresh_db_s"] = gateway.ready_s
         results.update(gateway.extra)
         stop(gateway.proc)
-        gateway = start_gateway(args.server, config, gw_port, args.server_arg, {}, log, patches=args.patches)
+        gateway = start_gateway(args.server, config, gw_port, args.server_arg, {}, log)
         results["ready_existing_db_s"] = gateway.ready_s
         time.sleep(1.0)
         results["idle_rss_mb"] = rss_mb(gateway.proc.pid)
@@ -423,7 +419,7 @@ def main() -> None:
                 row["direct"] = phase(wrk, up_port, direct_script, conns, args.duration, args.warmup, watch)
                 prof = None
                 if (mode, str(conns)) in profiles:
-                    prof = BENCH / "results" / f"profile-{args.server}{'-' + args.patches if args.patches else ''}-{mode}-{conns}.txt"
+                    prof = BENCH / "results" / f"profile-{args.server}-{mode}-{conns}.txt"
                     prof.parent.mkdir(exist_ok=True)
                 row["relay"] = phase(wrk, gw_port, relay_script, conns, args.duration, args.warmup, watch, prof)
                 if prof is not None:
@@ -450,7 +446,7 @@ def main() -> None:
                 pass
         stop(gateway.proc)
         gateway = None
-        if args.server == "uvicorn" and not args.patches and not args.no_importtime and results["ready_existing_db_s"] > TARGETS["ready_s"]:
+        if args.server == "uvicorn" and not args.no_importtime and results["ready_existing_db_s"] > TARGETS["ready_s"]:
             results["importtime"] = importtime_breakdown(config, tmp)
     finally:
         stop(gateway.proc if gateway else None)
@@ -458,7 +454,7 @@ def main() -> None:
 
     # -------------------------------------------------------------- print
     print(f"\npolyrelay bench: server={args.server} {' '.join(args.server_arg)}"
-          f"{'  patches=' + args.patches if args.patches else ''}  src={results['src']}  cpus={os.cpu_count()}  "
+          f"  src={results['src']}  cpus={os.cpu_count()}  "
           f"phase={args.duration:g}s (+{args.warmup:g}s warmup)  wrk -t1; latencies are full responses")
     print(fmt_table(results["rows"]))
     rows = {(r["mode"], r["conc"]): r for r in results["rows"]}
