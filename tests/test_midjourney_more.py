@@ -3,7 +3,7 @@ prompt flags, refused submits (usage log, channel health, failover) and callback
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +16,7 @@ from tests.conftest import Gateway, free_port, start_gateway, wait_until
 from tests.fakes import midjourney_proxy
 from tests.fakes.server import FakeServer
 from tests.test_midjourney import ALICE, BOB, IMAGINE, Mj, _config
-
-
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeServer]:
-    server = FakeServer(midjourney_proxy.create_app()).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def fresh_upstream() -> Iterator[FakeServer]:
-    server = FakeServer(midjourney_proxy.create_app()).start()
-    yield server
-    server.stop()
+from tests.test_midjourney import fresh_upstream, upstream  # noqa: F401  (shared fixtures: the fake proxy)
 
 
 @pytest.fixture(scope="module")
