@@ -21,7 +21,7 @@ import orjson
 
 from polyrelay.providers.task_http import poll_timeout, request_json
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, TaskUpdate, TaskView
+from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, TaskUpdate, TaskView, coarse_progress
 from polyrelay.tasks.single import OneByOne
 
 TYPE = "kling"
@@ -61,7 +61,7 @@ async def submit(
 
 def _update(data: dict[str, Any]) -> TaskUpdate:
     status = _STATUSES.get(str(data.get("task_status") or ""), SUBMITTED)
-    progress = {SUCCESS: "100%", FAILURE: "", IN_PROGRESS: "50%"}.get(status, "0%")
+    progress = coarse_progress(status)
     return TaskUpdate(status, progress, data, fail_reason=str(data.get("task_status_msg") or "") if status == FAILURE else "")
 
 

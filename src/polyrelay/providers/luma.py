@@ -15,7 +15,7 @@ import aiohttp
 
 from polyrelay.providers.task_http import poll_timeout, request_json
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, TaskUpdate, TaskView
+from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, TaskUpdate, TaskView, coarse_progress
 from polyrelay.tasks.single import OneByOne
 
 TYPE = "luma"
@@ -45,7 +45,7 @@ async def submit(
 
 def update(item: dict[str, Any]) -> TaskUpdate:
     status = _STATES.get(str(item.get("state") or ""), SUBMITTED)
-    progress = {SUCCESS: "100%", FAILURE: "", IN_PROGRESS: "50%"}.get(status, "0%")
+    progress = coarse_progress(status)
     reason = str(item.get("failure_reason") or "generation failed") if status == FAILURE else ""
     return TaskUpdate(status, progress, item, fail_reason=reason)
 

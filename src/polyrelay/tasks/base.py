@@ -26,6 +26,11 @@ TERMINAL = frozenset({FAILURE, SUCCESS, CANCEL})
 RANK = {NOT_START: 0, SUBMITTED: 1, MODAL: 2, IN_PROGRESS: 3, FAILURE: 4, SUCCESS: 4, CANCEL: 4}
 
 
+def coarse_progress(status: str) -> str:
+    """A progress string for upstreams that report only a state, never a percentage."""
+    return {SUCCESS: "100%", FAILURE: "", IN_PROGRESS: "50%"}.get(status, "0%")
+
+
 @dataclass(slots=True)
 class TaskView:
     """A task row as plain data, safe to pass between the DB thread and the event loop."""
