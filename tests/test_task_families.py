@@ -170,14 +170,18 @@ def test_suno_music_lyrics_concat_and_envelope(env: Env) -> None:
 
 def test_luma_generate_then_extend(env: Env) -> None:
     before = env.used()
-    response = env.post("/luma/generations", {"user_prompt": "a cat surfing", "aspect_ratio": "16:9",
-                                              "expand_prompt": True, "notify_hook": env.hook_url})
-    assert response.status_code == 200, response.text
-    generation = response.json()
-    assert generation["state"] == "pending" and generation["prompt"] == "a cat surfing"
-    task_id = generation["id"]
-    early = env.post(f"/luma/generations/{task_id}/extend", {"user_prompt": "too soon"})
-    assert early.status_code == 400 and early.json()["detail"]["code"] == "invalid_state"  # relayed, not charged
+    env.fakes["luma"].knobs["hold"] = True  # keep the job unfinished until the early extend was refused
+    try:
+        response = env.post("/luma/generations", {"user_prompt": "a cat surfing", "aspect_ratio": "16:9",
+                                                  "expand_prompt": True, "notify_hook": env.hook_url})
+        assert response.status_code == 200, response.text
+        generation = response.json()
+        assert generation["state"] == "pending" and generation["prompt"] == "a cat surfing"
+        task_id = generation["id"]
+        early = env.post(f"/luma/generations/{task_id}/extend", {"user_prompt": "too soon"})
+        assert early.status_code == 400 and early.json()["detail"]["code"] == "invalid_state"  # relayed, not charged
+    finally:
+        env.fakes["luma"].knobs["hold"] = False
     done = wait_until(lambda: (g := env.get(f"/luma/generations/{task_id}").json())["state"] == "completed" and g,
                       what="completed")
     assert done["id"] == task_id and done["video"]["url"].endswith(".mp4") and done["thumbnail"]["url"]
