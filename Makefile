@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh machine:
 #   make run    install, then start the gateway with examples/polyrelay.yaml
-#   make test   install, start the databases the suite needs, run the whole suite
+#   make test   install, start the databases the suite needs, install Chromium for the console tests, run the whole suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= examples/polyrelay.yaml
 
-.PHONY: install run test bench services
+.PHONY: install run test bench services browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,10 @@ run: install
 services:
 	@bash scripts/services.sh
 
-test: install services
+browser:
+	@bash scripts/browser.sh
+
+test: install services browser
 	$(BIN)/python -m pytest
 
 bench: install
