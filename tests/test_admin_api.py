@@ -223,6 +223,26 @@ def test_a_user_never_sees_or_touches_another_users_data(setup: Setup) -> None:
     assert httpx.post(setup.gateway.url + "/api/auth/login", json={"name": "alice", "password": "nope"}).status_code == 401
 
 
+def test_sign_in_is_throttled_after_repeated_wrong_passwords(setup: Setup) -> None:
+    setup.user("mallory-target")
+    url = setup.gateway.url + "/api/auth/login"
+    # A right password clears the count: four misses, a success, four more misses are all answered.
+    for _ in range(4):
+        assert httpx.post(url, json={"name": "mallory-target", "password": "guess"}).status_code == 401
+    setup.login("mallory-target", "mallory-target-password")
+    for _ in range(5):
+        assert httpx.post(url, json={"name": "mallory-target", "password": "guess"}).status_code == 401
+    # The sixth try in the window is refused before the password is even checked, right or not.
+    for password in ("guess", "mallory-target-password"):
+        refused = httpx.post(url, json={"name": "Mallory-Target", "password": password})
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "too_many_attempts"
+        assert 800 < int(refused.headers["retry-after"]) <= 900
+    # Other names from the same address are not affected.
+    setup.user("bystander")
+    setup.login("bystander", "bystander-password")
+
+
 def test_redemption_codes_are_redeemed_once_under_concurrency(setup: Setup) -> None:
     erin = setup.user("erin")
     frank = setup.user("frank")

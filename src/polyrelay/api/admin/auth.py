@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -13,10 +14,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from polyrelay.api.admin.access import Principal, SESSION_COOKIE, endpoint
-from polyrelay.api.admin.common import ApiError, engine_of, json_response, read_body, run_db, sha256_hex
+from polyrelay.api.admin.common import (
+    ApiError, engine_of, error_response, json_response, read_body, run_db, sha256_hex,
+)
+from polyrelay.api.admin.throttle import LoginThrottle
 from polyrelay.api.admin.users import user_json
+from polyrelay.api.common import client_ip
 from polyrelay.billing import accounts
 from polyrelay.store import models
+
+
+def _throttle(request: Request) -> LoginThrottle:
+    state = request.app.state
+    if not hasattr(state, "login_throttle"):
+        state.login_throttle = LoginThrottle()
+    return state.login_throttle
 
 
 @endpoint(admin=False, public=True)
@@ -25,6 +37,16 @@ async def login(request: Request, _: Principal) -> Response:
     name, password = data.get("name"), data.get("password")
     if not isinstance(name, str) or not isinstance(password, str):
         raise ApiError(400, "invalid_field", "Send 'name' and 'password'.")
+    throttle, address = _throttle(request), client_ip(request)
+    wait = throttle.retry_after(name, address)
+    if wait is not None:
+        seconds = math.ceil(wait)
+        response = error_response(ApiError(429, "too_many_attempts",
+                                           f"Too many failed sign-ins for this name; try again in {seconds} s."))
+        response.headers["retry-after"] = str(seconds)
+        return response
+    # Counted as failed until proven right, so concurrent guesses cannot slip past the limit.
+    throttle.failed(name, address)
 
     def find() -> tuple[int, str | None, bool] | None:
         with Session(engine_of(request)) as session:
@@ -37,6 +59,7 @@ async def login(request: Request, _: Principal) -> Response:
     valid = await asyncio.get_running_loop().run_in_executor(None, accounts.verify_password, password_hash, password)
     if found is None or not valid or not found[2]:
         raise ApiError(401, "invalid_credentials", "Wrong name or password, or the account is disabled.")
+    throttle.succeeded(name, address)
     user_id = found[0]
     cookie = secrets.token_urlsafe(32)
     ttl = request.app.state.settings.session_ttl_s
