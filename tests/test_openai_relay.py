@@ -183,8 +183,11 @@ def test_model_outside_the_allow_list_is_forbidden(setup: Setup) -> None:
 
 
 def test_unpriced_model_refused_for_quota_key_served_for_unlimited(setup: Setup) -> None:
-    with pytest.raises(openai.PermissionDeniedError, match="'unpriced-model' has no price"):
+    with pytest.raises(openai.PermissionDeniedError, match="'unpriced-model' has no price") as refused:
         setup.client().chat.completions.create(model="unpriced-model", messages=[{"role": "user", "content": "Hi"}])
+    # The refusal names its usage-log row, so a caller can quote it to the operator.
+    row = setup.gateway.usage_row(refused.value.response.headers["x-request-id"])
+    assert row.status_code == 403 and row.model == "unpriced-model" and row.cost_micros == 0
     raw = setup.client(UNLIMITED).chat.completions.with_raw_response.create(
         model="unpriced-model", messages=[{"role": "user", "content": "Hi"}]
     )

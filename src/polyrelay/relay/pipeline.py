@@ -109,6 +109,7 @@ class Relay:
         except RelayError as error:
             outcome.status, outcome.error = error.status, error.message
             self._finish(call, outcome, started)
+            error.headers = {**error.headers, "x-request-id": call.request_id}  # refusals are logged too
             raise
         headers = {"x-request-id": call.request_id}
         if isinstance(answer, Reply):
