@@ -105,7 +105,8 @@ def config(ideogram: str, bfl: str, recraft: str, stability: str) -> dict[str, A
             {"name": "recraft", "type": "recraft", "base_url": recraft, "keys": [RECRAFT_KEY],
              "models": ["recraftv3", "recraftv2", "recraft-*"]},
             {"name": "stability", "type": "stability", "base_url": stability, "keys": [STABILITY_KEY],
-             "models": ["sd3*", "stable-diffusion-*", "stable-image-*"]},
+             "models": ["sd3*", "stable-diffusion-*", "stable-image-*"],
+             "model_mapping": {"sd3-medium": "sd3-large", "sd3.5-large": "sd3-large"}},
         ],
         "tokens": [
             {"name": "alice", "key": ALICE, "quota_usd": 50.0},

@@ -11,7 +11,7 @@ import pytest
 from polyrelay.billing.meter import usd_to_micros
 from tests.conftest import Gateway, wait_until
 from tests.fakes import forms
-from tests.image_setup import ALICE, IDEOGRAM_KEY, JPEG, POOR, RESTRICTED, WEBP, ImageSetup, png, start
+from tests.image_setup import ALICE, IDEOGRAM_KEY, JPEG, POOR, PRICES, RESTRICTED, WEBP, ImageSetup, png, start
 
 # The reference page's example, URL-encoded text and all.
 REFERENCE_IMAGE_REQUEST = (
@@ -78,12 +78,13 @@ def test_multipart_goes_upstream_byte_for_byte(setup: ImageSetup) -> None:
 
 
 def test_model_mapping_rewrites_only_the_model(setup: ImageSetup) -> None:
-    response = _remix(setup, '{"prompt": "a beach", "model": "V_1_TURBO", "seed": 3}')
+    image = JPEG + bytes(9_500_000)  # near the 10 MB limit: the rewrite is spliced around the file, not a copy of it
+    response = _remix(setup, '{"prompt": "a beach", "model": "V_1_TURBO", "seed": 3}', image)
     assert response.status_code == 200, response.text
     sent = setup.ideogram.last("/remix")
     form = forms.parse(sent.headers["Content-Type"], sent.body)
     assert json.loads(form.text("image_request") or "") == {"prompt": "a beach", "model": "V_1", "seed": 3}
-    assert form.get("image_file").data == JPEG  # type: ignore[union-attr]
+    assert form.get("image_file").data == image  # type: ignore[union-attr]
     row = setup.row(response)
     assert (row.model, row.upstream_model, row.cost_micros) == ("ideogram-V_1_TURBO", "ideogram-V_1",
                                                                  usd_to_micros(0.02))
@@ -217,3 +218,60 @@ def test_safety_rejection_is_relayed_and_not_billed(setup: ImageSetup) -> None:
     rows = wait_until(lambda: setup.gateway.query("SELECT cost_micros FROM usage_logs WHERE status_code = 422"),
                       what="the usage-log row of the refused request")
     assert all(r.cost_micros == 0 for r in rows)
+
+
+# --- a revoked channel key: failover, and the error when every channel refuses ----------------------
+
+REVOKED_KEY = "ideo-revoked-key"
+
+
+@pytest.fixture(scope="module")
+def revoked(gateway_factory: Callable[..., Gateway], setup: ImageSetup) -> ImageSetup:
+    """ideogram-V_2: a revoked channel first (higher priority), then a working one; ideogram-V_1: only revoked ones."""
+    url = setup.ideogram.url
+    config = {
+        "key_rest_s": 0,
+        "cooldown_s": 0,
+        "channels": [
+            {"name": "revoked", "type": "ideogram", "base_url": url, "keys": [REVOKED_KEY], "priority": 10,
+             "models": ["ideogram-V_2", "ideogram-V_1"]},
+            {"name": "spare", "type": "ideogram", "base_url": url, "keys": [IDEOGRAM_KEY], "models": ["ideogram-V_2"]},
+            {"name": "revoked-too", "type": "ideogram", "base_url": url, "keys": [REVOKED_KEY],
+             "models": ["ideogram-V_1"]},
+        ],
+        "tokens": [{"name": "alice", "key": ALICE, "quota_usd": 50.0}],
+        "prices": PRICES,
+    }
+    return ImageSetup(gateway_factory(config), *setup.fakes)
+
+
+def _ideogram_call(setup: ImageSetup, endpoint: str, model: str) -> httpx.Response:
+    if endpoint == "generate":
+        return setup.post("/ideogram/v1/generate", json={"image_request": {"prompt": "a fox", "model": model}})
+    return _remix(setup, json.dumps({"prompt": "a fox", "model": model}))
+
+
+@pytest.mark.parametrize(("endpoint", "refusal"), [("generate", 401), ("remix", 403)])
+def test_a_revoked_channel_fails_over_unseen(revoked: ImageSetup, endpoint: str, refusal: int) -> None:
+    asked = len(revoked.ideogram.requests)
+    response = _ideogram_call(revoked, endpoint, "V_2")
+    assert response.status_code == 200, response.text
+    assert len(response.json()["data"]) == 1
+    sent = revoked.ideogram.requests[asked:]
+    assert [r.headers["Api-Key"] for r in sent] == [REVOKED_KEY, IDEOGRAM_KEY]
+    row = revoked.row(response)
+    assert (row.channel_name, row.attempts, row.status_code) == ("spare", 2, 200)
+    assert row.cost_micros == usd_to_micros(0.08)
+
+
+@pytest.mark.parametrize("endpoint", ["generate", "remix"])
+def test_every_channel_refusing_our_keys_is_a_502_in_ideogram_shape(revoked: ImageSetup, endpoint: str) -> None:
+    asked = len(revoked.ideogram.requests)
+    response = _ideogram_call(revoked, endpoint, "V_1")
+    assert response.status_code == 502  # not 401/403: the caller's key was fine, the gateway's were not
+    error = response.json()["error"]
+    assert isinstance(error, str) and "refused polyrelay's credentials" in error
+    assert REVOKED_KEY not in response.text
+    assert [r.headers["Api-Key"] for r in revoked.ideogram.requests[asked:]] == [REVOKED_KEY, REVOKED_KEY]
+    row = revoked.row(response)
+    assert (row.attempts, row.status_code, row.cost_micros) == (2, 502, 0)

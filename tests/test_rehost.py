@@ -19,7 +19,7 @@ from polyrelay.store.files import FileSettings, FileStore
 from tests.conftest import Gateway, wait_until
 from tests.fakes import bfl_upstream, ideogram_upstream, recraft_upstream, stability_upstream
 from tests.fakes.server import FakeServer
-from tests.image_setup import ALICE, BFL_KEY, IDEOGRAM_KEY, RECRAFT_KEY, STABILITY_KEY, ImageSetup, config
+from tests.image_setup import ALICE, BFL_KEY, IDEOGRAM_KEY, JPEG, RECRAFT_KEY, STABILITY_KEY, ImageSetup, config
 
 SAMPLE_ID = hashlib.sha256(bfl_upstream.SAMPLE_PNG).hexdigest() + ".png"
 
@@ -44,8 +44,10 @@ def files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def rehosting(gateway_factory: Callable[..., Gateway], fakes: tuple[FakeServer, ...], files_dir: Path) -> ImageSetup:
-    settings = {**config(*(fake.url for fake in fakes)), "allow_private_image_hosts": True,  # the fakes are on loopback
-                "files": {"rehost": True, "dir": str(files_dir)}, "tasks": {"poll_interval_s": 0.05}}
+    # The fakes are on loopback; Ideogram's result host is not its API host, so it is listed (as ideogram.ai would be).
+    settings = {**config(*(fake.url for fake in fakes)), "allow_private_image_hosts": True,
+                "files": {"rehost": True, "dir": str(files_dir), "hosts": {"ideogram": ["localhost"]}},
+                "tasks": {"poll_interval_s": 0.05}}
     return ImageSetup(gateway_factory(settings), *fakes)
 
 
@@ -103,6 +105,26 @@ def test_ideogram_result_on_a_foreign_host_keeps_its_url(rehosting: ImageSetup) 
     assert len(data) == 2
     assert all(item["url"].startswith("https://ideogram.ai/api/images/ephemeral/") for item in data)
     assert rehosting.row(response).images == 2
+
+
+def test_ideogram_remix_results_are_served_by_polyrelay(rehosting: ImageSetup) -> None:
+    rehosting.ideogram.knobs["image_host"] = "localhost"  # result URLs on another host name than the API's
+    try:
+        response = rehosting.post("/ideogram/v1/remix", files={"image_file": ("beach.jpg", JPEG, "image/jpeg")},
+                                  data={"image_request": '{"prompt": "a beach", "num_images": 2, "seed": 7}'})
+    finally:
+        del rehosting.ideogram.knobs["image_host"]
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    urls = [item["url"] for item in data]
+    assert len(set(urls)) == 2 and all(url.startswith(f"{rehosting.gateway.url}/files/") for url in urls)
+    assert all(item["seed"] == 7 and item["is_image_safe"] is True for item in data)  # the rest is Ideogram's
+
+    provider_paths = [r.path for r in rehosting.ideogram.requests if r.path.startswith("/api/images/ephemeral/")]
+    provider_images = {ideogram_upstream.image_bytes(path.rsplit("/", 1)[1]) for path in provider_paths[-2:]}
+    assert {httpx.get(url, timeout=10).content for url in urls} == provider_images
+    row = rehosting.row(response)
+    assert (row.model, row.images, row.cost_micros) == ("ideogram-V_2", 2, 2 * usd_to_micros(0.08))
 
 
 def test_recraft_result_on_a_foreign_host_keeps_its_url(rehosting: ImageSetup) -> None:

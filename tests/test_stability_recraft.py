@@ -51,6 +51,23 @@ def test_v2beta_json_image_to_image(setup: ImageSetup) -> None:
     assert setup.row(response).model == "sd3-large"
 
 
+@pytest.mark.parametrize("model", ["sd3-medium", None])  # None: the default sd3.5-large
+def test_sd3_model_mapping_around_a_large_upload(setup: ImageSetup, model: str | None) -> None:
+    """The mapped model replaces the form's, or is added when the caller relied on the default; the image,
+    near the 10 MiB limit, goes upstream byte for byte."""
+    image = png(padding=9 * 1024 * 1024)
+    files = {"prompt": (None, "a fox"), "mode": (None, "image-to-image"), "strength": (None, "0.5"),
+             "image": ("in.png", image, "image/png"), **({"model": (None, model)} if model else {})}
+    response = setup.post("/v2beta/stable-image/generate/sd3", files=files, headers={"accept": "application/json"})
+    assert response.status_code == 200, response.text
+    sent = setup.stability.last("/v2beta/stable-image/generate/sd3")
+    form = forms.parse(sent.headers["Content-Type"], sent.body)
+    assert form.get("image").data == image  # type: ignore[union-attr]
+    assert (form.text("model"), form.text("prompt"), form.text("strength")) == ("sd3-large", "a fox", "0.5")
+    row = setup.row(response)
+    assert (row.model, row.upstream_model, row.images) == (model or "sd3.5-large", "sd3-large", 1)
+
+
 @pytest.mark.parametrize("prefix", ["", "/sd"])
 def test_v1_text_to_image(setup: ImageSetup, prefix: str) -> None:
     engine = "stable-diffusion-xl-1024-v1-0"

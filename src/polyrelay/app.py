@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -33,6 +34,7 @@ from polyrelay.api import luma as luma_api
 from polyrelay.api import stability_video as stability_video_api
 from polyrelay.api import suno as suno_api
 from polyrelay.api import tasks as tasks_api
+from polyrelay.api import video as video_api
 from polyrelay.api import openai as openai_api
 from polyrelay.api import recraft as recraft_api
 from polyrelay.api import stability as stability_api
@@ -131,6 +133,9 @@ def create_app(settings: Settings) -> _ExactPostPaths:
         app.state.tasks = tasks = TaskEngine(engine, executor, relay, session, settings.tasks, task_adaptors())
         poller = Poller(tasks)
         poller.start()
+        # For /api/system.
+        app.state.poller, app.state.writer, app.state.limiter = poller, writer, limiter
+        app.state.started_at = time.monotonic()
         try:
             yield
         finally:
@@ -150,7 +155,7 @@ def create_app(settings: Settings) -> _ExactPostPaths:
         routes=[Route("/healthz", healthz, methods=["GET"]), *ideogram_api.routes(), *recraft_api.routes(),
                 *stability_api.routes(), *midjourney_api.routes(),  # before OpenAI's catch-all /v1/{rest:path}
                 *suno_api.routes(), *luma_api.routes(), *kling_api.routes(), *flux_api.routes(),
-                *stability_video_api.routes(), *tasks_api.routes(),  # /v1/tasks: before the catch-all too
+                *stability_video_api.routes(), *tasks_api.routes(), *video_api.routes(),  # /v1/...: before the catch-all
                 *anthropic_api.routes(), *gemini_api.routes(),  # /v1/messages: before the catch-all too
                 *files_api.routes(), *admin_api.routes(), *openai_api.routes()],
         lifespan=lifespan,

@@ -2,7 +2,8 @@
 
 Upstreams reject other formats only after the upload (and sometimes after charging),
 so families check the magic bytes, and read the pixel size from the header when a
-provider limits megapixels, before anything is relayed.
+provider limits megapixels, before anything is relayed. They read a ``memoryview`` of
+the upload as well as bytes, so checking a file never copies it.
 """
 
 from __future__ import annotations
@@ -12,18 +13,18 @@ import struct
 JPEG, PNG, WEBP = "image/jpeg", "image/png", "image/webp"
 
 
-def sniff(data: bytes) -> str | None:
+def sniff(data: bytes | memoryview) -> str | None:
     """The image's media type from its magic bytes, or None when it is not JPEG/PNG/WEBP."""
-    if data.startswith(b"\xff\xd8\xff"):
+    if data[:3] == b"\xff\xd8\xff":
         return JPEG
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
         return PNG
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return WEBP
     return None
 
 
-def dimensions(data: bytes) -> tuple[int, int] | None:
+def dimensions(data: bytes | memoryview) -> tuple[int, int] | None:
     """(width, height) read from the header; None when the header is not understood."""
     kind = sniff(data)
     try:
@@ -38,7 +39,7 @@ def dimensions(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _webp_size(data: bytes) -> tuple[int, int] | None:
+def _webp_size(data: bytes | memoryview) -> tuple[int, int] | None:
     chunk = data[12:16]
     if chunk == b"VP8X":
         width = int.from_bytes(data[24:27], "little") + 1
@@ -56,7 +57,7 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+def _jpeg_size(data: bytes | memoryview) -> tuple[int, int] | None:
     offset = 2
     while offset + 9 < len(data):
         if data[offset] != 0xFF:

@@ -2,7 +2,8 @@
 
 The relay forwards multipart uploads byte for byte; it only needs a few text fields
 (``model``, ``response_format``) and their byte offsets so a mapped model name can be
-swapped in place. Parsing uses python-multipart's streaming parser.
+swapped in place, without copying the files around it. Parsing uses python-multipart's
+streaming parser.
 """
 
 from __future__ import annotations
@@ -100,20 +101,32 @@ def find(parts: list[Part], name: str) -> Part | None:
     return next((part for part in parts if part.name == name), None)
 
 
-def replace_value(body: bytes, part: Part, value: bytes) -> bytes:
-    return body[: part.start] + value + body[part.end :]
+def splice(
+    body: bytes, content_type: str, replace: list[tuple[Part, bytes]], append: list[tuple[str, bytes]]
+) -> list[bytes | memoryview]:
+    """The body with some parts' values replaced and text fields added before the closing boundary.
 
-
-def append_field(body: bytes, content_type: str, name: str, value: bytes) -> bytes:
-    """Add a text field just before the closing boundary."""
-    boundary = boundary_of(content_type)
-    closing = body.rfind(b"--" + boundary + b"--")
-    if closing < 0:
-        raise bad_request("Malformed multipart body: no closing boundary.")
-    field = (
-        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="' + name.encode() + b'"\r\n\r\n' + value + b"\r\n"
-    )
-    return body[:closing] + field + body[closing:]
+    Returned as consecutive buffers (views of ``body`` around the small new values) that the
+    upstream client writes one after the other, so the upload is never copied.
+    """
+    view = memoryview(body)
+    pieces: list[bytes | memoryview] = []
+    position = 0
+    for part, value in sorted(replace, key=lambda edit: edit[0].start):
+        pieces += (view[position : part.start], value)
+        position = part.end
+    if append:
+        boundary = boundary_of(content_type)
+        closing = body.rfind(b"--" + boundary + b"--")
+        if closing < position:
+            raise bad_request("Malformed multipart body: no closing boundary.")
+        pieces.append(view[position:closing])
+        for name, value in append:
+            disposition = b'\r\nContent-Disposition: form-data; name="' + name.encode() + b'"\r\n\r\n'
+            pieces.append(b"--" + boundary + disposition + value + b"\r\n")
+        position = closing
+    pieces.append(view[position:])
+    return pieces
 
 
 def encode(fields: list[tuple[str, bytes, str | None, str | None]]) -> tuple[bytes, str]:

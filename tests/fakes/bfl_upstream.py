@@ -5,6 +5,9 @@
 the first poll and Ready (``result.sample``, ``result.prompt``) on the second. A
 prompt containing "moderate-me" ends Content Moderated, "fail-me" ends Error.
 ``GET /samples/{id}.png`` serves the result image.
+
+Knobs: ``failing_tasks``: how many of the next accepted tasks end Error (whatever the prompt);
+``hold``: while true, every task stays Pending.
 """
 
 from __future__ import annotations
@@ -43,7 +46,10 @@ async def submit(request: web.Request) -> web.Response:
     if not isinstance(body.get("prompt"), str):
         return _json({"detail": [{"loc": ["body", "prompt"], "msg": "field required", "type": "value_error"}]}, 422)
     task_id = str(uuid.uuid4())
-    request.app[TASKS][task_id] = {"body": body, "polls": 0}
+    knobs = request.app[KNOBS]
+    failing = knobs.get("failing_tasks", 0)
+    knobs["failing_tasks"] = max(failing - 1, 0)
+    request.app[TASKS][task_id] = {"body": body, "polls": 0, "fails": failing > 0}
     base = f"{request.scheme}://{request.host}"
     return _json({"id": task_id, "polling_url": f"{base}/v1/get_result?id={task_id}"})
 
@@ -57,11 +63,11 @@ async def get_result(request: web.Request) -> web.Response:
         return _json({"id": task_id, "status": "Task not found", "result": None})
     task["polls"] += 1
     prompt = task["body"]["prompt"]
-    if task["polls"] < 2:
+    if task["polls"] < 2 or request.app[KNOBS].get("hold"):
         return _json({"id": task_id, "status": "Pending", "result": None, "progress": 0.5})
     if "moderate-me" in prompt:
         return _json({"id": task_id, "status": "Content Moderated", "result": None})
-    if "fail-me" in prompt:
+    if "fail-me" in prompt or task["fails"]:
         return _json({"id": task_id, "status": "Error", "result": None})
     base = f"{request.scheme}://{request.host}"
     result = {"sample": f"{base}/samples/{task_id}.png", "prompt": prompt, "seed": 42,

@@ -6,7 +6,10 @@ v1: ``POST /generate`` (JSON ``{"image_request": ...}``), ``/remix`` and ``/upsc
 Auth: ``Api-Key`` header (401 on generate/edit, 403 on remix/upscale, as the spec says).
 A prompt containing "unsafe" fails the safety check (422).
 
-Knobs: ``answer``: ``(status, body)`` returned instead of a result (429 in-flight, 402...).
+Knobs: ``answer``: ``(status, body)`` returned instead of a result (429 in-flight, 402...);
+``image_host``: a host name for this server (e.g. ``localhost``) under which result URLs point at
+images it serves itself, ``GET /api/images/ephemeral/{name}`` (``image_bytes(name)``), instead of
+ideogram.ai URLs no test can fetch. Like Ideogram's own, that host is not the API's.
 """
 
 from __future__ import annotations
@@ -38,7 +41,24 @@ def _denied(request: web.Request, status: int) -> web.Response | None:
     return None
 
 
-def _result(prompt: str, count: int, seed: int | None, style_type: str | None) -> web.Response:
+def image_bytes(name: str) -> bytes:
+    """The PNG served at ``/api/images/ephemeral/{name}``: different for every result."""
+    return b"\x89PNG\r\n\x1a\n" + f"ideogram result {name}".encode() * 8
+
+
+def _image_url(request: web.Request) -> str:
+    name = f"{uuid.uuid4().hex}.png"
+    host = request.app[KNOBS].get("image_host")
+    if host is None:
+        return f"https://ideogram.ai/api/images/ephemeral/{name}"
+    return f"http://{host}:{request.url.port}/api/images/ephemeral/{name}"
+
+
+async def ephemeral_image(request: web.Request) -> web.Response:
+    return web.Response(body=image_bytes(request.match_info["name"]), content_type="image/png")
+
+
+def _result(request: web.Request, prompt: str, count: int, seed: int | None, style_type: str | None) -> web.Response:
     if "unsafe" in prompt:
         return _json({"error": "Prompt provided failed safety check. Please modify the prompt and try again."}, 422)
     data = [
@@ -47,7 +67,7 @@ def _result(prompt: str, count: int, seed: int | None, style_type: str | None) -
             "resolution": "1024x1024",
             "is_image_safe": True,
             "seed": seed if seed is not None else 12345,
-            "url": f"https://ideogram.ai/api/images/ephemeral/{uuid.uuid4().hex}.png",
+            "url": _image_url(request),
             "style_type": style_type or "GENERAL",
         }
         for _ in range(count)
@@ -78,7 +98,7 @@ async def generate(request: web.Request) -> web.Response:
     image_request = orjson.loads(await request.read()).get("image_request")
     if not isinstance(image_request, dict) or "prompt" not in image_request:
         return _json({"error": "image_request.prompt is required"}, 400)
-    return _result(image_request["prompt"], int(image_request.get("num_images", 1)), image_request.get("seed"),
+    return _result(request, image_request["prompt"], int(image_request.get("num_images", 1)), image_request.get("seed"),
                    image_request.get("style_type"))
 
 
@@ -91,7 +111,7 @@ async def remix_or_upscale(request: web.Request) -> web.Response:
         return image_request
     if (bad := _bad_image(form.get("image_file"))) is not None:
         return bad
-    return _result(image_request.get("prompt", "upscaled"), int(image_request.get("num_images", 1)),
+    return _result(request, image_request.get("prompt", "upscaled"), int(image_request.get("num_images", 1)),
                    image_request.get("seed"), image_request.get("style_type"))
 
 
@@ -118,7 +138,8 @@ async def v3(request: web.Request) -> web.Response:
     endpoint = request.match_info["endpoint"]
     if endpoint != "reframe" and not fields.get("prompt"):
         return _json({"error": "prompt is required"}, 400)
-    return _result(fields.get("prompt", "reframed"), int(fields.get("num_images", 1)), None, fields.get("style_type"))
+    return _result(request, fields.get("prompt", "reframed"), int(fields.get("num_images", 1)), None,
+                   fields.get("style_type"))
 
 
 def create_app(keys: set[str]) -> web.Application:
@@ -130,4 +151,5 @@ def create_app(keys: set[str]) -> web.Application:
     app.router.add_post("/upscale", remix_or_upscale)
     app.router.add_post("/describe", describe)
     app.router.add_post("/v1/ideogram-v3/{endpoint}", v3)
+    app.router.add_get("/api/images/ephemeral/{name}", ephemeral_image)
     return app

@@ -7,6 +7,9 @@ v2beta ``POST /v2beta/stable-image/generate/{ultra,core,sd3}`` (multipart,
 "forbidden" is refused 403 ``content_moderation``. v1 ``POST
 /v1/generation/{engine_id}/text-to-image`` (JSON) answers ``{artifacts:[...]}`` or
 ``image/png``; errors ``{id, name, message}``.
+
+Knobs: ``refusals``: a list of ``(status, name, message)``; each v2beta request takes the first
+one and is answered with that error instead.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def _authorized(request: web.Request) -> bool:
 async def generate(request: web.Request) -> web.Response:
     if not _authorized(request):
         return _v2_error(401, "unauthorized", "authorization: invalid or missing API key")
+    if refusals := request.app[KNOBS].get("refusals"):
+        return _v2_error(*refusals.pop(0))
     form = await read_form(request)
     prompt = form.text("prompt")
     if not prompt:

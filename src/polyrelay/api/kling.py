@@ -23,6 +23,7 @@ from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers import kling as upstream
 from polyrelay.store.snapshot import ChannelRecord
+from polyrelay.tasks.base import TaskView
 from polyrelay.tasks.submit import Accepted, Order
 
 FAMILY = upstream.FAMILY
@@ -71,10 +72,8 @@ def _billing(action: str, payload: dict[str, Any]) -> tuple[str, Usage]:
     return (model if mode == "std" else f"{model}-pro"), Usage(seconds=float(duration), source="request")
 
 
-@kling_endpoint
-async def create(call: TaskCall) -> Response:
-    action = _ACTIONS[call.request.url.path.removeprefix("/kling/v1/")]
-    payload = await call.payload()
+async def submit_task(call: TaskCall, action: str, payload: dict[str, Any]) -> TaskView:
+    """Validate, bill and send one Kling job (TEXT2VIDEO, IMAGE2VIDEO or IMAGE) in Kling's fields; the stored task."""
     if action != "IMAGE2VIDEO" and not str(payload.get("prompt") or "").strip():
         raise bad_request("prompt is required.", param="prompt")
     if action == "IMAGE2VIDEO" and not payload.get("image"):
@@ -88,7 +87,13 @@ async def create(call: TaskCall) -> Response:
     async def send(channel: ChannelRecord, key: str) -> tuple[int, Any]:
         return await upstream.submit(call.engine.session, channel, key, action, body)
 
-    task = await call.submit(order, send, _accept)
+    return await call.submit(order, send, _accept)
+
+
+@kling_endpoint
+async def create(call: TaskCall) -> Response:
+    action = _ACTIONS[call.request.url.path.removeprefix("/kling/v1/")]
+    task = await submit_task(call, action, await call.payload())
     return json_response({"code": 0, "message": "SUCCEED", "request_id": _request_id(), "data": call.render(task)})
 
 

@@ -2,27 +2,38 @@
 
 ``POST /luma/generations`` (``user_prompt``, ``aspect_ratio``, ``expand_prompt``, ``image_url``,
 ``image_end_url``, ``loop``, optional ``notify_hook``) and ``POST /luma/generations/{id}/extend``
-answer the generation object with polyrelay's id; ``GET /luma/generations/{id}`` reads it (also
-under ``/luma/v1/``). Billing models per submission: ``luma_generation``, ``luma_extend``. An
-extension goes to the channel and key of the generation it extends. Errors:
-``{detail: {reason, code}}``; upstream refusals are relayed as they came.
+answer the generation object with polyrelay's id; ``GET /luma/generations/{id}`` reads it and
+``GET /luma/generations/{id}/download_video_url`` answers ``{url}`` for a completed one (all
+also under ``/luma/v1/``). ``POST /luma/generations/file_upload {url}`` relays an image upload to
+the channel a generation would use. ``POST /luma/tasks {ids}`` reads the caller's own tasks
+among ``ids`` as new-api TaskDtos. Billing models per submission: ``luma_generation``,
+``luma_extend``; ``luma_file_upload`` only when priced. An extension goes to the channel and key
+of the generation it extends. Errors: ``{detail: {reason, code}}``; upstream refusals are
+relayed as they came.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from polyrelay.api.task_api import TaskCall, endpoint, hook, json_response, refusal
+from polyrelay.api.task_api import TaskCall, batch_ids, endpoint, hook, json_response, refusal
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers import luma as upstream
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.submit import Accepted, Order
+from polyrelay.tasks.base import SUCCESS, TaskView
+from polyrelay.tasks.dto import task_dto
+from polyrelay.tasks.notify import valid_hook
+from polyrelay.tasks.submit import Accepted, Order, channel_and_key
 
 FAMILY = upstream.FAMILY
+GENERATION_MODEL = "luma_generation"
+UPLOAD_MODEL = "luma_file_upload"
 
 
 def render_error(error: RelayError) -> Response:
@@ -43,33 +54,34 @@ def _accept(status: int, body: Any) -> Accepted:
     return Accepted(str(item["id"]), upstream.update(item).status, item)
 
 
-async def _create(call: TaskCall, action: str, path_of: Any, parent_id: str | None = None) -> Response:
-    payload = await call.payload()
-    if action == "GENERATE" and not str(payload.get("user_prompt") or "").strip():
+async def submit_generation(
+    call: TaskCall, payload: dict[str, Any], parent: TaskView | None = None, model: str = GENERATION_MODEL
+) -> TaskView:
+    """Validate, bill under ``model`` and send a generation, or with ``parent`` its extension; the stored task."""
+    if parent is None and not str(payload.get("user_prompt") or "").strip():
         raise bad_request("user_prompt is required.", param="user_prompt")
-    parent = await call.own(parent_id) if parent_id is not None else None
+    action = "GENERATE" if parent is None else "EXTEND"
+    path = "/luma/generations" if parent is None else f"/luma/generations/{quote(parent.upstream_id)}/extend"
     body = {k: v for k, v in payload.items() if k != "notify_hook"}
-    model = "luma_generation" if action == "GENERATE" else "luma_extend"
-    path = path_of(parent)
-    order = Order(FAMILY, action, model, upstream.TYPE, f"luma.{action.lower()}", dict(payload),
-                  notify_hook=hook(payload.get("notify_hook"), "notify_hook"), parent=parent)
+    order = Order(FAMILY, action, model if parent is None else "luma_extend", upstream.TYPE, f"luma.{action.lower()}",
+                  dict(payload), notify_hook=hook(payload.get("notify_hook"), "notify_hook"), parent=parent)
 
     async def send(channel: ChannelRecord, key: str) -> tuple[int, Any]:
         return await upstream.submit(call.engine.session, channel, key, path, body)
 
-    task = await call.submit(order, send, _accept)
-    return json_response(call.render(task))
+    return await call.submit(order, send, _accept)
 
 
 @luma_endpoint
 async def generate(call: TaskCall) -> Response:
-    return await _create(call, "GENERATE", lambda parent: "/luma/generations")
+    return json_response(call.render(await submit_generation(call, await call.payload())))
 
 
 @luma_endpoint
 async def extend(call: TaskCall) -> Response:
-    return await _create(call, "EXTEND", lambda parent: f"/luma/generations/{quote(parent.upstream_id)}/extend",
-                         call.request.path_params["task_id"])
+    payload = await call.payload()
+    parent = await call.own(call.request.path_params["task_id"])
+    return json_response(call.render(await submit_generation(call, payload, parent)))
 
 
 @luma_endpoint
@@ -77,10 +89,62 @@ async def get(call: TaskCall) -> Response:
     return json_response(call.render(await call.own(call.request.path_params["task_id"])))
 
 
+@luma_endpoint
+async def download_video_url(call: TaskCall) -> Response:
+    """``{url}`` of a completed generation: its re-hosted copy when there is one, else a fresh link from Luma."""
+    task = await call.own(call.request.path_params["task_id"])
+    if task.status != SUCCESS:
+        raise RelayError(400, f"Generation {task.id} is not completed.", code="invalid_state")
+    files = call.engine.relay.files
+    stored = upstream.stored_download_url(task.result or {})
+    if files is not None and stored.startswith(files.url_of("")):
+        return json_response({"url": stored})
+    channel, key = channel_and_key(call.engine, task)
+    session = call.engine.session
+    try:
+        status, body = await upstream.fetch_download_url(session, channel, key, task.upstream_id)
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise RelayError(502, f"The Luma channel is unreachable ({type(exc).__name__}).", type="upstream_error",
+                         code="upstream_failed") from None
+    url = body.get("url") if isinstance(body, dict) else None
+    if status >= 400 or not isinstance(url, str) or not url:
+        raise refusal(FAMILY, status if status >= 400 else 502, body, f"Luma gave no download URL (HTTP {status}).")
+    if files is not None:
+        url = await files.rehost_url(url, channel, session) or url
+    return json_response({"url": url})
+
+
+@luma_endpoint
+async def file_upload(call: TaskCall) -> Response:
+    """Relay ``{url}`` to the upstream's upload; its answer (the Luma-hosted image) comes back as it is."""
+    payload = await call.payload()
+    url = payload.get("url")
+    if not isinstance(url, str) or not valid_hook(url):
+        raise bad_request("url must be the http(s) URL of the image to upload.", param="url")
+    order = Order(FAMILY, "FILE_UPLOAD", UPLOAD_MODEL, upstream.TYPE, "luma.file_upload", {})
+
+    async def send(channel: ChannelRecord, key: str) -> tuple[int, Any]:
+        return await upstream.submit(call.engine.session, channel, key, "/luma/generations/file_upload", {"url": url})
+
+    status, body = await call.call_once(order, send)
+    if status >= 400 or body is None:
+        raise refusal(FAMILY, status if status >= 400 else 502, body, f"Luma refused the upload (HTTP {status}).")
+    return json_response(body)
+
+
+@luma_endpoint
+async def tasks(call: TaskCall) -> Response:
+    """``{code:"success", data:[TaskDto]}`` of the caller's own tasks among ``ids``; others are left out."""
+    found = await call.own_many(batch_ids(await call.payload()))
+    return json_response({"code": "success", "message": "", "data": [task_dto(t, call.render(t)) for t in found]})
+
+
 def routes() -> list[BaseRoute]:
-    result: list[BaseRoute] = []
+    result: list[BaseRoute] = [Route("/luma/tasks", tasks, methods=["POST"])]
     for prefix in ("/luma", "/luma/v1"):
         result += [Route(f"{prefix}/generations", generate, methods=["POST"]),
+                   Route(f"{prefix}/generations/file_upload", file_upload, methods=["POST"]),
                    Route(f"{prefix}/generations/{{task_id}}/extend", extend, methods=["POST"]),
+                   Route(f"{prefix}/generations/{{task_id}}/download_video_url", download_video_url, methods=["GET"]),
                    Route(f"{prefix}/generations/{{task_id}}", get, methods=["GET"])]
     return result

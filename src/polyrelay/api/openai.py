@@ -24,6 +24,7 @@ from polyrelay.relay.call import Call
 from polyrelay.relay.pipeline import Relay
 
 FAMILY = "openai"
+MAX_IMAGES = 10  # OpenAI's bound on 'n'; also bounds the concurrent jobs of one-image-per-request upstreams
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -69,7 +70,7 @@ def json_call(endpoint: str, default_model: str | None = None) -> Callable[[Requ
             limit = payload.get("max_completion_tokens", payload.get("max_tokens"))
             call.max_output_tokens = limit if isinstance(limit, int) and limit >= 0 else None
         elif endpoint == "images.generations":
-            call.images = _count(payload.get("n"), "n")
+            call.images = _count(payload.get("n"), "n", MAX_IMAGES)
         elif endpoint == "audio.speech":
             text = payload.get("input")
             if not isinstance(text, str):
@@ -91,7 +92,7 @@ def multipart_call(endpoint: str, default_model: str) -> Callable[[Request, byte
         call.parts = parts
         if endpoint.startswith("images."):
             n = multipart.find(parts, "n")
-            call.images = _count(n.value(body).decode() if n else None, "n")
+            call.images = _count(n.value(body).decode() if n else None, "n", MAX_IMAGES)
         else:
             response_format = multipart.find(parts, "response_format")
             call.extra["response_format"] = response_format.value(body).decode().strip() if response_format else "json"
@@ -100,15 +101,15 @@ def multipart_call(endpoint: str, default_model: str) -> Callable[[Request, byte
     return parse
 
 
-def _count(value: Any, param: str) -> int:
+def _count(value: Any, param: str, maximum: int) -> int:
     if value is None:
         return 1
     try:
         count = int(value)
     except (TypeError, ValueError):
         raise bad_request(f"'{param}' must be an integer.", param=param) from None
-    if count < 1:
-        raise bad_request(f"'{param}' must be at least 1.", param=param)
+    if not 1 <= count <= maximum:
+        raise bad_request(f"'{param}' must be between 1 and {maximum}.", param=param)
     return count
 
 

@@ -72,15 +72,19 @@ async def result(call: TaskCall) -> Response:
         raise RelayError(504, task.fail_reason or "The job failed.", code="generation_failed")
     if task.status != SUCCESS:
         return json_response({"id": task.id, "status": "in-progress"}, 202)
-    return await _stream_result(call, task.upstream_id, channel_and_key(call.engine, task))
+    return await stream_result(call.engine.session, _accept_header(call), task.upstream_id,
+                               channel_and_key(call.engine, task))
 
 
-async def _stream_result(call: TaskCall, upstream_id: str, target: tuple[ChannelRecord, str]) -> Response:
+async def stream_result(
+    session: aiohttp.ClientSession, accept: str, upstream_id: str, target: tuple[ChannelRecord, str]
+) -> Response:
+    """A finished job's video (or JSON), streamed from its channel and key; also the console's video link."""
     channel, key = target
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=channel.connect_timeout_s, sock_read=channel.timeout_s)
     try:
-        response = await call.engine.session.get(upstream.result_url(channel, upstream_id),
-                                                 headers=upstream.headers(key, _accept_header(call)), timeout=timeout)
+        response = await session.get(upstream.result_url(channel, upstream_id),
+                                     headers=upstream.headers(key, accept), timeout=timeout)
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise RelayError(502, f"Channel '{channel.name}' is unreachable ({type(exc).__name__}).",
                          type="upstream_error") from None

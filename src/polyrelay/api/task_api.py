@@ -19,11 +19,13 @@ from polyrelay.errors import RelayError, bad_request
 from polyrelay.relay.auth import authenticate
 from polyrelay.store.snapshot import TokenRecord
 from polyrelay.tasks.base import TaskView
+from polyrelay.tasks.direct import call_once
 from polyrelay.tasks.engine import TaskEngine
 from polyrelay.tasks.notify import valid_hook
 from polyrelay.tasks.submit import Accept, Accepted, Order, Send, submit
 
 RenderError = Callable[[RelayError], Response]
+MAX_BATCH_IDS = 1000  # most ids one batch query may name
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -52,6 +54,16 @@ def accept_id(family: str, refused: str) -> Accept:
         return Accepted(body["id"])
 
     return accept
+
+
+def batch_ids(payload: dict[str, Any]) -> list[str]:
+    """The ``ids`` of a batch query: a list of at most MAX_BATCH_IDS ids, else 400 (never silently cut)."""
+    ids = payload.get("ids")
+    if not isinstance(ids, list):
+        raise bad_request("ids must be a list of task ids.", param="ids")
+    if len(ids) > MAX_BATCH_IDS:
+        raise bad_request(f"ids may name at most {MAX_BATCH_IDS} tasks, not {len(ids)}.", param="ids")
+    return [str(i) for i in ids]
 
 
 def hook(value: Any, name: str) -> str:
@@ -105,6 +117,10 @@ class TaskCall:
 
     async def submit(self, order: Order, send: Send, accept: Accept) -> TaskView:
         return await submit(self.engine, self.token, order, send, accept, self.client_ip)
+
+    async def call_once(self, order: Order, send: Send) -> tuple[int, Any]:
+        """A family call that creates no task (see ``tasks.direct``): the upstream's (status, body)."""
+        return await call_once(self.engine, self.token, order, send, self.client_ip)
 
 
 def endpoint(family: str, render_error: RenderError) -> Callable[

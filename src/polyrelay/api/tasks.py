@@ -9,6 +9,7 @@ epoch ms, for paging). Errors in OpenAI's shape (this is ``/v1``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.responses import Response
@@ -17,14 +18,15 @@ from starlette.routing import BaseRoute, Route
 from polyrelay.api.openai import error_response
 from polyrelay.api.task_api import TaskCall, endpoint, json_response, not_found
 from polyrelay.errors import bad_request
-from polyrelay.tasks.base import RANK, TaskView
-from polyrelay.tasks.query import list_tasks
+from polyrelay.tasks.base import TaskAdaptor, TaskView
+from polyrelay.tasks.query import FilterError, list_tasks, parse_filter
 
 tasks_endpoint = endpoint("", error_response)
 
 
-def _object(call: TaskCall, task: TaskView) -> dict[str, Any]:
-    adaptor = call.engine.adaptors.get(task.family)
+def task_object(adaptors: Mapping[str, TaskAdaptor], task: TaskView) -> dict[str, Any]:
+    """polyrelay's task object, the same for every family (also the base of the console's)."""
+    adaptor = adaptors.get(task.family)
     return {
         "id": task.id, "object": "task", "family": task.family, "action": task.action, "model": task.model,
         "status": task.status, "progress": task.progress, "fail_reason": task.fail_reason,
@@ -34,43 +36,25 @@ def _object(call: TaskCall, task: TaskView) -> dict[str, Any]:
     }
 
 
-def _int(value: str | None, name: str, default: int | None, low: int, high: int) -> int | None:
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise bad_request(f"'{name}' must be an integer.", param=name) from None
-    if not low <= number <= high:
-        raise bad_request(f"'{name}' must be from {low} to {high}.", param=name)
-    return number
-
-
 @tasks_endpoint
 async def get_task(call: TaskCall) -> Response:
     task_id = call.request.path_params["task_id"]
     task = await call.engine.get(task_id)
     if task is None or task.token_id != call.token.id:
         raise not_found(task_id)
-    return json_response(_object(call, task))
+    return json_response(task_object(call.engine.adaptors, task))
 
 
 @tasks_endpoint
 async def list_all(call: TaskCall) -> Response:
-    query = call.request.query_params
-    family = query.get("family") or None
-    if family is not None and family not in call.engine.adaptors:
-        raise bad_request(f"Unknown family '{family}'; known: {', '.join(sorted(call.engine.adaptors))}.",
-                          param="family")
-    statuses = [s.strip().upper() for s in (query.get("status") or "").split(",") if s.strip()]
-    if unknown := [s for s in statuses if s not in RANK]:
-        raise bad_request(f"Unknown status {unknown[0]!r}; known: {', '.join(RANK)}.", param="status")
-    limit = _int(query.get("limit"), "limit", 20, 1, 100) or 20
-    before = _int(query.get("before"), "before", None, 0, 2**62)
-    tasks = await call.engine.run_db(list_tasks, call.engine.db, call.token.id, family, statuses or None, limit + 1,
-                                     before)
-    return json_response({"object": "list", "data": [_object(call, t) for t in tasks[:limit]],
-                          "has_more": len(tasks) > limit})
+    engine = call.engine
+    try:
+        wanted = parse_filter(call.request.query_params, engine.adaptors)
+    except FilterError as error:
+        raise bad_request(str(error), param=error.param) from None
+    tasks, more = await engine.run_db(lambda: list_tasks(engine.db, wanted, token_id=call.token.id))
+    return json_response({"object": "list", "data": [task_object(engine.adaptors, t) for t in tasks],
+                          "has_more": more})
 
 
 def routes() -> list[BaseRoute]:

@@ -110,6 +110,14 @@ class RateLimiter:
         await self._redis.ping()
         self._task = asyncio.create_task(self._run(), name="polyrelay-ratelimit-sync")
 
+    async def ping(self) -> float | None:
+        """Round trip to Redis in ms, None without Redis; raises when Redis does not answer."""
+        if self._redis is None:
+            return None
+        started = time.perf_counter()
+        await asyncio.wait_for(self._redis.ping(), timeout=2.0)
+        return (time.perf_counter() - started) * 1000
+
     async def close(self) -> None:
         if self._task is not None:
             await stop_task(self._task)

@@ -36,7 +36,7 @@ class UpstreamRequest:
     method: str
     url: str
     headers: dict[str, str]
-    body: bytes | None = None
+    body: bytes | list[bytes | memoryview] | None = None  # a list: buffers sent one after the other, never joined
 
 
 @dataclass(slots=True)
@@ -97,6 +97,17 @@ class Adaptor(ABC):
     @abstractmethod
     def upstream_error(self, call: Call, status: int, body: bytes) -> RelayError:
         """Describe a non-2xx upstream answer; the message must not leak credentials."""
+
+    def jobs(self, call: Call) -> int:
+        """Upstream requests the call takes: more than 1 only where the upstream makes one image per
+        request and the caller asked for ``n``. The pipeline runs them concurrently on one channel
+        and joins the replies with ``merged``. Default: 1.
+        """
+        return 1
+
+    def merged(self, call: Call, replies: list[Reply]) -> Reply:
+        """One reply from the successful replies of a call's jobs; only called when ``jobs`` > 1."""
+        raise NotImplementedError(f"the {self.type} adaptor makes one upstream request per call")
 
     async def follow_up(
         self, call: Call, target: Target, reply: Reply, session: aiohttp.ClientSession

@@ -20,13 +20,12 @@ from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
 from polyrelay.providers.base import Reply, Target, UpstreamRequest
 from polyrelay.providers.imaging import (
-    ImageAdaptor,
+    OneImageAdaptor,
     alias_payload,
     json_object,
     openai_images,
     parse_size,
     same_provider,
-    single_image,
 )
 from polyrelay.relay.call import Call
 
@@ -51,20 +50,18 @@ def bfl_body(payload: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-class FluxAdaptor(ImageAdaptor):
+class FluxAdaptor(OneImageAdaptor):
     type = "flux"
 
     def _headers(self, target: Target) -> dict[str, str]:
         return bfl_headers(target.key)
 
     def build_request(self, call: Call, target: Target) -> UpstreamRequest:
-        payload = alias_payload(call)
-        single_image(payload, call.model)
         return UpstreamRequest(
             method="POST",
             url=self.url(target, f"/v1/{target.upstream_model}"),
             headers={**self._headers(target), "Content-Type": "application/json"},
-            body=orjson.dumps(bfl_body(payload)),
+            body=orjson.dumps(bfl_body(alias_payload(call))),
         )
 
     async def read_reply(self, call: Call, response: aiohttp.ClientResponse) -> Reply:

@@ -16,7 +16,7 @@ import aiohttp
 from polyrelay.providers.flux import MODERATED, WAITING, bfl_headers
 from polyrelay.providers.task_http import poll_timeout, request_json
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUCCESS, TaskUpdate, TaskView
+from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUCCESS, Media, TaskUpdate, TaskView, media_item
 from polyrelay.tasks.single import OneByOne
 
 TYPE = "flux"
@@ -76,3 +76,7 @@ class FluxTasks(OneByOne):
             "progress": upstream.get("progress"),
             "details": {"error": task.fail_reason} if task.status == FAILURE else None,
         }
+
+    def media(self, task: TaskView) -> list[Media]:
+        result = self.render(task)["result"]
+        return media_item("image", result.get("sample")) if isinstance(result, dict) else []

@@ -62,16 +62,15 @@ class IdeogramAdaptor(ImageAdaptor):
             body=self._body(call, target),
         )
 
-    def _body(self, call: Call, target: Target) -> bytes:
+    def _body(self, call: Call, target: Target) -> bytes | list[bytes | memoryview]:
         image_request = call.extra.get("image_request")
         if image_request is None or (changed := rewritten_request(image_request, call, target)) is None:
             return call.body
-        encoded = orjson.dumps(changed)
         if call.parts is None:
             return orjson.dumps({**(call.payload or {}), "image_request": changed})
         part = multipart.find(call.parts, "image_request")
         assert part is not None  # the family required it
-        return multipart.replace_value(call.body, part, encoded)
+        return multipart.splice(call.body, call.content_type, [(part, orjson.dumps(changed))], [])
 
     async def read_reply(self, call: Call, response: aiohttp.ClientResponse) -> Reply:
         body = await response.read()

@@ -3,7 +3,8 @@
 They all answer one JSON or binary reply per call (never a stream), bill per image
 returned, and describe upstream errors whose shapes differ only in where the message
 sits. The DALL·E-format aliases also share the OpenAI images response and the
-``size`` -> aspect-ratio conversion.
+``size`` -> aspect-ratio conversion; those whose upstream makes one image per request
+share how ``n`` images become ``n`` jobs.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError, bad_request
-from polyrelay.providers.base import Adaptor, ReplyStream, Target
+from polyrelay.providers.base import Adaptor, Reply, ReplyStream, Target
 from polyrelay.relay.call import Call
 
 
@@ -75,6 +77,19 @@ class ImageAdaptor(Adaptor):
         return target.channel.base_url + path
 
 
+class OneImageAdaptor(ImageAdaptor):
+    """An upstream that makes one image per request (BFL, Stability): an alias call for ``n``
+    images runs ``n`` jobs, and the caller gets every image that came back."""
+
+    def jobs(self, call: Call) -> int:
+        return call.images if call.family == "openai" else 1
+
+    def merged(self, call: Call, replies: list[Reply]) -> Reply:
+        data = [item for reply in replies for item in (json_object(reply.body) or {}).get("data", [])]
+        images = sum(reply.usage.images for reply in replies if reply.usage is not None)
+        return Reply(200, openai_images(data), "application/json", Usage(images=images))
+
+
 def openai_images(data: list[dict[str, Any]]) -> bytes:
     """The OpenAI images response that DALL·E-format callers (and the OpenAI SDK) expect."""
     return orjson.dumps({"created": int(time.time()), "data": data})
@@ -87,13 +102,6 @@ def alias_payload(call: Call) -> dict[str, Any]:
     if not isinstance(prompt, str) or not prompt:
         raise bad_request("You must provide a prompt.", param="prompt")
     return payload
-
-
-def single_image(payload: dict[str, Any], model: str) -> None:
-    """Upstreams that make one image per request: refuse ``n > 1`` rather than pay n calls silently."""
-    n = payload.get("n")
-    if n not in (None, 1):
-        raise bad_request(f"The model '{model}' makes one image per request; 'n' must be 1.", param="n")
 
 
 def parse_size(size: Any) -> tuple[int, int] | None:

@@ -21,7 +21,9 @@ import orjson
 
 from polyrelay.providers.task_http import poll_timeout, request_json
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, TaskUpdate, TaskView, coarse_progress
+from polyrelay.tasks.base import (
+    FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, Media, TaskUpdate, TaskView, coarse_progress, media_item,
+)
 from polyrelay.tasks.single import OneByOne
 
 TYPE = "kling"
@@ -99,3 +101,12 @@ class KlingTasks(OneByOne):
             "created_at": task.submit_time,
             "updated_at": task.finish_time or task.start_time or task.submit_time,
         }
+
+    def media(self, task: TaskView) -> list[Media]:
+        """``task_result.videos[].url`` and ``task_result.images[].url``."""
+        result = (task.result or {}).get("task_result")
+        if not isinstance(result, dict):
+            return []
+        return [item for kind, key in (("video", "videos"), ("image", "images"))
+                for entry in result.get(key) or [] if isinstance(entry, dict)
+                for item in media_item(kind, entry.get("url"))]

@@ -3,7 +3,9 @@
 ``POST {base}/luma/generations`` (and ``.../{id}/extend``) answer the generation (some
 proxies: a list of them; the first is taken); the engine polls ``GET
 {base}/luma/generations/{id}`` and maps ``state``: pending -> SUBMITTED, processing ->
-IN_PROGRESS, completed -> SUCCESS, failed -> FAILURE.
+IN_PROGRESS, completed -> SUCCESS, failed -> FAILURE. ``GET .../{id}/download_video_url``
+answers ``{url}`` (a fresh signed link to the video without watermark) and ``POST
+{base}/luma/generations/file_upload {url}`` uploads an image to Luma's storage.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import aiohttp
 
 from polyrelay.providers.task_http import poll_timeout, request_json
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, TaskUpdate, TaskView, coarse_progress
+from polyrelay.tasks.base import (
+    FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, Media, TaskUpdate, TaskView, coarse_progress, media_item,
+)
 from polyrelay.tasks.single import OneByOne
 
 TYPE = "luma"
@@ -41,6 +45,21 @@ async def submit(
     session: aiohttp.ClientSession, channel: ChannelRecord, key: str, path: str, body: dict[str, Any]
 ) -> tuple[int, Any]:
     return await request_json(session, channel, "POST", f"{channel.base_url}{path}", _headers(key), body)
+
+
+async def fetch_download_url(
+    session: aiohttp.ClientSession, channel: ChannelRecord, key: str, upstream_id: str
+) -> tuple[int, Any]:
+    return await request_json(session, channel, "GET",
+                              f"{channel.base_url}/luma/generations/{quote(upstream_id)}/download_video_url",
+                              _headers(key), timeout_s=poll_timeout(channel))
+
+
+def stored_download_url(result: dict[str, Any]) -> str:
+    """A finished generation's ``video.download_url`` (no watermark), else ``video.url``; "" when neither."""
+    video = result.get("video")
+    url = (video.get("download_url") or video.get("url")) if isinstance(video, dict) else None
+    return url if isinstance(url, str) else ""
 
 
 def update(item: dict[str, Any]) -> TaskUpdate:
@@ -81,3 +100,12 @@ class LumaTasks(OneByOne):
         if task.status == FAILURE:
             item["failure_reason"] = task.fail_reason
         return item
+
+    def prompt(self, task: TaskView) -> str:
+        return str((task.request or {}).get("user_prompt") or "")
+
+    def media(self, task: TaskView) -> list[Media]:
+        upstream = task.result or {}
+        video, thumbnail = upstream.get("video"), upstream.get("thumbnail")
+        return media_item("video", video.get("url") if isinstance(video, dict) else None,
+                          thumbnail.get("url") if isinstance(thumbnail, dict) else None)

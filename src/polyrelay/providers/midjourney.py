@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import RANK, SUBMITTED, TaskAdaptor, TaskUpdate, TaskView
+from polyrelay.tasks.base import RANK, SUBMITTED, Media, TaskAdaptor, TaskUpdate, TaskView, media_item
 
 TYPE = "midjourney"
 # Upstream task properties a caller must not see (our callbacks replace theirs; account internals).
@@ -125,3 +125,19 @@ class MidjourneyTasks(TaskAdaptor):
             if upstream.get(extra) is not None:
                 rendered[extra] = upstream[extra]
         return rendered
+
+    def prompt(self, task: TaskView) -> str:
+        """The imagine's prompt; follow-ups (upscale, variation) submit none, the upstream names the parent's."""
+        return str((task.request or {}).get("prompt") or (task.result or {}).get("prompt") or "")
+
+    def media(self, task: TaskView) -> list[Media]:
+        """The grid image (through ``/mj/image`` when forwarding is on) and a video action's clips."""
+        rendered = self.render(task)
+        image = rendered["imageUrl"]
+        videos = [v.get("url") if isinstance(v, dict) else v for v in rendered.get("videoUrls") or []]
+        videos = videos or [rendered.get("videoUrl")]  # older proxies: one URL
+        return [*media_item("image", image), *(item for v in videos for item in media_item("video", v, image))]
+
+    def buttons(self, task: TaskView) -> list[dict[str, str]]:
+        return [{"customId": str(b["customId"]), "label": str(b.get("label") or ""), "emoji": str(b.get("emoji") or "")}
+                for b in (task.result or {}).get("buttons") or [] if isinstance(b, dict) and b.get("customId")]

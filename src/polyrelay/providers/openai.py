@@ -98,7 +98,7 @@ class OpenAIAdaptor(Adaptor):
             body=self._body(call, target),
         )
 
-    def _body(self, call: Call, target: Target) -> bytes:
+    def _body(self, call: Call, target: Target) -> bytes | list[bytes | memoryview]:
         if call.parts is not None:
             return self._multipart_body(call, target)
         payload = call.payload
@@ -113,28 +113,28 @@ class OpenAIAdaptor(Adaptor):
             changed = True
         return orjson.dumps(payload) if changed else call.body
 
-    def _multipart_body(self, call: Call, target: Target) -> bytes:
-        body, parts = call.body, call.parts or []
-        # Splice from the end of the body backwards so earlier offsets stay valid.
-        edits: list[tuple[multipart.Part, bytes]] = []
+    def _multipart_body(self, call: Call, target: Target) -> bytes | list[bytes | memoryview]:
+        parts = call.parts or []
+        replace: list[tuple[multipart.Part, bytes]] = []
+        append: list[tuple[str, bytes]] = []
         mapped = target.upstream_model != call.model
         model = multipart.find(parts, "model")
         if mapped and model is not None:
-            edits.append((model, target.upstream_model.encode()))
+            replace.append((model, target.upstream_model.encode()))
         wants_duration = call.endpoint.startswith("audio.") and target.upstream_model.startswith(_DURATION_MODELS)
         response_format = multipart.find(parts, "response_format")
         if wants_duration and call.extra.get("response_format") in ("json", "text"):
             if response_format is not None:
-                edits.append((response_format, b"verbose_json"))
-        for part, value in sorted(edits, key=lambda edit: edit[0].start, reverse=True):
-            body = multipart.replace_value(body, part, value)
+                replace.append((response_format, b"verbose_json"))
         if wants_duration and response_format is None:
-            body = multipart.append_field(body, call.content_type, "response_format", b"verbose_json")
+            append.append(("response_format", b"verbose_json"))
         if mapped and model is None:
             # The caller relied on the default model (dall-e-2, whisper-1), which is mapped: say so upstream,
             # or the upstream would run its own default instead of the mapped model.
-            body = multipart.append_field(body, call.content_type, "model", target.upstream_model.encode())
-        return body
+            append.append(("model", target.upstream_model.encode()))
+        if not replace and not append:
+            return call.body
+        return multipart.splice(call.body, call.content_type, replace, append)
 
     async def read_reply(self, call: Call, response: aiohttp.ClientResponse) -> Reply:
         body = await response.read()

@@ -19,13 +19,12 @@ from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
 from polyrelay.providers.base import Reply, Target, UpstreamRequest
 from polyrelay.providers.imaging import (
-    ImageAdaptor,
+    OneImageAdaptor,
     alias_payload,
     closest_aspect_ratio,
     json_object,
     openai_images,
     parse_size,
-    single_image,
 )
 from polyrelay.relay.call import Call
 
@@ -52,15 +51,13 @@ def alias_form(payload: dict[str, Any], upstream_model: str) -> tuple[str, list[
     return endpoint, [(name, str(value).encode(), None, None) for name, value in fields.items()]
 
 
-class StabilityAdaptor(ImageAdaptor):
+class StabilityAdaptor(OneImageAdaptor):
     type = "stability"
 
     def build_request(self, call: Call, target: Target) -> UpstreamRequest:
         headers = {"Authorization": f"Bearer {target.key}"}
         if call.family == "openai":
-            payload = alias_payload(call)
-            single_image(payload, call.model)
-            endpoint, fields = alias_form(payload, target.upstream_model)
+            endpoint, fields = alias_form(alias_payload(call), target.upstream_model)
             body, content_type = multipart.encode(fields)
             headers.update({"Content-Type": content_type, "accept": "application/json"})
             return UpstreamRequest("POST", self.url(target, f"/v2beta/stable-image/generate/{endpoint}"), headers, body)
@@ -73,13 +70,14 @@ class StabilityAdaptor(ImageAdaptor):
             return f"/v1/generation/{target.upstream_model}/text-to-image"
         return call.path
 
-    def _native_body(self, call: Call, target: Target) -> bytes:
+    def _native_body(self, call: Call, target: Target) -> bytes | list[bytes | memoryview]:
         if call.endpoint != "v2beta.sd3" or target.upstream_model == call.model or call.parts is None:
             return call.body
+        model = target.upstream_model.encode()
         part = multipart.find(call.parts, "model")
         if part is None:
-            return multipart.append_field(call.body, call.content_type, "model", target.upstream_model.encode())
-        return multipart.replace_value(call.body, part, target.upstream_model.encode())
+            return multipart.splice(call.body, call.content_type, [], [("model", model)])
+        return multipart.splice(call.body, call.content_type, [(part, model)], [])
 
     def upstream_error(self, call: Call, status: int, body: bytes) -> RelayError:
         error = super().upstream_error(call, status, body)

@@ -17,7 +17,7 @@ import orjson
 
 from polyrelay.providers.task_http import poll_timeout, request_json
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUCCESS, TaskUpdate, TaskView
+from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUCCESS, Media, TaskUpdate, TaskView, media_item
 from polyrelay.tasks.single import OneByOne
 
 TYPE = "stability"
@@ -74,3 +74,8 @@ class StabilityVideoTasks(OneByOne):
         if task.status == FAILURE:
             body["errors"] = [task.fail_reason]
         return body
+
+    def media(self, task: TaskView) -> list[Media]:
+        """The video stays upstream, readable only with the submitting key: the console streams it through
+        ``GET /api/tasks/{id}/video`` (same origin, session cookie), so the URL is relative."""
+        return media_item("video", f"/api/tasks/{task.id}/video") if task.status == SUCCESS else []

@@ -14,7 +14,10 @@ import aiohttp
 
 from polyrelay.providers.task_http import poll_timeout, request_json
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, TaskAdaptor, TaskUpdate, TaskView
+from polyrelay.tasks.base import (
+    FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, Media, TaskAdaptor, TaskUpdate, TaskView, media_item,
+)
+from polyrelay.tasks.dto import task_dto
 
 TYPE = "suno"
 FAMILY = "suno"
@@ -31,10 +34,6 @@ async def submit(
 ) -> tuple[int, Any]:
     return await request_json(session, channel, "POST", f"{channel.base_url}/suno/submit/{action.lower()}",
                               _headers(key), body)
-
-
-def _seconds(ms: int | None) -> int:
-    return ms // 1000 if ms else 0
 
 
 def _update(dto: dict[str, Any]) -> TaskUpdate:
@@ -62,14 +61,17 @@ class SunoTasks(TaskAdaptor):
         """new-api's TaskDto, with polyrelay's id and times (Unix seconds)."""
         upstream = task.result or {}
         queued = task.status == SUBMITTED and str(upstream.get("status", "")).upper() == "QUEUED"
-        return {
-            "task_id": task.id,
-            "action": task.action,
-            "status": "QUEUED" if queued else task.status,
-            "fail_reason": task.fail_reason,
-            "submit_time": _seconds(task.submit_time),
-            "start_time": _seconds(task.start_time),
-            "finish_time": _seconds(task.finish_time),
-            "progress": task.progress,
-            "data": upstream.get("data"),
-        }
+        return task_dto(task, upstream.get("data"), "QUEUED" if queued else None)
+
+    def prompt(self, task: TaskView) -> str:
+        """Description mode's ``gpt_description_prompt``, else custom mode's ``prompt`` (the lyrics)."""
+        request = task.request or {}
+        return str(request.get("gpt_description_prompt") or request.get("prompt") or "")
+
+    def media(self, task: TaskView) -> list[Media]:
+        """Each clip's audio with its cover image (lyrics tasks have no clips)."""
+        clips = (task.result or {}).get("data")
+        if not isinstance(clips, list):
+            return []
+        return [item for clip in clips if isinstance(clip, dict)
+                for item in media_item("audio", clip.get("audio_url"), clip.get("image_url"))]

@@ -24,7 +24,7 @@ from polyrelay.billing.quota import Reservation, charge, estimate, require_price
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.errors import RelayError
 from polyrelay.providers import adaptor_for
-from polyrelay.providers.base import Reply, ReplyStream, Services, Target
+from polyrelay.providers.base import Adaptor, Reply, ReplyStream, Services, Target
 from polyrelay.relay.auth import authenticate, check_client_ip, check_model_allowed, key_hint
 from polyrelay.relay.call import Call
 from polyrelay.relay.fetch import FetchPolicy
@@ -190,45 +190,74 @@ class Relay:
             outcome.attempts += 1
             adaptor = adaptor_for(channel.type)
             await adaptor.prepare(call, target, self._services)
-            request = adaptor.build_request(call, target)
-            timeouts = Timeouts(
-                connect=channel.connect_timeout_s,
-                total=None if call.stream else channel.timeout_s,
-                read=channel.timeout_s,
-            )
+            jobs = adaptor.jobs(call)
             try:
-                response = await self._upstream.request(
-                    request.method, request.url, request.headers, request.body, timeouts
-                )
-                if response.status >= 400:
-                    body = await response.read()
-                    response.release()
-                    error = adaptor.upstream_error(call, response.status, body)
-                    error.redact(target.key, key_hint(target.key))
-                    if response.status not in _FAILOVER_STATUSES or error.final:
-                        self._health.succeeded(channel)  # the request was at fault, not the channel
-                        raise error
-                    self._health.failed(target, error.message, rest_key=response.status in _KEY_STATUSES)
-                    last = error
-                    continue
-                if call.stream:
-                    self._health.succeeded(channel)
-                    return target, response
-                try:
-                    reply = await adaptor.read_reply(call, response)
-                finally:
-                    response.release()
-                reply = await adaptor.follow_up(call, target, reply, self._session)
-                self._health.succeeded(channel)
-                return target, reply
-            except asyncio.TimeoutError:
-                last = RelayError(504, f"Channel '{channel.name}' timed out.", type="upstream_error", code="timeout")
-            except aiohttp.ClientError as exc:
-                last = RelayError(
-                    502, f"Channel '{channel.name}' is unreachable ({type(exc).__name__}).", type="upstream_error"
-                )
-            self._health.failed(target, last.message, rest_key=False)
+                if jobs == 1:
+                    return target, await self._attempt(call, target, adaptor)
+                return target, await self._attempt_jobs(call, target, adaptor, jobs, outcome)
+            except _ChannelFailed as failed:
+                last = failed.error
         raise _final_error(call.model, last)
+
+    async def _attempt(self, call: Call, target: Target, adaptor: Adaptor) -> Reply | UpstreamResponse:
+        """One request on one channel. Raises ``RelayError`` for an answer another channel would not
+        change, ``_ChannelFailed`` when the next channel should be tried."""
+        channel = target.channel
+        request = adaptor.build_request(call, target)
+        timeouts = Timeouts(
+            connect=channel.connect_timeout_s,
+            total=None if call.stream else channel.timeout_s,
+            read=channel.timeout_s,
+        )
+        try:
+            response = await self._upstream.request(
+                request.method, request.url, request.headers, request.body, timeouts
+            )
+            if response.status >= 400:
+                body = await response.read()
+                response.release()
+                error = adaptor.upstream_error(call, response.status, body)
+                error.redact(target.key, key_hint(target.key))
+                if response.status not in _FAILOVER_STATUSES or error.final:
+                    self._health.succeeded(channel)  # the request was at fault, not the channel
+                    raise error
+                self._health.failed(target, error.message, rest_key=response.status in _KEY_STATUSES)
+                raise _ChannelFailed(error)
+            if call.stream:
+                self._health.succeeded(channel)
+                return response
+            try:
+                reply = await adaptor.read_reply(call, response)
+            finally:
+                response.release()
+            reply = await adaptor.follow_up(call, target, reply, self._session)
+            self._health.succeeded(channel)
+            return reply
+        except asyncio.TimeoutError:
+            error = RelayError(504, f"Channel '{channel.name}' timed out.", type="upstream_error", code="timeout")
+        except aiohttp.ClientError as exc:
+            error = RelayError(
+                502, f"Channel '{channel.name}' is unreachable ({type(exc).__name__}).", type="upstream_error"
+            )
+        self._health.failed(target, error.message, rest_key=False)
+        raise _ChannelFailed(error)
+
+    async def _attempt_jobs(self, call: Call, target: Target, adaptor: Adaptor, jobs: int, outcome: Outcome) -> Reply:
+        """``jobs`` requests on one channel at once (see ``Adaptor.jobs``), answered with every image
+        that came back. Only when none did is it an error: an upstream's verdict on a job first, else
+        the channel's failure, so the next channel is tried."""
+        results = await asyncio.gather(*(self._attempt(call, target, adaptor) for _ in range(jobs)),
+                                       return_exceptions=True)
+        replies = [result for result in results if isinstance(result, Reply)]
+        failures = [result for result in results if isinstance(result, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, (RelayError, _ChannelFailed)):
+                raise failure  # a bug, not an upstream's answer
+        if not replies:
+            raise next((failure for failure in failures if isinstance(failure, RelayError)), failures[0])
+        if failures:
+            outcome.error = f"{len(failures)} of {jobs} jobs failed, first: {failures[0]}"
+        return adaptor.merged(call, replies)
 
     async def _stream(
         self, replay: ReplyStream, outcome: Outcome, started: float, close: Callable[[], None]
@@ -330,6 +359,14 @@ class _RelayedStream(StreamingResponse):
             watcher.cancel()
             await self.body_iterator.aclose()  # type: ignore[attr-defined]
             self._on_close()
+
+
+class _ChannelFailed(Exception):
+    """This channel cannot serve now (unreachable, timed out, or a failover status): try the next."""
+
+    def __init__(self, error: RelayError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _final_error(model: str, last: RelayError | None) -> RelayError:

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from polyrelay.background import stop_task
 from polyrelay.store import models
+from polyrelay.store.bulk import BulkInsert
 from polyrelay.store.db import bump_records_version
 
 if TYPE_CHECKING:
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("polyrelay")
 
-_INSERT_USAGE = insert(models.UsageLog.__table__)
-_INSERT_LEDGER = insert(models.LedgerEntry.__table__)
+_USAGE = BulkInsert(models.UsageLog.__table__)
+_LEDGER = BulkInsert(models.LedgerEntry.__table__)
 
 
 @dataclass(slots=True)
@@ -85,6 +86,10 @@ class BatchWriter:
 
     def record_channel(self, channel_id: int, **columns: Any) -> None:
         self._batch.channels.setdefault(channel_id, {}).update(columns)
+
+    def queued(self) -> int:
+        """Usage rows waiting for the next flush (a number that keeps growing means commits fail)."""
+        return len(self._batch.logs)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="polyrelay-batch-writer")
@@ -144,21 +149,8 @@ class BatchWriter:
     def _write(self, batch: _Batch) -> tuple[dict[int, int], dict[int, int]]:
         """One transaction; returns the committed balances and token spend it touched."""
         with Session(self._engine) as session, session.begin():
-            if batch.logs:
-                # A Core executemany: the ORM's bulk path costs several times more CPU per row,
-                # and this thread holds the GIL the event loop needs. Rows with different
-                # columns (families log different fields) go in separate executemanys.
-                first = batch.logs[0].keys()
-                if all(row.keys() == first for row in batch.logs):
-                    session.connection().execute(_INSERT_USAGE, batch.logs)
-                else:
-                    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-                    for row in batch.logs:
-                        shapes.setdefault(tuple(row), []).append(row)
-                    for rows in shapes.values():
-                        session.connection().execute(_INSERT_USAGE, rows)
-            if batch.ledger:
-                session.connection().execute(_INSERT_LEDGER, batch.ledger)
+            _USAGE.execute(session.connection(), batch.logs)
+            _LEDGER.execute(session.connection(), batch.ledger)
             for user_id, micros in batch.balances.items():
                 session.execute(
                     update(models.User)

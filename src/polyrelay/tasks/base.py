@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import aiohttp
 
@@ -29,6 +29,21 @@ RANK = {NOT_START: 0, SUBMITTED: 1, MODAL: 2, IN_PROGRESS: 3, FAILURE: 4, SUCCES
 def coarse_progress(status: str) -> str:
     """A progress string for upstreams that report only a state, never a percentage."""
     return {SUCCESS: "100%", FAILURE: "", IN_PROGRESS: "50%"}.get(status, "0%")
+
+
+class Media(TypedDict):
+    """One result a gallery shows: ``kind`` is "image", "video" or "audio"; URLs a browser can load."""
+
+    kind: str
+    url: str
+    thumbnail: str | None
+
+
+def media_item(kind: str, url: Any, thumbnail: Any = None) -> list[Media]:
+    """``[item]`` when ``url`` is a non-empty string, else ``[]``: upstream results are loosely typed."""
+    if not isinstance(url, str) or not url:
+        return []
+    return [Media(kind=kind, url=url, thumbnail=thumbnail if isinstance(thumbnail, str) and thumbnail else None)]
 
 
 @dataclass(slots=True)
@@ -105,3 +120,16 @@ class TaskAdaptor(ABC):
         kind (Kling: ``/v1/videos/text2video/{id}`` vs ``/v1/images/generations/{id}``) returns the kind,
         and its ``fetch`` then receives it as the keyword argument ``scope``. Default: one scope."""
         return ""
+
+    def prompt(self, task: TaskView) -> str:
+        """The prompt the caller submitted, "" if none (the console shows it next to the results)."""
+        prompt = (task.request or {}).get("prompt")
+        return prompt if isinstance(prompt, str) else ""
+
+    def media(self, task: TaskView) -> list[Media]:
+        """The task's results for the console's gallery; families with viewable results override this."""
+        return []
+
+    def buttons(self, task: TaskView) -> list[dict[str, str]]:
+        """Follow-up actions offered on the result (``customId``, ``label``, ``emoji``); only Midjourney has them."""
+        return []

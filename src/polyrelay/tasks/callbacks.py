@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from polyrelay.store import models
@@ -69,3 +69,9 @@ def recover(engine: Engine, now: int, stale_before: int, exclude: Collection[str
         if not won:
             return []
         return [view(row) for row in session.scalars(select(Task).where(Task.id.in_(won)))]
+
+
+def pending(engine: Engine) -> int:
+    """How many tasks have a callback not delivered yet."""
+    with Session(engine) as session:
+        return int(session.scalar(select(func.count()).select_from(Task).where(Task.notify_due_at.is_not(None))) or 0)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 from polyrelay.background import stop_task
 from polyrelay.store.files import FileStore
@@ -33,6 +34,13 @@ def next_poll_delay_ms(age_ms: int, interval_ms: int) -> int:
     return interval_ms * 8
 
 
+@dataclass(frozen=True, slots=True)
+class PollerHealth:
+    running: bool
+    last_round_at: float | None  # epoch seconds when the last round ended, claimed something or not
+    last_round_ms: float | None
+
+
 class Poller:
     def __init__(self, engine: TaskEngine) -> None:
         self._engine = engine
@@ -40,9 +48,16 @@ class Poller:
         self._task: asyncio.Task[None] | None = None
         self._semaphores: dict[int, asyncio.Semaphore] = {}
         self.last_round: dict[str, float] = {}  # timings of the last round that claimed something, ms
+        self._last_round_at: float | None = None
+        self._last_round_ms: float | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="polyrelay-task-poller")
+
+    def health(self) -> PollerHealth:
+        """For ``/api/system``: a loop that died or stalls shows as not running or an old last round."""
+        running = self._task is not None and not self._task.done()
+        return PollerHealth(running, self._last_round_at, self._last_round_ms)
 
     async def stop(self) -> None:
         """Stop between rounds' awaits, then hand our leases back so another process can go on at once."""
@@ -60,8 +75,10 @@ class Poller:
     async def _run(self) -> None:
         tick = min(self._engine.settings.poll_interval_s / 2, 5.0)
         while True:
+            started = time.perf_counter()
             try:
                 await self.run_round()
+                self._last_round_at, self._last_round_ms = time.time(), (time.perf_counter() - started) * 1000
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -1,4 +1,4 @@
-"""Read-only task listings beyond store.py's basics: a key's queue and paged, filtered queries.
+"""Read-only task listings beyond store.py's basics: a key's queue, paged, filtered queries, counts.
 
 Run on the DB thread like store.py. Column filters (ids, action, status) are SQL; filters
 on the upstream's free text (prompt, promptEn, description, state) are applied in Python
@@ -67,3 +67,13 @@ def page(engine: Engine, query: TaskQuery, text_of: Any = None) -> tuple[list[Ta
                     if all(needle.lower() in str(text_of(task, name) or "").lower()
                            for name, needle in query.texts.items())]
         return matching[query.offset: query.offset + query.limit], len(matching)
+
+
+def census(engine: Engine, now: int) -> tuple[dict[str, int], int]:
+    """Tasks per status, and how many are due for a poll now (``/api/system``: a growing due count means
+    the pollers fall behind)."""
+    with Session(engine) as session:
+        by_status = {status: int(n) for status, n in session.execute(
+            select(Task.status, func.count()).group_by(Task.status))}
+        due = session.scalar(select(func.count()).select_from(Task).where(Task.next_poll_at <= now)) or 0
+    return by_status, int(due)

@@ -77,7 +77,8 @@ def cost_of(engine: TaskEngine, token: TokenRecord, order: Order) -> tuple[int, 
     return (price.cost(order.usage), True) if price is not None else (0, False)
 
 
-def _targets(engine: TaskEngine, order: Order) -> list[tuple[ChannelRecord, int]]:
+def targets(engine: TaskEngine, order: Order) -> list[tuple[ChannelRecord, int]]:
+    """(channel, key index) pairs to try in order: the parent's own, else the model's channels of the type."""
     if order.parent is not None:
         channel, _ = channel_and_key(engine, order.parent)
         return [(channel, int(order.parent.properties.get("key_index", 0)) % len(channel.keys))]
@@ -93,28 +94,45 @@ async def submit(
     """Run ``order`` on the first channel that answers; the stored task, charged in the same transaction."""
     started = time.perf_counter()
     cost, priced = cost_of(engine, token, order)
-    targets = _targets(engine, order)
+    tried = targets(engine, order)
     reservation = reserve(token, cost)
     charged = 0
     try:
-        last = "no channel tried"
-        for attempt, (channel, key_index) in enumerate(targets, 1):
-            try:
-                status, body = await send(channel, channel.keys[key_index])
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                last = f"channel '{channel.name}' is unreachable ({type(exc).__name__})"
-                continue
-            if status in FAILOVER_STATUSES:
-                last = f"channel '{channel.name}' answered HTTP {status}"
-                continue
-            accepted = accept(status, body)
-            task = await engine.create(*_records(engine, token, order, accepted, channel, key_index, cost, priced,
-                                                 attempt, started, client_ip))
-            charged = cost
-            return task
-        raise RelayError(502, f"No channel accepted the task: {last}.", type="upstream_error", code="upstream_failed")
+        answer = await first_answer(tried, send)
+        accepted = accept(answer.status, answer.body)
+        task = await engine.create(*_records(engine, token, order, accepted, answer.channel, answer.key_index, cost,
+                                             priced, answer.attempts, started, client_ip))
+        charged = cost
+        return task
     finally:
         reservation.settle(charged)
+
+
+@dataclass(slots=True)
+class Answer:
+    """The first upstream answer that was not a reason to try the next channel."""
+
+    channel: ChannelRecord
+    key_index: int
+    attempts: int
+    status: int
+    body: Any
+
+
+async def first_answer(tried: list[tuple[ChannelRecord, int]], send: Send) -> Answer:
+    """Send to each (channel, key) in turn, past transport errors and 401/403/408/429/5xx; 502 when none answered."""
+    last = "no channel tried"
+    for attempt, (channel, key_index) in enumerate(tried, 1):
+        try:
+            status, body = await send(channel, channel.keys[key_index])
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            last = f"channel '{channel.name}' is unreachable ({type(exc).__name__})"
+            continue
+        if status in FAILOVER_STATUSES:
+            last = f"channel '{channel.name}' answered HTTP {status}"
+            continue
+        return Answer(channel, key_index, attempt, status, body)
+    raise RelayError(502, f"No channel accepted the task: {last}.", type="upstream_error", code="upstream_failed")
 
 
 def _records(

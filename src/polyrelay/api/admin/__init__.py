@@ -4,7 +4,8 @@ Auth: the operator's admin key (``Authorization: Bearer <admin_key>``, from
 ``POLYRELAY_ADMIN_KEY`` or the config's ``admin_key``), or a console session cookie
 from ``POST /api/auth/login``. A session of a user with role ``admin`` may do what the
 admin key may; any other user reaches only ``/api/me/...``, which never takes a user id
-from the request. Cookie-authenticated writes must carry ``X-Requested-With`` (CSRF).
+from the request (and ``/api/tasks/{id}/video`` of its own tasks: the gallery's video
+link). Cookie-authenticated writes must carry ``X-Requested-With`` (CSRF).
 
 Every write that changes what the relay reads bumps ``meta.records_version`` in the
 same transaction, and this process reloads its snapshot at once; the others within

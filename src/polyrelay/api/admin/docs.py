@@ -27,6 +27,17 @@ _QUERY_FILTERS = [
     ("status", "string", "an HTTP status code, 'ok' (< 400) or 'error' (>= 400)"),
 ]
 _PAGING = [("limit", "integer", "1..1000, default 100"), ("offset", "integer", "default 0")]
+# GET paths (by their last segment) whose query differs from _PAGING.
+_QUERIES = {
+    "tasks": [("family", "string", "midjourney, suno, luma, kling, flux or stability"),
+              ("status", "string", "engine statuses, comma-separated, case-insensitive"),
+              ("limit", "integer", "1..100, default 20"),
+              ("before", "integer", "a submit_time in epoch ms: the previous page's next_before"),
+              ("user_id", "integer", "admin only")],
+    "stats": [("days", "integer", "1..90, default 14"), ("user_id", "integer", "admin only")],
+    "system": [],
+    "video": [],
+}
 
 
 def _summary(handler: Callable[..., Any], method: str, path: str) -> tuple[str, str]:
@@ -55,7 +66,10 @@ def schema(routes: list[tuple[str, str, Callable[..., Any], str]]) -> dict[str, 
         ]
         if method == "GET" and "/logs" in path:
             parameters += [{"name": n, "in": "query", "schema": {"type": t}, "description": d} for n, t, d in _QUERY_FILTERS]
-        if method == "GET" and not re.search(r"{\w+}$", path) and not path.endswith(("aggregate", ".csv", "/me")):
+        last = path.rsplit("/", 1)[-1]
+        if method == "GET" and last in _QUERIES:
+            parameters += [{"name": n, "in": "query", "schema": {"type": t}, "description": d} for n, t, d in _QUERIES[last]]
+        elif method == "GET" and not re.search(r"{\w+}$", path) and not path.endswith(("aggregate", ".csv", "/me")):
             parameters += [{"name": n, "in": "query", "schema": {"type": t}, "description": d} for n, t, d in _PAGING]
         if parameters:
             operation["parameters"] = parameters

@@ -80,7 +80,8 @@ async def logs_of(request: Request, owner: int | None) -> Response:
     return json_response(await run_db(request, work))
 
 
-def _day(engine: Engine) -> Any:
+def log_day(engine: Engine) -> Any:
+    """A usage row's UTC day, on SQLite and PostgreSQL."""
     column = models.UsageLog.created_at
     if engine.dialect.name == "postgresql":
         return cast(func.timezone("UTC", column), Date)
@@ -93,7 +94,7 @@ async def aggregate_of(request: Request, owner: int | None) -> Response:
 
     def work() -> list[dict[str, Any]]:
         log = models.UsageLog
-        day = _day(engine_of(request)).label("day")
+        day = log_day(engine_of(request)).label("day")
         query = (
             select(
                 day, log.model, log.user_id, func.count().label("requests"),

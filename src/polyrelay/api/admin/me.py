@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from polyrelay.api.admin.access import Principal, endpoint
-from polyrelay.api.admin.common import ApiError, engine_of, json_response, read_body, reload_snapshot, run_db
+from polyrelay.api.admin.access import SESSION_COOKIE, Principal, endpoint
+from polyrelay.api.admin.common import (
+    ApiError, engine_of, json_response, read_body, reload_snapshot, run_db, sha256_hex,
+)
 from polyrelay.api.admin.logs import aggregate_of, csv_of, logs_of
 from polyrelay.api.admin.records import fetch_record
+from polyrelay.api.admin.stats import stats_of
+from polyrelay.api.admin.tasks import tasks_of
 from polyrelay.api.admin.tokens import create_token_for, list_tokens_of, token_op
 from polyrelay.api.admin.users import ledger_of, user_json
 from polyrelay.billing import accounts
@@ -99,3 +106,52 @@ async def my_redeem(request: Request, principal: Principal) -> Response:
         raise ApiError(400, "invalid_code", "This code does not exist, has expired or was already redeemed.")
     await reload_snapshot(request)
     return json_response({"credited_micros": credited})
+
+
+@endpoint(admin=False)
+async def my_stats(request: Request, principal: Principal) -> Response:
+    """Your requests, errors and cost per day and model over the last `days` (1..90, default 14)."""
+    return await stats_of(request, _me(principal))
+
+
+@endpoint(admin=False)
+async def my_tasks(request: Request, principal: Principal) -> Response:
+    """The tasks of all your keys, newest first, with prompt, media and buttons."""
+    return await tasks_of(request, _me(principal))
+
+
+@endpoint(admin=False)
+async def my_password(request: Request, principal: Principal) -> Response:
+    """Change your password; your other console sessions are logged out, this one stays."""
+    user_id = _me(principal)
+    data = await read_body(request)
+    current, new = data.get("current_password"), data.get("new_password")
+    if not isinstance(current, str) or not isinstance(new, str) or len(new) < 8:
+        raise ApiError(400, "invalid_field", "Send 'current_password' and a 'new_password' of at least 8 characters.")
+
+    def stored() -> str | None:
+        with Session(engine_of(request)) as session:
+            return session.scalar(select(models.User.password_hash).where(models.User.id == user_id))
+
+    old_hash = await run_db(request, stored)
+    loop = asyncio.get_running_loop()  # argon2 takes tens of ms of CPU: not on the event loop, not on the DB thread
+    if not await loop.run_in_executor(None, accounts.verify_password, old_hash, current):
+        raise ApiError(403, "wrong_password", "The current password is wrong.")
+    new_hash = await loop.run_in_executor(None, accounts.hash_password, new)
+    keep = sha256_hex(request.cookies.get(SESSION_COOKIE, ""))
+
+    def store() -> bool:
+        with Session(engine_of(request)) as session, session.begin():
+            # Compare-and-set: a concurrent change made the checked password stale.
+            changed = session.execute(
+                update(models.User).where(models.User.id == user_id, models.User.password_hash == old_hash)
+                .values(password_hash=new_hash).execution_options(synchronize_session=False)
+            ).rowcount == 1
+            if changed:
+                session.execute(delete(models.WebSession).where(models.WebSession.user_id == user_id,
+                                                                models.WebSession.id != keep))
+            return changed
+
+    if not await run_db(request, store):
+        raise ApiError(403, "wrong_password", "The password was changed meanwhile; log in again.")
+    return Response(status_code=204)

@@ -32,12 +32,18 @@ from polyrelay.api.admin.me import (
     my_logs,
     my_logs_aggregate,
     my_logs_csv,
+    my_password,
     my_redeem,
+    my_stats,
+    my_tasks,
     my_tokens,
     my_update_token,
 )
 from polyrelay.api.admin.prices import delete_price, get_price, list_prices, put_price
 from polyrelay.api.admin.redemptions import create_codes, delete_code, list_codes
+from polyrelay.api.admin.stats import stats
+from polyrelay.api.admin.system import system
+from polyrelay.api.admin.tasks import list_all_tasks, task_video
 from polyrelay.api.admin.tokens import create_token, delete_token, get_token, list_tokens, update_token
 from polyrelay.api.admin.users import (
     adjust,
@@ -99,6 +105,10 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("GET", "/api/redemptions", list_codes, "redemptions"),
     ("POST", "/api/redemptions", create_codes, "redemptions"),
     ("DELETE", "/api/redemptions/{id}", delete_code, "redemptions"),
+    ("GET", "/api/stats", stats, "console"),
+    ("GET", "/api/tasks", list_all_tasks, "console"),
+    ("GET", "/api/tasks/{task_id}/video", task_video, "console"),
+    ("GET", "/api/system", system, "console"),
     ("GET", "/api/me", me, "me"),
     ("GET", "/api/me/tokens", my_tokens, "me"),
     ("POST", "/api/me/tokens", my_create_token, "me"),
@@ -110,6 +120,9 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("GET", "/api/me/logs/export.csv", my_logs_csv, "me"),
     ("GET", "/api/me/ledger", my_ledger, "me"),
     ("POST", "/api/me/redeem", my_redeem, "me"),
+    ("POST", "/api/me/password", my_password, "me"),
+    ("GET", "/api/me/stats", my_stats, "me"),
+    ("GET", "/api/me/tasks", my_tasks, "me"),
 ]
 
 
