@@ -158,6 +158,21 @@ def test_channels_prices_and_groups(setup: Setup, upstream: FakeServer) -> None:
     assert setup.admin.post(f"/api/channels/{broken['id']}/disable").json()["enabled"] is False
     assert setup.admin.post(f"/api/channels/{broken['id']}/enable").json()["enabled"] is True
     assert setup.admin.delete(f"/api/channels/{broken['id']}").status_code == 204
+    # Task-only channel types can be created too; their test only checks the host answers (no job, no charge).
+    unknown = setup.admin.post("/api/channels", json={"name": "typo", "type": "midjurney", "base_url": upstream.url,
+                                                      "keys": ["k"], "models": ["mj_*"]})
+    assert unknown.status_code == 400 and "midjourney" in unknown.json()["error"]["message"]
+    mj = setup.admin.post("/api/channels", json={"name": "mj", "type": "midjourney", "base_url": upstream.url,
+                                                 "keys": ["mj-secret-0123456789"], "models": ["mj_*"]})
+    assert mj.status_code == 201, mj.text
+    probed = setup.admin.post(f"/api/channels/{mj.json()['id']}/test", json={}).json()
+    assert probed["ok"] is True and probed["status"] < 500 and probed["latency_ms"] > 0
+    setup.admin.delete(f"/api/channels/{mj.json()['id']}")
+    dead = setup.admin.post("/api/channels", json={"name": "mj-dead", "type": "suno", "keys": ["k"], "models": ["x"],
+                                                   "base_url": "http://127.0.0.1:9", "connect_timeout_s": 2})
+    probed = setup.admin.post(f"/api/channels/{dead.json()['id']}/test", json={}).json()
+    assert probed["ok"] is False and probed["status"] is None and probed["result"]
+    setup.admin.delete(f"/api/channels/{dead.json()['id']}")
 
     # A price set over the API applies at once, and a group's multiplier scales it.
     dave = setup.user("dave", balance=1_000_000)

@@ -22,6 +22,7 @@ from starlette.routing import Match, Route
 from starlette.types import Receive, Scope, Send
 
 from polyrelay import __version__
+from polyrelay import console
 from polyrelay.api import admin as admin_api
 from polyrelay.api import anthropic as anthropic_api
 from polyrelay.api import gemini as gemini_api
@@ -110,6 +111,8 @@ def create_app(settings: Settings) -> _ExactPostPaths:
         writer = BatchWriter(engine, settings.log_flush_interval_ms / 1000, executor)
         writer.start()
         app.state.db, app.state.db_executor = engine, executor  # for the admin API
+        # Reports (logs, stats, CSV) can scan many rows: never on the writer's thread, or usage flushes wait.
+        app.state.report_executor = reports = ThreadPoolExecutor(max_workers=2, thread_name_prefix="polyrelay-report")
         limiter = RateLimiter(settings.redis_url, namespace=hashlib.sha256(settings.database_url.encode()).hexdigest()[:12])
         await limiter.start()
         health = Health(
@@ -146,6 +149,7 @@ def create_app(settings: Settings) -> _ExactPostPaths:
             await session.close()
             await upstream.close()
             executor.shutdown(wait=True)
+            reports.shutdown(wait=True)
             engine.dispose()
 
     async def healthz(request: Request) -> Response:
@@ -157,7 +161,7 @@ def create_app(settings: Settings) -> _ExactPostPaths:
                 *suno_api.routes(), *luma_api.routes(), *kling_api.routes(), *flux_api.routes(),
                 *stability_video_api.routes(), *tasks_api.routes(), *video_api.routes(),  # /v1/...: before the catch-all
                 *anthropic_api.routes(), *gemini_api.routes(),  # /v1/messages: before the catch-all too
-                *files_api.routes(), *admin_api.routes(), *openai_api.routes()],
+                *files_api.routes(), *admin_api.routes(), *console.routes(), *openai_api.routes()],
         lifespan=lifespan,
         exception_handlers={404: _not_found, 405: _method_not_allowed},
     )

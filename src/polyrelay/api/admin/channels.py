@@ -39,7 +39,7 @@ def _apply_channel(row: models.Channel, data: dict[str, Any], creating: bool) ->
     from pydantic import ValidationError
 
     from polyrelay.config import ChannelConfig
-    from polyrelay.providers import adaptor_for
+    from polyrelay.tasks.registry import channel_types
 
     current = {} if creating else {
         "name": row.name, "type": row.type, "base_url": row.base_url, "keys": row.keys, "models": row.models,
@@ -51,10 +51,10 @@ def _apply_channel(row: models.Channel, data: dict[str, Any], creating: bool) ->
         config = ChannelConfig(**merged)
     except ValidationError as exc:
         raise ApiError(400, "invalid_field", str(exc).replace("\n", " ")) from None
-    try:
-        adaptor_for(config.type)
-    except Exception:
-        raise ApiError(400, "invalid_field", f"Unknown channel type '{config.type}'.") from None
+    known = channel_types()
+    if config.type not in known:
+        raise ApiError(400, "invalid_field",
+                       f"Unknown channel type '{config.type}'; known: {', '.join(sorted(known))}.")
     for name in ("name", "type", "base_url", "priority", "weight", "enabled", "timeout_s", "connect_timeout_s"):
         setattr(row, name, getattr(config, name))
     row.keys, row.models = list(config.keys), list(config.models)

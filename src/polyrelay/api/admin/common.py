@@ -50,6 +50,11 @@ async def run_db(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(request.app.state.db_executor, fn, *args)
 
 
+async def run_report(request: Request, fn: Callable[..., Any], *args: Any) -> Any:
+    """A read-only scan (logs, stats, exports) on the report threads, so a big one never delays usage flushes."""
+    return await asyncio.get_running_loop().run_in_executor(request.app.state.report_executor, fn, *args)
+
+
 async def reload_snapshot(request: Request) -> None:
     """Make an admin change visible to this process's relay now (others follow within snapshot_refresh_s)."""
     relay = request.app.state.relay

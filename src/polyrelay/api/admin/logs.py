@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from polyrelay.api.admin.access import Principal, endpoint
-from polyrelay.api.admin.common import ApiError, engine_of, iso, json_response, paging, query_int, run_db
+from polyrelay.api.admin.common import ApiError, engine_of, iso, json_response, paging, query_int, run_report
 from polyrelay.api.admin.fields import parse_time
 from polyrelay.store import models
 
@@ -77,7 +77,7 @@ async def logs_of(request: Request, owner: int | None) -> Response:
 
     if before is not None and not before.isdigit():
         raise ApiError(400, "invalid_query", "'before_id' must be an integer.")
-    return json_response(await run_db(request, work))
+    return json_response(await run_report(request, work))
 
 
 def log_day(engine: Engine) -> Any:
@@ -115,7 +115,7 @@ async def aggregate_of(request: Request, owner: int | None) -> Response:
                 for r in session.execute(query)
             ]
 
-    return json_response({"data": await run_db(request, work)})
+    return json_response({"data": await run_report(request, work)})
 
 
 async def csv_of(request: Request, owner: int | None) -> Response:
@@ -132,7 +132,7 @@ async def csv_of(request: Request, owner: int | None) -> Response:
                 writer.writerow([iso(v) if isinstance(v, datetime) else v for v in (getattr(row, c) for c in columns)])
         return out.getvalue()
 
-    text = await run_db(request, work)
+    text = await run_report(request, work)
     return Response(text, media_type="text/csv", headers={"content-disposition": 'attachment; filename="usage.csv"'})
 
 

@@ -43,13 +43,13 @@ def _test_model(row: models.Channel, model: str | None) -> str:
 async def run_channel_test(
     engine: Engine, executor: Executor | None, channel_id: int | str, model: str | None = None
 ) -> dict[str, Any] | None:
-    """One tiny chat call (max 1 output token) through the channel's adaptor with its first key.
+    """One tiny chat call (max 1 output token) through the channel's adaptor with its first key;
+    for a channel type only task families use, a GET of its base URL (reachability, no job, no charge).
 
     Records ``tested_at``, ``test_latency_ms`` and ``test_result`` ("ok" or the error) on
     the channel; the answer says the same plus the upstream status. None: no such channel.
     """
-    from polyrelay.providers import adaptor_for
-    from polyrelay.providers.base import Services, Target
+    from polyrelay.tasks.registry import TASK_ONLY_CHANNEL_TYPES
 
     loop = asyncio.get_running_loop()
 
@@ -65,37 +65,20 @@ async def run_channel_test(
         return None
     channel = _record(row)
     model_name = _test_model(row, model)
-    payload = {"model": model_name, "messages": _TEST_PROMPT, "max_tokens": 1}
-    call = Call(family="openai", endpoint="chat.completions", path="/v1/chat/completions", model=model_name,
-                body=orjson.dumps(payload), content_type="application/json", request_id=new_request_id(),
-                payload=payload, max_output_tokens=1)
     status: int | None = None
     started = time.perf_counter()
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
         try:
-            adaptor = adaptor_for(channel.type)
-            target = Target(channel=channel, key_index=0, key=channel.keys[0],
-                            upstream_model=channel.upstream_model(model_name))
-            await adaptor.prepare(call, target, Services(http))
-            request = adaptor.build_request(call, target)
-            timeout = aiohttp.ClientTimeout(total=min(channel.timeout_s, 60), sock_connect=channel.connect_timeout_s)
-            async with http.request(request.method, request.url, headers=request.headers, data=request.body,
-                                    timeout=timeout) as response:
-                status = response.status
-                body = await response.read()
-            if status >= 400:
-                error = adaptor.upstream_error(call, status, body)
-                for key in channel.keys:
-                    error.redact(key, key_hint(key))
-                result = f"HTTP {status}: {error.message}"
+            if channel.type in TASK_ONLY_CHANNEL_TYPES:
+                status, result = await _probe(http, channel)
             else:
-                result = "ok"
+                status, result = await _chat_test(http, channel, model_name)
         except asyncio.TimeoutError:
             result = "timed out"
         except Exception as exc:  # the test reports any failure; it never raises
             result = f"{type(exc).__name__}: {exc}"
-            for key in channel.keys:
-                result = result.replace(key, key_hint(key))
+        for key in channel.keys:
+            result = result.replace(key, key_hint(key))
     latency_ms = (time.perf_counter() - started) * 1000
 
     def save() -> None:
@@ -109,6 +92,38 @@ async def run_channel_test(
     return {"channel_id": row.id, "channel": row.name, "model": model_name, "ok": result == "ok",
             "status": status, "latency_ms": round(latency_ms, 1), "result": result}
 
+
+def _timeout(channel: ChannelRecord) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=min(channel.timeout_s, 60), sock_connect=channel.connect_timeout_s)
+
+
+async def _chat_test(http: aiohttp.ClientSession, channel: ChannelRecord, model_name: str) -> tuple[int, str]:
+    from polyrelay.providers import adaptor_for
+    from polyrelay.providers.base import Services, Target
+
+    payload = {"model": model_name, "messages": _TEST_PROMPT, "max_tokens": 1}
+    call = Call(family="openai", endpoint="chat.completions", path="/v1/chat/completions", model=model_name,
+                body=orjson.dumps(payload), content_type="application/json", request_id=new_request_id(),
+                payload=payload, max_output_tokens=1)
+    adaptor = adaptor_for(channel.type)
+    target = Target(channel=channel, key_index=0, key=channel.keys[0], upstream_model=channel.upstream_model(model_name))
+    await adaptor.prepare(call, target, Services(http))
+    request = adaptor.build_request(call, target)
+    async with http.request(request.method, request.url, headers=request.headers, data=request.body,
+                            timeout=_timeout(channel)) as response:
+        status, body = response.status, await response.read()
+    if status >= 400:
+        return status, f"HTTP {status}: {adaptor.upstream_error(call, status, body).message}"
+    return status, "ok"
+
+
+async def _probe(http: aiohttp.ClientSession, channel: ChannelRecord) -> tuple[int, str]:
+    """Task upstreams have no free call that proves a key works, so this only shows the host answers."""
+    async with http.get(channel.base_url, timeout=_timeout(channel)) as response:
+        status = response.status
+    if status >= 500:
+        return status, f"HTTP {status} from {channel.base_url}"
+    return status, "ok"
 
 def create_user(engine: Engine, name: str, *, role: str = "user", group: str = "default", balance_micros: int = 0,
                 unlimited: bool = False, password: str | None = None) -> int:

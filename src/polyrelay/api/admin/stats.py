@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from polyrelay.api.admin.access import Principal, endpoint
-from polyrelay.api.admin.common import ApiError, engine_of, json_response, query_int, run_db
+from polyrelay.api.admin.common import ApiError, engine_of, json_response, query_int, run_report
 from polyrelay.api.admin.logs import log_day
 from polyrelay.store import models
 
@@ -75,7 +75,7 @@ async def stats_of(request: Request, owner: int | None) -> Response:
     user_id = owner
     if owner is None and request.query_params.get("user_id"):
         user_id = query_int(request, "user_id")
-    return json_response(await run_db(request, _stats, engine_of(request), days, user_id))
+    return json_response(await run_report(request, _stats, engine_of(request), days, user_id))
 
 
 @endpoint()

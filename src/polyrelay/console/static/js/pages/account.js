@@ -1,0 +1,67 @@
+// Account: who you are, your password, signing out.
+import { post } from '../api.js';
+import { dateTime, money } from '../format.js';
+import { t } from '../i18n.js';
+import { button, facts, field, h, pageHeader, readForm } from '../ui.js';
+
+export async function render(page, { me, signOut }) {
+  const result = h('p', { role: 'status' });
+  const form = h(
+    'form',
+    { class: 'form narrow', 'aria-labelledby': 'password-title' },
+    h('h2', { id: 'password-title' }, t('account.changePassword')),
+    field({
+      name: 'current_password',
+      label: t('account.current'),
+      type: 'password',
+      autocomplete: 'current-password',
+      required: true,
+    }),
+    field({
+      name: 'new_password',
+      label: t('account.new'),
+      type: 'password',
+      autocomplete: 'new-password',
+      required: true,
+      minlength: 8,
+      hint: t('account.newHint'),
+    }),
+    field({
+      name: 'confirm',
+      label: t('account.confirm'),
+      type: 'password',
+      autocomplete: 'new-password',
+      required: true,
+    }),
+    h('button', { type: 'submit', class: 'primary' }, t('account.save')),
+    result,
+  );
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const values = readForm(form);
+    result.className = 'form-error';
+    if (values.new_password !== values.confirm) {
+      result.textContent = t('account.mismatch');
+      return;
+    }
+    try {
+      await post('/api/me/password', { current_password: values.current_password, new_password: values.new_password });
+      result.textContent = t('account.changed');
+      result.className = 'success';
+      form.reset();
+    } catch (error) {
+      result.textContent = error.code === 'wrong_password' ? t('account.wrongPassword') : error.message;
+    }
+  });
+  page.append(
+    pageHeader(t('nav.account'), button(t('nav.signOut'), signOut)),
+    facts([
+      [t('account.name'), me.name],
+      [t('account.role'), t(`role.${me.role}`)],
+      [t('account.group'), me.group],
+      [t('account.balance'), me.unlimited ? t('common.unlimited') : money(me.available_micros ?? me.balance_micros)],
+      [t('account.since'), dateTime(me.created_at)],
+    ]),
+    form,
+  );
+}
