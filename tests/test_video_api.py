@@ -252,3 +252,18 @@ def test_video_generation_errors_and_ownership(env: Env) -> None:
         response = env.get(f"/v1/video/generations/{task_id}", key)
         assert response.status_code == 404 and response.json()["error"]["code"] == "task_not_found"
     assert env.used("bob") == bob_before
+
+
+def test_task_charges_apply_the_users_group_multiplier(env: Env) -> None:
+    admin = httpx.Client(base_url=env.gateway.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=20)
+    assert admin.post("/api/groups", json={"name": "half-price", "ratio": 0.5}).status_code == 201
+    carol = admin.post("/api/users", json={"name": "carol", "group": "half-price", "balance_micros": 10_000_000})
+    assert carol.status_code == 201, carol.text
+    key = admin.post("/api/tokens", json={"name": "carol-key", "user_id": carol.json()["id"]}).json()["key"]
+    task_id = _video(env, {"model": "kling-v1", "prompt": "a fox", "duration": 5}, key).json()["id"]
+    assert env.charges(task_id) == [5 * KLING_V1_PER_S // 2]
+    luma_id = env.post("/luma/generations", {"user_prompt": "a dune"}, key).json()["id"]
+    assert env.charges(luma_id) == [LUMA_GENERATION // 2]
+    balance = wait_until(lambda: (b := admin.get(f"/api/users/{carol.json()['id']}").json()["balance_micros"])
+                         < 10_000_000 and b, what="carol's charges")
+    assert balance == 10_000_000 - (5 * KLING_V1_PER_S + LUMA_GENERATION) // 2

@@ -29,7 +29,7 @@ from polyrelay.api.midjourney_context import (
     mj_json,
 )
 from polyrelay.billing.meter import Usage
-from polyrelay.billing.quota import require_price, reserve
+from polyrelay.billing.quota import charge, require_price, reserve
 from polyrelay.providers import midjourney as upstream
 from polyrelay.providers.base import Target
 from polyrelay.relay.auth import check_model_allowed
@@ -90,7 +90,7 @@ def _cost(ctx: MjContext, model: str) -> tuple[int, bool]:
     if price is None:
         return 0, False
     multiplier = ctx.request.app.state.settings.midjourney.mode_multipliers.get(ctx.mode, 1.0)
-    return round(price.cost(Usage(images=1, source="request")) * multiplier), True
+    return charge(ctx.token, round(price.cost(Usage(images=1, source="request")) * multiplier)), True
 
 
 def _channels(ctx: MjContext, model: str, parent: TaskView | None) -> list[ChannelRecord]:

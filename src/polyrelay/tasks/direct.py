@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from polyrelay.billing.quota import reserve
+from polyrelay.billing.quota import charge, reserve
 from polyrelay.errors import RelayError
 from polyrelay.relay.auth import check_model_allowed
 from polyrelay.store.snapshot import TokenRecord
@@ -30,7 +30,7 @@ async def call_once(
     started = time.perf_counter()
     check_model_allowed(token, order.model)
     price = engine.relay.snapshot.price_for(order.model)
-    cost = price.cost(order.usage) if price is not None else 0
+    cost = charge(token, price.cost(order.usage)) if price is not None else 0
     tried = targets(engine, order)
     reservation = reserve(token, cost)
     answer: Answer | None = None

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from polyrelay.billing.meter import Usage
-from polyrelay.billing.quota import require_price, reserve
+from polyrelay.billing.quota import charge, require_price, reserve
 from polyrelay.errors import RelayError
 from polyrelay.relay.auth import check_model_allowed
 from polyrelay.relay.routing import candidates, pick_key
@@ -74,7 +74,7 @@ def cost_of(engine: TaskEngine, token: TokenRecord, order: Order) -> tuple[int, 
     check_model_allowed(token, order.model)
     price = engine.relay.snapshot.price_for(order.model)
     require_price(token, order.model, price)
-    return (price.cost(order.usage), True) if price is not None else (0, False)
+    return (charge(token, price.cost(order.usage)), True) if price is not None else (0, False)
 
 
 def targets(engine: TaskEngine, order: Order) -> list[tuple[ChannelRecord, int]]:
