@@ -163,6 +163,8 @@ def test_suno_music_lyrics_concat_and_envelope(env: Env) -> None:
         env.until(task_id, "SUCCESS")
     listed = env.post("/suno/fetch", {"ids": [lyrics, "nope", concat]}).json()["data"]
     assert [d["task_id"] for d in listed] == [lyrics, concat] and listed[0]["data"]["text"]
+    too_many = env.post("/suno/fetch", {"ids": [lyrics] * 1001})
+    assert too_many.status_code == 400 and "at most 1000" in too_many.text  # refused, never silently cut
     assert env.get(f"/suno/v1/music/{via_envelope}").json()["data"]["status"] == "SUCCESS"
     expected = 2 * PRICES["suno_music"] + PRICES["suno_lyrics"] + PRICES["suno_concat"]
     assert wait_until(lambda: env.used() == before + expected, what="suno charges")

@@ -18,7 +18,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from polyrelay.api.task_api import TaskCall, endpoint, hook, json_response, refusal
+from polyrelay.api.task_api import TaskCall, batch_ids, endpoint, hook, json_response, refusal
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers import suno as upstream
 from polyrelay.store.snapshot import ChannelRecord
@@ -92,10 +92,7 @@ async def fetch_one(call: TaskCall) -> Response:
 
 @native
 async def fetch_many(call: TaskCall) -> Response:
-    ids = (await call.payload()).get("ids")
-    if not isinstance(ids, list):
-        raise bad_request("ids must be a list of task ids.", param="ids")
-    tasks = await call.own_many([str(i) for i in ids])
+    tasks = await call.own_many(batch_ids(await call.payload()))
     return json_response({"code": "success", "message": "", "data": [call.render(t) for t in tasks]})
 
 
