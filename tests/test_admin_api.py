@@ -213,6 +213,10 @@ def test_a_user_never_sees_or_touches_another_users_data(setup: Setup) -> None:
     assert as_bob.patch(f"/api/me/tokens/{alice_token_id}", json={"enabled": False}, headers=XHR).status_code == 404
     assert as_bob.delete(f"/api/me/tokens/{alice_token_id}", headers=XHR).status_code == 404
     assert setup.chat(alice_key).status_code == 200  # still works
+    # Key names are per user: Bob may name one like Alice's, but not reuse his own.
+    assert as_bob.post("/api/me/tokens", json={"name": "alice-1"}, headers=XHR).status_code == 201
+    again = as_bob.post("/api/me/tokens", json={"name": "bob-1"}, headers=XHR)
+    assert again.status_code == 409 and "bob-1" in again.json()["error"]["message"]
     # Bob's logs, aggregates, CSV and ledger hold only his rows, whatever he asks for.
     logs = wait_until(  # the batching writer commits Bob's row within its flush interval
         lambda: as_bob.get("/api/me/logs", params={"user_id": alice["id"]}).json()["data"], what="Bob's usage rows"

@@ -331,9 +331,13 @@ def test_failure_refunds_exactly_once(env: Env, family: str) -> None:
 
 
 def test_quota_is_held_by_a_task_and_returns_on_refund(env: Env) -> None:
-    task_id = env.post("/suno/submit/music", {"prompt": "FAIL"}, TIGHT).json()["data"]
-    refused = env.post("/suno/submit/music", {"prompt": "another"}, TIGHT)
-    assert refused.status_code == 429 and refused.json()["code"] == "insufficient_quota"
+    env.fakes["suno"].knobs["hold"] = True  # the task must not fail (and refund) before the second submit
+    try:
+        task_id = env.post("/suno/submit/music", {"prompt": "FAIL"}, TIGHT).json()["data"]
+        refused = env.post("/suno/submit/music", {"prompt": "another"}, TIGHT)
+        assert refused.status_code == 429 and refused.json()["code"] == "insufficient_quota"
+    finally:
+        env.fakes["suno"].knobs["hold"] = False
     env.until(task_id, "FAILURE", TIGHT)
     assert wait_until(lambda: env.used("tight") == 0, what="the refund")
     again = env.post("/suno/submit/music", {"prompt": "another"}, TIGHT)  # the refund reached memory too

@@ -133,7 +133,7 @@ def key() -> None:
 
 @key.command("create")
 @click.option("--user", "user_name", required=True, help="The user whose balance the key spends.")
-@click.option("--name", default=None, help="Token name (unique); default: derived from the user.")
+@click.option("--name", default=None, help="Token name (unique per user); default: derived from the user.")
 @click.option("--limit", type=float, default=None, help="The key's own spending limit in USD.")
 @click.option("--models", multiple=True, help="Allowed models (wildcards allowed); repeat or comma-separate.")
 @_config_option

@@ -53,9 +53,10 @@ class Token(Base):
     """A caller key. Only its SHA-256 is stored; the key itself is shown once."""
 
     __tablename__ = "tokens"
+    __table_args__ = (UniqueConstraint("user_id", "name", name="uq_tokens_user_id_name"),)  # names are per user
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(128), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     key_hint: Mapped[str] = mapped_column(String(32), default="")
     # The token's own spending limit (None: only its user's balance limits it); used_micros is its spend.

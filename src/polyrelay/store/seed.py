@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from polyrelay.billing.accounts import hash_password, post, verify_password
 from polyrelay.billing.meter import Price, usd_to_micros
-from polyrelay.config import Settings
+from polyrelay.config import Settings, TokenConfig
 from polyrelay.relay.auth import generate_key, hash_key, key_hint
 from polyrelay.store import models
 from polyrelay.store.db import bump_records_version
@@ -67,7 +67,12 @@ def seed_from_settings(engine: Engine, settings: Settings) -> list[tuple[str, st
         session.flush()
 
         for token in settings.tokens:
-            row = session.scalar(select(models.Token).where(models.Token.name == token.name))
+            owner = None
+            if token.user is not None:
+                owner = session.scalar(select(models.User.id).where(models.User.name == token.user))
+                if owner is None:
+                    raise ValueError(f"token '{token.name}' belongs to user '{token.user}', who is not under `users`")
+            row = _file_token(session, token, owner)
             if row is None:
                 key = token.key or generate_key()
                 if token.key is None:
@@ -82,10 +87,7 @@ def seed_from_settings(engine: Engine, settings: Settings) -> list[tuple[str, st
             row.enabled = token.enabled
             row.allowed_ips = list(token.allowed_ips) if token.allowed_ips is not None else None
             row.rpm_limit, row.tpm_limit = token.rpm_limit, token.tpm_limit
-            if token.user is not None:
-                owner = session.scalar(select(models.User.id).where(models.User.name == token.user))
-                if owner is None:
-                    raise ValueError(f"token '{token.name}' belongs to user '{token.user}', who is not under `users`")
+            if owner is not None:
                 row.user_id = owner
         session.flush()
 
@@ -113,3 +115,19 @@ def seed_from_settings(engine: Engine, settings: Settings) -> list[tuple[str, st
 
         bump_records_version(session)
     return generated
+
+
+def _file_token(session: Session, token: TokenConfig, owner: int | None) -> models.Token | None:
+    """The row a file token updates. Names are unique per user only, so among the tokens of that
+    name: the one its owner has (``user:``, else the user named like the token), else one with no
+    owner yet, else the one with the file's key (it moved to another user), else the only one."""
+    rows = list(session.scalars(select(models.Token).where(models.Token.name == token.name)))
+    if owner is None:
+        owner = session.scalar(select(models.User.id).where(models.User.name == token.name))
+    key_hash = hash_key(token.key) if token.key is not None else None
+    preferred = ([r for r in rows if owner is not None and r.user_id == owner]
+                 + [r for r in rows if r.user_id is None]
+                 + [r for r in rows if key_hash is not None and r.key_hash == key_hash])
+    if preferred:
+        return preferred[0]
+    return rows[0] if len(rows) == 1 and token.user is None else None
