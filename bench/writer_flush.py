@@ -18,30 +18,32 @@ from datetime import datetime, timezone
 from itertools import count
 
 from sqlalchemy import delete
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from polyrelay.store import models
 from polyrelay.store.db import create_db_engine, migrate
-from polyrelay.store.writer import BatchWriter, _Batch
+from polyrelay.store.writer import _LEDGER, _USAGE, BatchWriter, _Batch
 
 _ids = count()
 
 
-def _batch(rows: int) -> _Batch:
+def _batch(rows: int, dialect: Dialect) -> _Batch:
+    """The rows as ``record_usage`` queues them (already driver tuples, made on the loop)."""
     batch = _Batch()
     for _ in range(rows):
         request_id = f"bench-{next(_ids)}"
         now = datetime.now(timezone.utc)
-        batch.logs.append({
+        batch.logs.append(_USAGE.row(dialect, {
             "request_id": request_id, "created_at": now, "token_id": 1, "token_name": "bench", "channel_id": 1,
             "channel_name": "bench", "family": "openai", "endpoint": "chat/completions", "model": "gpt-4o-mini",
             "upstream_model": "gpt-4o-mini", "stream": False, "status_code": 200, "prompt_tokens": 12,
             "completion_tokens": 5, "cached_tokens": 0, "cache_write_tokens": 0, "images": 0, "seconds": 0.0,
             "characters": 0, "usage_source": "upstream", "cost_micros": 3, "price_set": True, "attempts": 1,
             "latency_ms": 1.5, "ttfb_ms": 1.2, "error": "", "client_ip": "127.0.0.1", "user_id": 1,
-        })
-        batch.ledger.append({"created_at": now, "user_id": 1, "token_id": 1, "kind": "charge", "amount_micros": -3,
-                             "request_id": request_id, "note": ""})
+        }))
+        batch.ledger.append(_LEDGER.row(dialect, {"created_at": now, "user_id": 1, "token_id": 1, "kind": "charge",
+                                                  "amount_micros": -3, "request_id": request_id, "note": ""}))
         batch.last_used[1] = now
     batch.spend[1] = batch.balances[1] = 3 * rows
     batch.users[1] = batch.tokens[1] = None  # type: ignore[assignment]  # _write only reads their ids
@@ -64,7 +66,7 @@ def main() -> None:
     writer = BatchWriter(engine, 0.1, ThreadPoolExecutor(1))
     cpu, wall = [], []
     for _ in range(args.rounds):
-        batch = _batch(args.rows)
+        batch = _batch(args.rows, engine.dialect)
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         writer._write(batch)
         cpu.append((time.thread_time() - cpu0) * 1000)

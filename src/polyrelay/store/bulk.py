@@ -1,21 +1,28 @@
 """Driver-level bulk inserts for the batching writer's append-only tables.
 
 The writer's thread shares the GIL with the event loop, so every microsecond of Python
-it runs per row can delay a request. SQLAlchemy's Core executemany compiles and
-processes each row's parameters in generic code; here the statement is built once per
-dialect and each row becomes a tuple through the column types' own bind processors (so
-the stored values are exactly what SQLAlchemy would store). Measured with
-``bench/writer_flush.py``: about a quarter less CPU per flush on SQLite.
+it runs per row can delay a request. So a row becomes its parameter tuple when it is
+recorded, on the loop (``row``, ~10 µs, through the column types' own bind processors, so
+the stored values are exactly what SQLAlchemy would store), and the DB thread only sends
+tuples. On SQLite it sends ~35 rows per ``INSERT``: sqlite3's ``executemany`` releases and
+retakes the GIL around every row, and the loop keeps losing that race (numbers in
+``writer.py``). psycopg keeps its ``executemany``: multi-row statements cost it three times
+the CPU (``bench/writer_flush.py``: ~90 ms instead of ~30 ms per 500 rows).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.engine import Dialect
+
+# Bound parameters per SQLite statement: SQLite's old default limit, and few enough (~35
+# usage rows) that one statement's bind-and-step holds the DB thread only briefly.
+_SQLITE_MAX_PARAMS = 999
 
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
@@ -29,7 +36,8 @@ class _Field:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    sql: str
+    head: str  # INSERT INTO t (columns) VALUES
+    row_sql: str  # (?, ?, ...)
     fields: tuple[_Field, ...]
     names: frozenset[str]
 
@@ -44,20 +52,35 @@ class _Plan:
 
 
 class BulkInsert:
-    """``INSERT`` of many rows (dicts keyed by column name) into one table; missing columns get their defaults."""
+    """``INSERT`` of many rows into one table; ``row`` turns a dict keyed by column name into a
+    row, missing columns getting their defaults."""
 
     def __init__(self, table: Table) -> None:
         self._table = table
         self._plans: dict[str, _Plan] = {}
 
-    def execute(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        if not rows:
+    def row(self, dialect: Dialect, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The driver's parameters for one row, in the statement's column order."""
+        return self._plan_for(dialect).values(values)
+
+    def execute(self, connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert rows made by ``row``: many per statement on SQLite, else one ``executemany``."""
+        plan = self._plan_for(connection.dialect)
+        if connection.dialect.name != "sqlite":
+            if rows:
+                connection.exec_driver_sql(plan.head + plan.row_sql, list(rows))
             return
-        dialect = connection.dialect
+        per = max(1, _SQLITE_MAX_PARAMS // len(plan.fields))
+        for start in range(0, len(rows), per):
+            chunk = rows[start:start + per]
+            sql = plan.head + ", ".join([plan.row_sql] * len(chunk))
+            connection.exec_driver_sql(sql, tuple(chain.from_iterable(chunk)))
+
+    def _plan_for(self, dialect: Dialect) -> _Plan:
         plan = self._plans.get(dialect.name)
         if plan is None:
             plan = self._plans[dialect.name] = self._plan(dialect)
-        connection.exec_driver_sql(plan.sql, [plan.values(row) for row in rows])
+        return plan
 
     def _plan(self, dialect: Dialect) -> _Plan:
         placeholder = _PLACEHOLDERS.get(dialect.paramstyle)
@@ -65,12 +88,12 @@ class BulkInsert:
             raise NotImplementedError(f"paramstyle {dialect.paramstyle!r}")
         columns = [c for c in self._table.columns if not (c.primary_key and c.autoincrement)]
         quote = dialect.identifier_preparer.quote
-        sql = (f"INSERT INTO {quote(self._table.name)} ({', '.join(quote(c.name) for c in columns)}) "
-               f"VALUES ({', '.join([placeholder] * len(columns))})")
+        head = f"INSERT INTO {quote(self._table.name)} ({', '.join(quote(c.name) for c in columns)}) VALUES "
+        row_sql = f"({', '.join([placeholder] * len(columns))})"
         fields = tuple(
             _Field(c.name, _default_of(c), c.type.dialect_impl(dialect).bind_processor(dialect)) for c in columns
         )
-        return _Plan(sql, fields, frozenset(f.name for f in fields))
+        return _Plan(head, row_sql, fields, frozenset(f.name for f in fields))
 
 
 def _default_of(column: Any) -> Callable[[], Any]:
