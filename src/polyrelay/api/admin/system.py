@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from polyrelay import __version__
 from polyrelay.api.admin.access import Principal, endpoint
-from polyrelay.api.admin.common import engine_of, json_response, run_db
+from polyrelay.api.admin.common import engine_of, json_response, run_db, run_report
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.store import models
 from polyrelay.tasks import callbacks, queries
@@ -73,7 +73,7 @@ async def system(request: Request, _: Principal) -> Response:
     database = await _database(request)
     counts = {"by_status": {}, "due": 0, "callbacks": 0, "channels": {"total": 0, "enabled": 0, "cooling_down": 0}}
     if database["ok"]:
-        counts = await run_db(request, _counts, engine_of(request))
+        counts = await run_report(request, _counts, engine_of(request))  # counts scan the tasks table
     poller = state.poller.health()
     last_round_at = datetime.fromtimestamp(poller.last_round_at, timezone.utc).isoformat() if poller.last_round_at else None
     return json_response({
