@@ -1,5 +1,6 @@
 // Building blocks every page uses: elements, labelled fields, tables, dialogs, toasts.
 // Text always goes in as text nodes, never as HTML, so data from the API cannot inject markup.
+import { del } from './api.js';
 import { t } from './i18n.js';
 
 const PROPERTIES = new Set(['value', 'checked']);
@@ -259,6 +260,22 @@ export function confirmDialog(message, confirmLabel = t('common.delete')) {
   );
   const dialog = openDialog(t('common.confirm'), body);
   return dialog.closed.then((value) => value === 'yes');
+}
+
+/** A Delete button that asks `question` first, then deletes `path` and calls `done` (the page's refresh). */
+export function deleteButton(question, path, done, options = {}) {
+  return button(
+    t('common.delete'),
+    async () => {
+      if (await confirmDialog(question)) {
+        await attempt(async () => {
+          await del(path);
+          await done();
+        });
+      }
+    },
+    { kind: 'danger', ...options },
+  );
 }
 
 /** A secret shown once (a new key, new codes), with a copy button. */

@@ -1,22 +1,9 @@
 // API keys: list, create (the key is shown once), disable or enable, delete.
-import { del, get, patch, post } from '../api.js';
+import { get, patch, post } from '../api.js';
 import { dateTime, dollarsToMicros, localToIso, money, splitList } from '../format.js';
 import { keepKey } from '../gatewaykey.js';
 import { t } from '../i18n.js';
-import {
-  attempt,
-  badge,
-  button,
-  confirmDialog,
-  field,
-  formDialog,
-  h,
-  loading,
-  openDialog,
-  pageHeader,
-  secretBox,
-  table,
-} from '../ui.js';
+import { attempt, badge, button, deleteButton, field, formDialog, h, loading, openDialog, pageHeader, secretBox, table } from '../ui.js';
 
 export async function render(page, { navigate }) {
   const list = h('div');
@@ -63,18 +50,7 @@ async function keyTable(refresh) {
               await refresh();
             }),
           ),
-          button(
-            t('common.delete'),
-            async () => {
-              if (await confirmDialog(t('keys.confirmDelete', { name: row.name }))) {
-                await attempt(async () => {
-                  await del(`/api/me/tokens/${row.id}`);
-                  await refresh();
-                });
-              }
-            },
-            { kind: 'danger', 'aria-label': `${t('common.delete')} ${row.name}` },
-          ),
+          deleteButton(t('keys.confirmDelete', { name: row.name }), `/api/me/tokens/${row.id}`, refresh, { 'aria-label': `${t('common.delete')} ${row.name}` }),
         ],
       },
     ],

@@ -1,21 +1,9 @@
 // Channels: the upstreams. Status and cooldown, create and edit every field the API takes, test
 // (one tiny real call, showing latency and result), enable or disable, delete.
-import { del, get, patch, post } from '../../api.js';
+import { get, patch, post } from '../../api.js';
 import { dateTime, dollarsToMicros, jsonObject, microsToDollars, millis, splitList } from '../../format.js';
 import { t } from '../../i18n.js';
-import {
-  attempt,
-  badge,
-  button,
-  confirmDialog,
-  field,
-  formDialog,
-  h,
-  loading,
-  pageHeader,
-  table,
-  toast,
-} from '../../ui.js';
+import { attempt, badge, button, deleteButton, field, formDialog, h, loading, pageHeader, table, toast } from '../../ui.js';
 
 // Suggestions for the type field: the channel types polyrelay's adaptors serve (the API checks).
 const TYPES = [
@@ -112,18 +100,7 @@ async function channelTable(refresh) {
               await refresh();
             }),
           ),
-          button(
-            t('common.delete'),
-            async () => {
-              if (await confirmDialog(t('channels.confirmDelete', { name: row.name }))) {
-                await attempt(async () => {
-                  await del(`/api/channels/${row.id}`);
-                  await refresh();
-                });
-              }
-            },
-            { kind: 'danger' },
-          ),
+          deleteButton(t('channels.confirmDelete', { name: row.name }), `/api/channels/${row.id}`, refresh),
         ],
       },
     ],

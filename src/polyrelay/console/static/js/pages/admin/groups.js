@@ -1,8 +1,8 @@
 // Groups: a price ratio and the channels a group's users may use.
-import { del, get, patch, post } from '../../api.js';
+import { get, patch, post } from '../../api.js';
 import { splitList } from '../../format.js';
 import { t } from '../../i18n.js';
-import { attempt, button, confirmDialog, field, formDialog, h, loading, pageHeader, table } from '../../ui.js';
+import { button, deleteButton, field, formDialog, h, loading, pageHeader, table } from '../../ui.js';
 
 export async function render(page) {
   const list = h('div');
@@ -33,18 +33,7 @@ async function groupTable(refresh) {
         class: 'row-actions',
         value: (row) => [
           button(t('common.edit'), () => edit(row, refresh), { 'aria-label': `${t('common.edit')} ${row.name}` }),
-          button(
-            t('common.delete'),
-            async () => {
-              if (await confirmDialog(t('groups.confirmDelete', { name: row.name }))) {
-                await attempt(async () => {
-                  await del(`/api/groups/${encodeURIComponent(row.name)}`);
-                  await refresh();
-                });
-              }
-            },
-            { kind: 'danger' },
-          ),
+          deleteButton(t('groups.confirmDelete', { name: row.name }), `/api/groups/${encodeURIComponent(row.name)}`, refresh),
         ],
       },
     ],

@@ -1,8 +1,8 @@
 // Prices: per model (exact name, wildcard or "default"), typed in dollars per unit.
-import { del, get, put } from '../../api.js';
+import { get, put } from '../../api.js';
 import { dollarsToMicros, microsToDollars, money } from '../../format.js';
 import { t } from '../../i18n.js';
-import { attempt, button, confirmDialog, field, formDialog, h, loading, pageHeader, table } from '../../ui.js';
+import { button, deleteButton, field, formDialog, h, loading, pageHeader, table } from '../../ui.js';
 
 // The API's price fields, each "<name>_micros": micro-USD per the unit the name says.
 const FIELDS = [
@@ -41,18 +41,7 @@ async function priceTable(refresh) {
         class: 'row-actions',
         value: (row) => [
           button(t('common.edit'), () => edit(row, refresh), { 'aria-label': `${t('common.edit')} ${row.model}` }),
-          button(
-            t('common.delete'),
-            async () => {
-              if (await confirmDialog(t('prices.confirmDelete', { model: row.model }))) {
-                await attempt(async () => {
-                  await del(`/api/prices/${encodeURIComponent(row.model)}`);
-                  await refresh();
-                });
-              }
-            },
-            { kind: 'danger' },
-          ),
+          deleteButton(t('prices.confirmDelete', { model: row.model }), `/api/prices/${encodeURIComponent(row.model)}`, refresh),
         ],
       },
     ],

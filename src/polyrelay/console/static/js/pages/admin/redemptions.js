@@ -1,22 +1,8 @@
 // Redemption codes: create a batch (the codes are shown once), list, delete unredeemed ones.
-import { del, get, post } from '../../api.js';
+import { get, post } from '../../api.js';
 import { dateTime, dollarsToMicros, localToIso, money } from '../../format.js';
 import { t } from '../../i18n.js';
-import {
-  attempt,
-  badge,
-  button,
-  confirmDialog,
-  field,
-  formDialog,
-  h,
-  loading,
-  openDialog,
-  pageHeader,
-  pager,
-  secretBox,
-  table,
-} from '../../ui.js';
+import { badge, button, deleteButton, field, formDialog, h, loading, openDialog, pageHeader, pager, secretBox, table } from '../../ui.js';
 
 const PAGE = 100;
 
@@ -80,18 +66,7 @@ function codeTable(rows, refresh) {
         value: (row) =>
           row.redeemed_by !== null
             ? null
-            : button(
-                t('common.delete'),
-                async () => {
-                  if (await confirmDialog(t('codes.confirmDelete', { hint: row.code_hint }))) {
-                    await attempt(async () => {
-                      await del(`/api/redemptions/${row.id}`);
-                      await refresh();
-                    });
-                  }
-                },
-                { kind: 'danger' },
-              ),
+            : deleteButton(t('codes.confirmDelete', { hint: row.code_hint }), `/api/redemptions/${row.id}`, refresh),
       },
     ],
     rows,

@@ -1,22 +1,9 @@
 // Users: list, create, edit (role, group, enabled, limits, password), top up or adjust the
 // balance (through the ledger), delete.
-import { del, get, patch, post } from '../../api.js';
+import { get, patch, post } from '../../api.js';
 import { dateTime, dollarsToMicros, money, optionalInt } from '../../format.js';
 import { t } from '../../i18n.js';
-import {
-  attempt,
-  badge,
-  button,
-  confirmDialog,
-  field,
-  formDialog,
-  h,
-  loading,
-  pageHeader,
-  pager,
-  table,
-  toast,
-} from '../../ui.js';
+import { badge, button, deleteButton, field, formDialog, h, loading, pageHeader, pager, table, toast } from '../../ui.js';
 
 const PAGE = 100;
 
@@ -91,18 +78,7 @@ function userTable(rows, refresh) {
           button(t('users.money'), () => moveMoney(row, refresh), { 'aria-label': `${t('users.money')} ${row.name}` }),
           button(t('common.edit'), () => edit(row, refresh), { 'aria-label': `${t('common.edit')} ${row.name}` }),
           h('a', { class: 'button', href: `#/admin/logs?user_id=${row.id}` }, t('users.logs')),
-          button(
-            t('common.delete'),
-            async () => {
-              if (await confirmDialog(t('users.confirmDelete', { name: row.name }))) {
-                await attempt(async () => {
-                  await del(`/api/users/${row.id}`);
-                  await refresh();
-                });
-              }
-            },
-            { kind: 'danger' },
-          ),
+          deleteButton(t('users.confirmDelete', { name: row.name }), `/api/users/${row.id}`, refresh),
         ],
       },
     ],
