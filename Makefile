@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh machine:
 #   make run    install, then start the gateway with examples/polyrelay.yaml
-#   make test   install, start the databases the suite needs, install Chromium for the console tests, run the whole suite
+#   make test   install, lint (ruff, import layers), start the databases the suite needs, install Chromium, run the whole suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= examples/polyrelay.yaml
 
-.PHONY: install run test bench services browser
+.PHONY: install run test lint bench services browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ services:
 browser:
 	@bash scripts/browser.sh
 
-test: install services browser
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
+
+test: install lint services browser
 	$(BIN)/python -m pytest
 
 bench: install

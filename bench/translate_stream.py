@@ -18,7 +18,7 @@ import orjson
 
 from polyrelay.providers import anthropic_chat, gemini_chat
 from polyrelay.providers.streams import SSEDecoder
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 WORDS = ["Hello", " there", ",", " this", " is", " a", " streamed", " answer", " of", " tokens", "."]
 

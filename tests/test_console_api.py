@@ -202,7 +202,8 @@ def test_my_tasks_show_midjourney_media_and_buttons_to_their_owner_only(setup: S
 
 
 def test_a_stability_video_plays_through_the_console_for_its_owner(setup: Setup) -> None:
-    xia, yan = setup.user("xia", balance=10_000_000), setup.user("yan")
+    xia = setup.user("xia", balance=10_000_000)
+    setup.user("yan")
     submitted = httpx.post(setup.gateway.url + "/v2beta/image-to-video",
                            headers={"Authorization": f"Bearer {_key_of(setup, xia)}"}, **_video_form())
     assert submitted.status_code == 200, submitted.text

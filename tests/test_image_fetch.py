@@ -9,8 +9,8 @@ import aiohttp
 import openai
 import pytest
 
-from polyrelay.relay import fetch
-from polyrelay.relay.fetch import FetchError, FetchPolicy, fetch_image
+from polyrelay import fetch
+from polyrelay.fetch import FetchError, FetchPolicy, fetch_image
 from tests.conftest import Gateway
 from tests.fakes import image_server
 from tests.fakes.chat_providers import CALLER, Upstreams, config, upstreams

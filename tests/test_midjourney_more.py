@@ -270,8 +270,9 @@ def test_refusals_are_logged_feed_health_and_fail_over(gateway_factory: Callable
         assert response.status_code == 200 and response.json()["code"] == 23  # the last word came from "full"
         rows = wait_until(lambda: len(found := mj.gateway.query(
             "SELECT status_code, cost_micros, error, attempts FROM usage_logs "
-            "WHERE request_id LIKE 'mj-%' ORDER BY id")) == 2 and found, what="two refusal rows")
-        assert [(r.status_code, r.cost_micros) for r in rows] == [(200, 0), (200, 0)]
+            "WHERE request_id LIKE 'task-%' AND status_code >= 400 ORDER BY id")) == 2 and found,
+            what="two refusal rows")
+        assert [(r.status_code, r.cost_micros) for r in rows] == [(400, 0), (400, 0)]
         assert "code 24" in rows[0].error and "code 23" in rows[1].error and rows[1].attempts == 3
         assert mj.used("alice") == 3 * IMAGINE and mj.ledger("alice") == 3 * IMAGINE
         assert len(mj.gateway.query("SELECT id FROM tasks")) == 3

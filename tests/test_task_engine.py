@@ -21,10 +21,10 @@ from polyrelay.config import Settings
 from polyrelay.store.db import create_db_engine
 from polyrelay.store.snapshot import load_snapshot
 from polyrelay.tasks import store
-from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUBMITTED, TaskUpdate
+from polyrelay.providers.base import FAILURE, IN_PROGRESS, SUBMITTED, TaskUpdate
 from polyrelay.tasks.engine import TaskEngine, new_task_id
 from polyrelay.tasks.poller import Poller
-from polyrelay.tasks.registry import task_adaptors
+from polyrelay.providers.registry import TASK_ADAPTORS
 from polyrelay.tasks.settings import TaskSettings
 from tests.fakes import midjourney_proxy
 from tests.fakes.server import FakeServer
@@ -158,7 +158,7 @@ async def test_500_in_flight_tasks_advance_in_one_round(db: Engine, fake: FakeSe
         snapshot = load_snapshot(session)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         engine = TaskEngine(db, executor, SimpleNamespace(snapshot=snapshot), http,  # type: ignore[arg-type]
-                            TaskSettings(poll_interval_s=60), task_adaptors())
+                            TaskSettings(poll_interval_s=60), TASK_ADAPTORS)
         poller = Poller(engine)
         started = time.perf_counter()
         claimed = await poller.run_round()

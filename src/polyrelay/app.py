@@ -41,7 +41,7 @@ from polyrelay.api import recraft as recraft_api
 from polyrelay.api import stability as stability_api
 from polyrelay.config import Settings, load_settings
 from polyrelay.errors import RelayError
-from polyrelay.relay.fetch import FetchPolicy
+from polyrelay.fetch import FetchPolicy
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.relay.pipeline import Relay
 from polyrelay.relay.routing import Health, HealthPolicy
@@ -49,12 +49,12 @@ from polyrelay.relay.upstream import UpstreamClient
 from polyrelay.store import models
 from polyrelay.store.db import create_db_engine, migrate
 from polyrelay.store.files import FileStore
-from polyrelay.store.seed import seed_from_settings
+from polyrelay.seed import seed_from_settings
 from polyrelay.store.snapshot import Snapshot, load_snapshot
 from polyrelay.store.writer import BatchWriter
 from polyrelay.tasks.engine import TaskEngine
 from polyrelay.tasks.poller import Poller
-from polyrelay.tasks.registry import task_adaptors
+from polyrelay.providers.registry import TASK_ADAPTORS
 
 log = logging.getLogger("polyrelay")
 
@@ -133,7 +133,7 @@ def create_app(settings: Settings) -> _ExactPostPaths:
         refresher = asyncio.create_task(
             _refresh_snapshots(relay, engine, executor, settings.snapshot_refresh_s), name="polyrelay-snapshot"
         )
-        app.state.tasks = tasks = TaskEngine(engine, executor, relay, session, settings.tasks, task_adaptors())
+        app.state.tasks = tasks = TaskEngine(engine, executor, relay, session, settings.tasks, TASK_ADAPTORS)
         poller = Poller(tasks)
         poller.start()
         # For /api/system.

@@ -1,7 +1,7 @@
 """Settings: environment variables (``POLYRELAY_*``) over a YAML file over defaults.
 
 The YAML file also carries the operator's records (channels, tokens, prices); those
-are loaded into the database at start (see ``store.seed``), so the database stays
+are loaded into the database at start (see ``polyrelay.seed``), so the database stays
 the single source of truth the admin API edits at run time.
 """
 

@@ -32,13 +32,18 @@ class RelayError(Exception):
         self.raw_protocol: str | None = None
         self.raw_body: bytes = b""
         self.raw_content_type: str = "application/json"
+        self.raw_status: int | None = None  # the HTTP status to relay the raw body with; None: ``status``
         # Set by an adaptor when an upstream status that usually means "this channel cannot serve"
         # (e.g. Stability's 403 content_moderation) is really about the request: no failover.
         self.final = False
 
-    def with_raw(self, protocol: str, body: bytes, content_type: str = "application/json") -> "RelayError":
-        """Attach the upstream's error body, as received from a ``protocol`` upstream."""
+    def with_raw(
+        self, protocol: str, body: bytes, content_type: str = "application/json", status: int | None = None
+    ) -> "RelayError":
+        """Attach the upstream's error body, as received from a ``protocol`` upstream; ``status`` when the
+        protocol answers refusals with another HTTP status than the one logged (midjourney-proxy's 200)."""
         self.raw_protocol, self.raw_body, self.raw_content_type = protocol, body, content_type
+        self.raw_status = status
         return self
 
     def relayed(self, protocol: str) -> bytes | None:

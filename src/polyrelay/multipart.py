@@ -42,6 +42,7 @@ def parse_parts(body: bytes, content_type: str) -> list[Part]:
     header_name = b""
     headers: dict[bytes, bytes] = {}
     span: list[int] = []
+    headers_end = 0  # where the part's last header value ends
 
     def on_part_begin() -> None:
         headers.clear()
@@ -52,7 +53,9 @@ def parse_parts(body: bytes, content_type: str) -> list[Part]:
         header_name = data[start:end].lower()
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
+        nonlocal headers_end
         headers[header_name] = headers.get(header_name, b"") + data[start:end]
+        headers_end = end
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         # Fed the whole body at once, so offsets into ``data`` are offsets into ``body``.
@@ -67,7 +70,10 @@ def parse_parts(body: bytes, content_type: str) -> list[Part]:
         if name is None:
             return
         filename = disposition.get(b"filename")
-        start, end = (span[0], span[1]) if span else (0, 0)
+        if span:
+            start, end = span
+        else:  # an empty value: the parser reports no data, so its place is just after the blank line
+            start = end = body.index(b"\r\n\r\n", headers_end) + 4
         content_type = headers.get(b"content-type")
         parts.append(
             Part(

@@ -10,6 +10,7 @@ Knobs (``FakeServer.knobs``):
 - ``ban``: every submit answers code 24 (banned prompt).
 - ``list_fails``: list-by-condition answers HTTP 500.
 - ``queue_full``: every submit answers code 23 (queue full); ``submit_status``: submits answer that HTTP status.
+- ``submit_code``: ``(code, description)``; every submit answers it with HTTP 200 (e.g. 4, a validation error).
 - ``no_buttons``: tasks succeed without buttons (the open-source proxy, which only knows ``/mj/submit/change``).
 - ``image_host``: the host name put in ``imageUrl`` (default: the one the poll came to).
 A prompt containing ``FAIL`` makes its task end FAILURE on its second poll.
@@ -80,6 +81,9 @@ async def submit(request: web.Request) -> web.Response:
     kind = request.match_info.get("kind", "swap")
     if knobs.get("submit_status"):
         return _json({"error": "upstream trouble"}, knobs["submit_status"])
+    if knobs.get("submit_code"):
+        code, description = knobs["submit_code"]
+        return _json({"code": code, "description": description, "result": None, "properties": {}})
     if knobs.get("queue_full"):
         return _json({"code": 23, "description": "队列已满，请稍后尝试", "result": None,
                       "properties": {"discordInstanceId": "1", "numberOfQueues": 10}})

@@ -9,6 +9,11 @@ Knobs, in the ``app[KNOBS]`` dict (``FakeServer.knobs``), set before or during a
 - ``omit_usage``: never report usage (like some OpenAI-compatible servers).
 - ``hold_stream``: a threading.Event; chat and completion streams send their first
   chunk, then wait for it before sending the rest (to observe time to first byte).
+- ``reply_with``: ``(content_type, body)``; non-streamed chat completions answer HTTP 200
+  with exactly this (a proxy's HTML page, truncated JSON, JSON of the wrong shape).
+- ``hold_reply``: a threading.Event; non-streamed chat completions wait for it (30 s at
+  most) before answering, and set ``knobs["reply_held"]`` (a threading.Event) when they
+  start waiting (a slow upstream; a caller that leaves before the answer).
 The model ``slow-stream`` streams a chunk every 20 ms for a long time; when the
 client goes away, ``knobs["stream_cancelled"]`` (a threading.Event) is set.
 Multipart requests are parsed and kept in ``app[FORMS]`` (field name -> bytes for
@@ -98,6 +103,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     created = int(time.time())
     if body.get("stream"):
         return await _chat_stream(request, body, created)
+    knobs = request.app[KNOBS]
+    if (gate := knobs.get("hold_reply")) is not None:
+        knobs["reply_held"].set()
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, 30)
+    if (canned := knobs.get("reply_with")) is not None:
+        content_type, raw = canned
+        return web.Response(body=raw, status=200, headers={"Content-Type": content_type})
     tools = body.get("tools")
     if tools:
         message: dict[str, Any] = {
@@ -321,7 +333,7 @@ def create_app(keys: set[str]) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[KEYS] = keys
     app[FORMS] = []
-    app[KNOBS] = {"stream_cancelled": threading.Event()}
+    app[KNOBS] = {"stream_cancelled": threading.Event(), "reply_held": threading.Event()}
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
     app.router.add_post("/v1/embeddings", embeddings)

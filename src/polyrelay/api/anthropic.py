@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from polyrelay.api.common import bearer_key, json_body, new_call, relay_endpoint
 from polyrelay.errors import RelayError, bad_request
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 FAMILY = "anthropic"
 _TYPES = {

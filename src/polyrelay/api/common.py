@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from polyrelay.errors import RelayError, bad_request
-from polyrelay.relay.call import Call, new_request_id
+from polyrelay.providers.base import Call, new_request_id
+from polyrelay.relay.admission import caller
 from polyrelay.relay.pipeline import Relay
 
 Parse = Callable[[Request, bytes], Call]
@@ -86,14 +87,16 @@ def new_call(request: Request, family: str, endpoint: str, path: str, model: str
 
 
 def relay_endpoint(parse: Parse, render: Render, key: KeyOf = bearer_key) -> Callable[[Request], Awaitable[Response]]:
-    """Read, parse, relay; any RelayError (ours or the upstream's) rendered in the family's dialect."""
+    """Authenticate, then read, parse, relay; any RelayError (ours or the upstream's) rendered in the
+    family's dialect. The key and IP fence are checked before a byte of the body is read."""
 
     async def endpoint(request: Request) -> Response:
         try:
+            relay: Relay = request.app.state.relay
+            token = caller(relay.snapshot, key(request), client_ip(request))
             body = await read_body(request)
             call = parse(request, body)
-            relay: Relay = request.app.state.relay
-            return await relay.handle(call, key(request))
+            return await relay.handle(call, token)
         except RelayError as error:
             return render(error)
 

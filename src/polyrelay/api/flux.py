@@ -15,6 +15,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from polyrelay import kinds
 from polyrelay.api.task_api import TaskCall, accept_id, endpoint, hook, json_response
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
@@ -45,7 +46,7 @@ async def generate(call: TaskCall) -> Response:
     model = call.request.path_params["model"]
     payload = await call.payload()
     body = {k: v for k, v in payload.items() if k not in _NOT_SENT}
-    order = Order(FAMILY, "GENERATE", model, upstream.TYPE, f"flux.{model}",
+    order = Order(FAMILY, "GENERATE", model, kinds.FLUX, f"flux.{model}",
                   {k: v for k, v in body.items() if k not in _UNSTORED}, Usage(images=1, source="request"),
                   notify_hook=hook(payload.get("webhook_url"), "webhook_url"))
 

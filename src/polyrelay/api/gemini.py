@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from polyrelay.api.common import bearer_key, json_body, new_call, relay_endpoint
 from polyrelay.errors import RelayError
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 FAMILY = "gemini"
 _ACTIONS = ("generateContent", "streamGenerateContent")

@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from polyrelay import multipart
+from polyrelay import kinds, multipart
 from polyrelay.api import uploads
 from polyrelay.api.common import new_call, relay_endpoint
 from polyrelay.errors import RelayError, bad_request
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 FAMILY = "ideogram"
 PREFIX = "ideogram-"
@@ -90,7 +90,7 @@ def v1_upload(endpoint: str) -> Callable[[Request, bytes], Call]:
             else:
                 model = PREFIX + "upscale"
         image = uploads.require(parts, "image_file")
-        uploads.check_image(body, image, uploads.upload_limit(request, model, IMAGE_LIMIT))
+        uploads.check_image(body, image, uploads.upload_limit(request, kinds.IDEOGRAM, model, IMAGE_LIMIT))
         call = new_call(request, FAMILY, endpoint, "/" + endpoint, model, body)
         call.parts = parts
         if image_request is not None:
@@ -134,7 +134,7 @@ def v3(endpoint: str) -> Callable[[Request, bytes], Call]:
             if not uploads.text(body, parts, name):
                 raise bad_request(f"The multipart field '{name}' is required.", param=name)
         model = _v3_model(uploads.text(body, parts, "rendering_speed"))
-        limit = uploads.upload_limit(request, model, IMAGE_LIMIT)
+        limit = uploads.upload_limit(request, kinds.IDEOGRAM, model, IMAGE_LIMIT)
         for part in (p for p in parts if p.name in _V3_FILES):
             uploads.check_image(body, part, limit)
         references = sum(p.end - p.start for p in parts if p.name == "style_reference_images")

@@ -18,12 +18,13 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from polyrelay import kinds
 from polyrelay.api.task_api import TaskCall, endpoint, hook, json_response, refusal
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers import kling as upstream
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import TaskView
+from polyrelay.providers.base import TaskView
 from polyrelay.tasks.submit import Accepted, Order
 
 FAMILY = upstream.FAMILY
@@ -80,7 +81,7 @@ async def submit_task(call: TaskCall, action: str, payload: dict[str, Any]) -> T
         raise bad_request("image is required.", param="image")
     model, usage = _billing(action, payload)
     body = {k: v for k, v in payload.items() if k != "callback_url"}
-    order = Order(FAMILY, action, model, upstream.TYPE, f"kling.{upstream.PATHS[action].replace('/', '.')}",
+    order = Order(FAMILY, action, model, kinds.KLING, f"kling.{upstream.PATHS[action].replace('/', '.')}",
                   {k: v for k, v in payload.items() if k not in _UNSTORED}, usage,
                   notify_hook=hook(payload.get("callback_url"), "callback_url"))
 

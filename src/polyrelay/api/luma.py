@@ -22,12 +22,13 @@ import aiohttp
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from polyrelay import kinds
 from polyrelay.api.task_api import TaskCall, batch_ids, endpoint, hook, json_response, refusal
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers import luma as upstream
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import SUCCESS, TaskView
-from polyrelay.tasks.dto import task_dto
+from polyrelay.providers.base import SUCCESS, TaskView
+from polyrelay.providers.dto import task_dto
 from polyrelay.tasks.notify import valid_hook
 from polyrelay.tasks.submit import Accepted, Order, channel_and_key
 
@@ -63,7 +64,7 @@ async def submit_generation(
     action = "GENERATE" if parent is None else "EXTEND"
     path = "/luma/generations" if parent is None else f"/luma/generations/{quote(parent.upstream_id)}/extend"
     body = {k: v for k, v in payload.items() if k != "notify_hook"}
-    order = Order(FAMILY, action, model if parent is None else "luma_extend", upstream.TYPE, f"luma.{action.lower()}",
+    order = Order(FAMILY, action, model if parent is None else "luma_extend", kinds.LUMA, f"luma.{action.lower()}",
                   dict(payload), notify_hook=hook(payload.get("notify_hook"), "notify_hook"), parent=parent)
 
     async def send(channel: ChannelRecord, key: str) -> tuple[int, Any]:
@@ -95,7 +96,7 @@ async def download_video_url(call: TaskCall) -> Response:
     task = await call.own(call.request.path_params["task_id"])
     if task.status != SUCCESS:
         raise RelayError(400, f"Generation {task.id} is not completed.", code="invalid_state")
-    files = call.engine.relay.files
+    files = call.engine.spine.files
     stored = upstream.stored_download_url(task.result or {})
     if files is not None and stored.startswith(files.url_of("")):
         return json_response({"url": stored})
@@ -121,7 +122,7 @@ async def file_upload(call: TaskCall) -> Response:
     url = payload.get("url")
     if not isinstance(url, str) or not valid_hook(url):
         raise bad_request("url must be the http(s) URL of the image to upload.", param="url")
-    order = Order(FAMILY, "FILE_UPLOAD", UPLOAD_MODEL, upstream.TYPE, "luma.file_upload", {})
+    order = Order(FAMILY, "FILE_UPLOAD", UPLOAD_MODEL, kinds.LUMA, "luma.file_upload", {})
 
     async def send(channel: ChannelRecord, key: str) -> tuple[int, Any]:
         return await upstream.submit(call.engine.session, channel, key, "/luma/generations/file_upload", {"url": url})

@@ -9,11 +9,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from polyrelay.api.common import read_body
+from polyrelay.api.common import client_ip, read_body
 from polyrelay.errors import RelayError
-from polyrelay.relay.auth import authenticate
+from polyrelay.providers.base import TaskView
+from polyrelay.relay.admission import caller
 from polyrelay.store.snapshot import TokenRecord
-from polyrelay.tasks.base import TaskView
 from polyrelay.tasks.engine import TaskEngine
 
 
@@ -42,25 +42,27 @@ _CUSTOM_ID_ACTIONS = (
 
 
 class MjError(Exception):
-    def __init__(self, status: int, code: int, description: str, properties: dict[str, Any] | None = None) -> None:
+    def __init__(self, status: int, code: int, description: str, properties: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(description)
         self.status, self.code, self.description, self.properties = status, code, description, properties
+        self.headers = headers or {}
 
 
-def mj_json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+def mj_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def mj_error(error: MjError) -> Response:
     body: dict[str, Any] = {"code": error.code, "description": error.description, "result": None}
     if error.properties is not None:
         body["properties"] = error.properties
-    return mj_json(body, error.status)
+    return mj_json(body, error.status, error.headers)
 
 
 def from_relay(error: RelayError) -> MjError:
     code = NOT_FOUND if error.status == 404 else VALIDATION if error.status < 500 else FAILURE
-    return MjError(error.status, code, error.message)
+    return MjError(error.status, code, error.message, headers=error.headers)
 
 
 def caller_key(request: Request) -> str | None:
@@ -92,7 +94,7 @@ class MjContext:
         self.request = request
         self.mode = MODES.get(mode or "mj-fast", "fast")
         self.tasks: TaskEngine = request.app.state.tasks
-        self.token: TokenRecord = authenticate(self.tasks.relay.snapshot, caller_key(request))
+        self.token: TokenRecord = caller(self.tasks.spine.snapshot, caller_key(request), client_ip(request))
 
     async def payload(self) -> dict[str, Any]:
         body = await read_body(self.request)
@@ -117,6 +119,9 @@ def endpoint(handler: Callable[[MjContext], Awaitable[Response]]) -> Callable[[R
         try:
             return await handler(MjContext(request))
         except RelayError as error:
+            relayed = error.relayed(FAMILY)
+            if relayed is not None:  # the upstream's own refusal, already in this dialect
+                return Response(relayed, status_code=error.raw_status or error.status, media_type="application/json")
             return mj_error(from_relay(error))
         except MjError as error:
             return mj_error(error)

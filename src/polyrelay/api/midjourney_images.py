@@ -26,8 +26,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from polyrelay.relay.fetch import FetchError, FetchPolicy, fetch_image
-from polyrelay.tasks.base import TaskView
+from polyrelay.fetch import FetchError, FetchPolicy, fetch_image
+from polyrelay.providers.base import TaskView
 
 
 class ImageCache:

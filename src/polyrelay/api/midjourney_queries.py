@@ -25,9 +25,9 @@ from polyrelay.api.midjourney_context import (
 )
 from polyrelay.api.midjourney_submit import image_base
 from polyrelay.providers import midjourney as upstream
-from polyrelay.relay.fetch import FetchError
+from polyrelay.fetch import FetchError
 from polyrelay.tasks import queries
-from polyrelay.tasks.base import CANCEL, IN_PROGRESS, NOT_START, SUBMITTED, TaskView
+from polyrelay.providers.base import CANCEL, IN_PROGRESS, NOT_START, SUBMITTED, TaskView
 from polyrelay.tasks.engine import TaskEngine
 
 
@@ -123,7 +123,7 @@ async def image(request: Request) -> Response:
     task = await tasks.get(task_id)
     if task is None or task.family != FAMILY:
         return mj_error(MjError(404, NOT_FOUND, f"Task {task_id} does not exist."))
-    channel = next((c for c in tasks.relay.snapshot.channels if c.id == task.channel_id), None)
+    channel = next((c for c in tasks.spine.snapshot.channels if c.id == task.channel_id), None)
     try:
         response = await images.serve(request, task, channel.base_url if channel else None)
     except FetchError as exc:
@@ -138,7 +138,7 @@ async def cancel(ctx: MjContext) -> Response:
     task = await ctx.own_task(ctx.request.path_params["task_id"])
     if task.finished:
         raise invalid(f"Task {task.id} has already finished ({task.status}).")
-    channel = next((c for c in ctx.tasks.relay.snapshot.channels if c.id == task.channel_id), None)
+    channel = next((c for c in ctx.tasks.spine.snapshot.channels if c.id == task.channel_id), None)
     if channel is not None:
         try:  # best effort: midjourney-proxy forks without cancel answer 404, the task still ends here
             key = channel.keys[int(task.properties.get("key_index", 0)) % len(channel.keys)]
@@ -154,7 +154,7 @@ async def cancel(ctx: MjContext) -> Response:
 @endpoint
 async def image_seed(ctx: MjContext) -> Response:
     task = await ctx.own_task(ctx.request.path_params["task_id"])
-    channel = next((c for c in ctx.tasks.relay.snapshot.channels if c.id == task.channel_id), None)
+    channel = next((c for c in ctx.tasks.spine.snapshot.channels if c.id == task.channel_id), None)
     if channel is None:
         raise MjError(503, FAILURE, f"The channel that made task {task.id} is not available now.")
     key = channel.keys[int(task.properties.get("key_index", 0)) % len(channel.keys)]

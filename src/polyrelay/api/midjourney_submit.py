@@ -1,24 +1,21 @@
-"""Midjourney submits: prompt checks, pricing and reservation, channel failover, and each /mj/submit/* action."""
+"""Midjourney submits: prompt checks and each /mj/submit/* action, on the task spine (tasks.submit)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
-import uuid
-from datetime import datetime, timezone
 from typing import Any
 
-import aiohttp
+import orjson
 from starlette.responses import Response
 
+from polyrelay import kinds
 from polyrelay.api.common import client_ip
 from polyrelay.api.midjourney_context import (
     ACTION_MODELS,
-    EXISTED,
     FAILURE,
     FAMILY,
     IN_QUEUE,
+    EXISTED,
     MjContext,
     MjError,
     OK,
@@ -29,21 +26,15 @@ from polyrelay.api.midjourney_context import (
     mj_json,
 )
 from polyrelay.billing.meter import Usage
-from polyrelay.billing.quota import charge, require_price, reserve
+from polyrelay.errors import RelayError
 from polyrelay.providers import midjourney as upstream
-from polyrelay.providers.base import Target
-from polyrelay.relay.auth import check_model_allowed
-from polyrelay.relay.routing import candidates, pick_key
+from polyrelay.providers.base import RANK, SUBMITTED, SUCCESS, TaskView
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks import store
-from polyrelay.tasks.base import RANK, SUBMITTED, SUCCESS, TERMINAL, TaskView
-from polyrelay.tasks.engine import new_task_id
 from polyrelay.tasks.notify import valid_hook
+from polyrelay.tasks.submit import Accepted, Order, submit
 
 
 _ACCEPTED = frozenset({OK, EXISTED, IN_QUEUE})  # new-api passes 21/22 to callers as 1
-_FAILOVER_STATUSES = frozenset({401, 403, 408, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529})
-_KEY_STATUSES = frozenset({401, 403, 429})  # the key itself is refused: rest it
 _SPEED_FLAGS = re.compile(r"\s*--(?:fast|relax|turbo)\b", re.IGNORECASE)
 _SIMPLE_CHANGE = re.compile(r"^\s*(\S+)\s+(?:([UV])([1-4])|(R))\s*$", re.IGNORECASE)
 
@@ -82,146 +73,53 @@ def image_base(ctx: MjContext) -> str:
     return (settings.public_base_url or str(ctx.request.base_url)).rstrip("/")
 
 
-def _cost(ctx: MjContext, model: str) -> tuple[int, bool]:
-    snapshot = ctx.tasks.relay.snapshot
-    check_model_allowed(ctx.token, model)
-    price = snapshot.price_for(model)
-    require_price(ctx.token, model, price)
-    if price is None:
-        return 0, False
-    multiplier = ctx.request.app.state.settings.midjourney.mode_multipliers.get(ctx.mode, 1.0)
-    return charge(ctx.token, round(price.cost(Usage(images=1, source="request")) * multiplier)), True
-
-
-def _channels(ctx: MjContext, model: str, parent: TaskView | None) -> list[ChannelRecord]:
-    snapshot = ctx.tasks.relay.snapshot
-    if parent is not None:
-        channel = next((c for c in snapshot.channels if c.id == parent.channel_id), None)
-        if channel is None:
-            raise MjError(503, FAILURE, f"The channel that made task {parent.id} is not available now.")
-        return [channel]
-    found = [c for c in candidates(snapshot, model) if c.type == upstream.TYPE]
-    if not found:
-        raise MjError(503, FAILURE, f"No channel serves '{model}'.")
-    return found
+def _busy(status: int, reply: Any) -> bool:
+    """Code 23: this channel's queue is full, another's may not be (all full: the caller gets code 23)."""
+    return isinstance(reply, dict) and reply.get("code") == QUEUE_FULL
 
 
 async def _submit(
     ctx: MjContext, path: str, action: str, payload: dict[str, Any], parent: TaskView | None = None
 ) -> Response:
-    """Reserve, send to the first channel that answers, persist task and charge, answer code 1."""
-    started = time.perf_counter()
+    """Submit on the task spine (admission, failover, stored task and charge); answer code 1 with our task id."""
     hook = payload.get("notifyHook") or ""
     if hook and not (isinstance(hook, str) and valid_hook(hook)):
         raise invalid("notifyHook must be an http(s) URL.")
-    model = ACTION_MODELS[action]
-    cost, priced = _cost(ctx, model)
-    channels = _channels(ctx, model, parent)
     # We poll and call back ourselves; "task_id" is some relays' spelling of taskId.
     body = {k: v for k, v in payload.items() if k not in ("notifyHook", "task_id")}
     if parent is not None:
         body["taskId"] = parent.upstream_id
-    reservation = reserve(ctx.token, cost)
-    charged = 0
-    try:
-        try:
-            status, reply, channel, key_index, attempts = await _send(ctx, channels, path, body, model)
-        except MjError as error:
-            _log_refused(ctx, path, model, None, error.status, error.description, len(channels), started)
-            raise
+    settings = ctx.request.app.state.settings.midjourney
+    order = Order(FAMILY, action, ACTION_MODELS[action], kinds.MIDJOURNEY, path.removeprefix("/").replace("/", "."),
+                  {k: v for k, v in payload.items() if k not in _UNSTORED}, Usage(images=1, source="request"),
+                  notify_hook=hook, mode=ctx.mode, parent=parent,
+                  multiplier=settings.mode_multipliers.get(ctx.mode, 1.0))
+    accepted_reply: dict[str, Any] = {}
+
+    async def send(channel: ChannelRecord, key: str) -> tuple[int, Any]:
+        return await upstream.call(ctx.tasks.session, channel, key, "POST", path, body, ctx.mode)
+
+    def accept(status: int, reply: Any) -> Accepted:
         if not isinstance(reply, dict):
-            _log_refused(ctx, path, model, channel, 502, f"HTTP {status} without a result", attempts, started)
-            raise MjError(502, FAILURE, f"Channel '{channel.name}' answered HTTP {status} without a result.")
+            raise RelayError(502, f"The channel answered HTTP {status} without a result.", type="upstream_error")
         code = reply.get("code")
         if status >= 400 or code not in _ACCEPTED or not reply.get("result"):
-            answer = status if status >= 400 else 200
-            _log_refused(ctx, path, model, channel, answer,
-                         f"upstream code {code}: {reply.get('description', '')}", attempts, started)
-            return mj_json({"code": code if isinstance(code, int) else FAILURE,
-                          "description": reply.get("description", ""), "result": None,
-                          "properties": reply.get("properties") or {}}, answer)
+            refused = {"code": code if isinstance(code, int) else FAILURE, "description": reply.get("description", ""),
+                       "result": None, "properties": reply.get("properties") or {}}
+            error = RelayError(status if status >= 400 else 400, f"upstream code {code}: {reply.get('description', '')}",
+                               code="upstream_refused")
+            raise error.with_raw(FAMILY, orjson.dumps(refused), status=status if status >= 400 else 200)
+        accepted_reply.update(reply)
         properties = reply.get("properties") or {}
         initial = properties.get("status") if properties.get("status") in RANK else SUBMITTED
-        now = store.now_ms()
-        task_id = new_task_id()
-        row = {
-            "id": task_id, "token_id": ctx.token.id, "token_name": ctx.token.name, "family": FAMILY,
-            "action": action, "model": model, "mode": ctx.mode, "parent_id": parent.id if parent else None,
-            "channel_id": channel.id, "upstream_id": str(reply["result"]), "status": initial,
-            "progress": "0%", "request": {k: v for k, v in payload.items() if k not in _UNSTORED},
-            "result": {}, "fail_reason": "", "cost_micros": cost, "settlement": "held", "submit_time": now,
-            "start_time": None, "finish_time": None,
-            "next_poll_at": None if initial in TERMINAL else now + int(ctx.tasks.settings.poll_interval_s * 1000),
-            "poll_count": 0, "lease_owner": None, "lease_expires_at": None, "notify_hook": hook,
-            "properties": {"key_index": key_index, "upstream_code": code, "image_base": image_base(ctx)},
-            "updated_at": now,
-        }
-        charge_log = {
-            "request_id": f"task-{task_id}", "created_at": datetime.now(timezone.utc), "token_id": ctx.token.id,
-            "token_name": ctx.token.name, "channel_id": channel.id, "channel_name": channel.name,
-            "family": FAMILY, "endpoint": path.removeprefix("/").replace("/", "."), "model": model, "upstream_model": model,
-            "status_code": 200, "images": 1, "usage_source": "request", "price_set": priced,
-            "attempts": attempts, "latency_ms": (time.perf_counter() - started) * 1000,
-            "client_ip": client_ip(ctx.request),
-        }
-        await ctx.tasks.create(row, charge_log)
-        charged = cost
-        return mj_json({"code": OK, "description": reply.get("description") or "Submit success",
-                      "result": task_id, "properties": {k: v for k, v in properties.items()
-                                                        if k not in ("discordInstanceId", "discordChannelId")}})
-    finally:
-        reservation.settle(charged)
+        return Accepted(str(reply["result"]), initial, properties={"upstream_code": code})
 
-
-async def _send(
-    ctx: MjContext, channels: list[ChannelRecord], path: str, body: dict[str, Any], model: str
-) -> tuple[int, Any, ChannelRecord, int, int]:
-    """Fail over on transport errors, 401/403/429, 5xx and code 23 (queue full); any other answer is final.
-
-    Every attempt feeds the channel's health like the sync relay path does: failures count
-    towards its cooldown; an answer that blames the request (codes 4, 24...) counts as healthy.
-    """
-    health = ctx.tasks.relay.health
-    last = "no channel tried"
-    queue_full: tuple[int, Any, ChannelRecord, int, int] | None = None
-    for attempt, channel in enumerate(channels, 1):
-        key_index = pick_key(channel)
-        target = Target(channel=channel, key_index=key_index, key=channel.keys[key_index], upstream_model=model)
-        try:
-            status, reply = await upstream.call(ctx.tasks.session, channel, target.key, "POST", path, body, ctx.mode)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            last = f"channel '{channel.name}' is unreachable ({type(exc).__name__})"
-            health.failed(target, last, rest_key=False)
-            continue
-        if status in _FAILOVER_STATUSES:
-            last = f"channel '{channel.name}' answered HTTP {status}"
-            health.failed(target, last, rest_key=status in _KEY_STATUSES)
-            continue
-        if isinstance(reply, dict) and reply.get("code") == QUEUE_FULL:
-            last = f"channel '{channel.name}' answered code 23 ({reply.get('description', '')})"
-            health.failed(target, last, rest_key=False)
-            queue_full = (status, reply, channel, key_index, attempt)
-            continue
-        health.succeeded(channel)
-        return status, reply, channel, key_index, attempt
-    if queue_full is not None:
-        return queue_full  # every channel's queue is full: the caller gets code 23 as the upstream said
-    raise MjError(502, FAILURE, f"No channel accepted the task: {last}.")
-
-
-def _log_refused(ctx: MjContext, path: str, model: str, channel: ChannelRecord | None, status: int, error: str,
-                 attempts: int, started: float) -> None:
-    """A usage-log row, uncharged, for a submit no upstream accepted."""
-    ctx.tasks.relay.writer.record_usage(
-        {"request_id": f"mj-{uuid.uuid4().hex}", "created_at": datetime.now(timezone.utc), "token_id": ctx.token.id,
-         "token_name": ctx.token.name, "channel_id": channel.id if channel else None,
-         "channel_name": channel.name if channel else "", "family": FAMILY,
-         "endpoint": path.removeprefix("/").replace("/", "."), "model": model, "upstream_model": model,
-         "status_code": status, "usage_source": "", "cost_micros": 0, "attempts": attempts,
-         "latency_ms": (time.perf_counter() - started) * 1000, "error": error[:2000],
-         "client_ip": client_ip(ctx.request)},
-        ctx.token.id, 0,
-    )
+    task = await submit(ctx.tasks, ctx.token, order, send, accept, client_ip(ctx.request), busy=_busy,
+                        properties={"image_base": image_base(ctx)})
+    properties = accepted_reply.get("properties") or {}
+    return mj_json({"code": OK, "description": accepted_reply.get("description") or "Submit success",
+                    "result": task.id, "properties": {k: v for k, v in properties.items()
+                                                      if k not in ("discordInstanceId", "discordChannelId")}})
 
 
 @endpoint

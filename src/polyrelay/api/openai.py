@@ -19,8 +19,9 @@ from polyrelay import multipart
 from polyrelay.api import common
 from polyrelay.api.common import bearer_key, json_body, new_call
 from polyrelay.errors import RelayError, bad_request
+from polyrelay.providers.chat_in import max_output_tokens
 from polyrelay.relay.auth import authenticate
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 from polyrelay.relay.pipeline import Relay
 
 FAMILY = "openai"
@@ -67,8 +68,7 @@ def json_call(endpoint: str, default_model: str | None = None) -> Callable[[Requ
             call.stream = call.sse = payload.get("stream") is True
             options = payload.get("stream_options")
             call.include_usage = isinstance(options, dict) and options.get("include_usage") is True
-            limit = payload.get("max_completion_tokens", payload.get("max_tokens"))
-            call.max_output_tokens = limit if isinstance(limit, int) and limit >= 0 else None
+            call.max_output_tokens = max_output_tokens(payload)
         elif endpoint == "images.generations":
             call.images = _count(payload.get("n"), "n", MAX_IMAGES)
         elif endpoint == "audio.speech":

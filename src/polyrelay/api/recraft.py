@@ -14,12 +14,12 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
-from polyrelay import multipart
+from polyrelay import kinds, multipart
 from polyrelay.api import uploads
 from polyrelay.api.common import new_call, relay_endpoint
 from polyrelay.api.openai import error_response
 from polyrelay.errors import bad_request
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 FAMILY = "recraft"
 PREFIX = "recraft-"
@@ -62,7 +62,7 @@ def styles(request: Request, body: bytes) -> Call:
     if len(images) > STYLE_IMAGES:
         raise bad_request(f"At most {STYLE_IMAGES} style images are accepted.", param="images")
     model = PREFIX + "styles"
-    limit = uploads.upload_limit(request, model, STYLE_LIMIT)
+    limit = uploads.upload_limit(request, kinds.RECRAFT, model, STYLE_LIMIT)
     if sum(p.end - p.start for p in images) > limit:
         raise uploads.too_large("images", limit)
     for part in images:
@@ -79,7 +79,7 @@ def tool(name: str) -> Callable[[Request, bytes], Call]:
         parts = multipart.parse_parts(body, request.headers.get("content-type", ""))
         image = uploads.require(parts, "image")
         model = PREFIX + current
-        uploads.check_image(body, image, uploads.upload_limit(request, model, IMAGE_LIMIT), MAX_PIXELS)
+        uploads.check_image(body, image, uploads.upload_limit(request, kinds.RECRAFT, model, IMAGE_LIMIT), MAX_PIXELS)
         call = new_call(request, FAMILY, f"images.{current}", f"/v1/images/{current}", model, body)
         call.parts, call.images = parts, 1
         return call

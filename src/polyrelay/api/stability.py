@@ -16,11 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from polyrelay import multipart
+from polyrelay import kinds, multipart
 from polyrelay.api import uploads
 from polyrelay.api.common import new_call, relay_endpoint
 from polyrelay.errors import RelayError, bad_request
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 FAMILY = "stability"
 REQUEST_LIMIT = 10 * 1024 * 1024  # "max request 10 MiB" (v2beta); the whole body, files included
@@ -60,7 +60,7 @@ def v2beta(endpoint: str) -> Callable[[Request, bytes], Call]:
         if not uploads.text(body, parts, "prompt"):
             raise bad_request("The multipart field 'prompt' is required.", param="prompt")
         model = V2BETA_MODELS.get(endpoint) or uploads.text(body, parts, "model") or SD3_DEFAULT_MODEL
-        limit = uploads.upload_limit(request, model, REQUEST_LIMIT)
+        limit = uploads.upload_limit(request, kinds.STABILITY, model, REQUEST_LIMIT)
         if len(body) > limit:
             raise uploads.too_large("body", limit)
         image = multipart.find(parts, "image")

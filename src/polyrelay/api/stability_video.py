@@ -17,7 +17,7 @@ import aiohttp
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from polyrelay import multipart
+from polyrelay import kinds, multipart
 from polyrelay.api import uploads
 from polyrelay.api.common import read_body
 from polyrelay.api.stability import REQUEST_LIMIT, v2beta_error
@@ -25,7 +25,7 @@ from polyrelay.api.task_api import TaskCall, accept_id, endpoint, json_response,
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers import stability_video as upstream
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import FAILURE, SUCCESS
+from polyrelay.providers.base import FAILURE, SUCCESS
 from polyrelay.tasks.submit import Order, channel_and_key
 
 FAMILY = upstream.FAMILY
@@ -42,14 +42,14 @@ async def submit(call: TaskCall) -> Response:
     if not uploads.is_multipart(call.request):
         raise bad_request("Send the request as multipart/form-data.")
     body = await read_body(call.request)
-    limit = uploads.upload_limit(call.request, upstream.MODEL, REQUEST_LIMIT)
+    limit = uploads.upload_limit(call.request, kinds.STABILITY_VIDEO, upstream.MODEL, REQUEST_LIMIT)
     if len(body) > limit:
         raise uploads.too_large("body", limit)
     content_type = call.request.headers["content-type"]
     parts = multipart.parse_parts(body, content_type)
     uploads.check_image(body, uploads.require(parts, "image"), limit)
     stored = {name: value for name in _FIELDS if (value := uploads.text(body, parts, name)) is not None}
-    order = Order(FAMILY, "IMAGE_TO_VIDEO", upstream.MODEL, upstream.TYPE, "v2beta.image-to-video", stored)
+    order = Order(FAMILY, "IMAGE_TO_VIDEO", upstream.MODEL, kinds.STABILITY_VIDEO, "v2beta.image-to-video", stored)
 
     async def send(channel: ChannelRecord, key: str) -> tuple[int, Any]:
         return await upstream.submit(call.engine.session, channel, key, body, content_type)

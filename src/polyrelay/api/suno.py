@@ -18,11 +18,12 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from polyrelay import kinds
 from polyrelay.api.task_api import TaskCall, batch_ids, endpoint, hook, json_response, refusal
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers import suno as upstream
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import TaskView
+from polyrelay.providers.base import TaskView
 from polyrelay.tasks.submit import Accepted, Order
 
 FAMILY = upstream.FAMILY
@@ -65,7 +66,7 @@ async def _run(call: TaskCall, action: str, payload: dict[str, Any], callback: s
     body = {k: v for k, v in payload.items() if k not in ("notify_hook", "task_id")}
     if parent is not None:
         body["task_id"] = parent.upstream_id
-    order = Order(FAMILY, action, MODELS[action], upstream.TYPE, f"suno.submit.{action.lower()}", dict(payload),
+    order = Order(FAMILY, action, MODELS[action], kinds.SUNO, f"suno.submit.{action.lower()}", dict(payload),
                   notify_hook=callback, parent=parent)
 
     async def send(channel: ChannelRecord, key: str) -> tuple[int, Any]:

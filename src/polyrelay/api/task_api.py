@@ -16,13 +16,12 @@ from starlette.responses import Response
 
 from polyrelay.api.common import bearer_key, client_ip, read_body
 from polyrelay.errors import RelayError, bad_request
-from polyrelay.relay.auth import authenticate
+from polyrelay.relay.admission import caller
 from polyrelay.store.snapshot import TokenRecord
-from polyrelay.tasks.base import TaskView
-from polyrelay.tasks.direct import call_once
+from polyrelay.providers.base import TaskView
 from polyrelay.tasks.engine import TaskEngine
 from polyrelay.tasks.notify import valid_hook
-from polyrelay.tasks.submit import Accept, Accepted, Order, Send, submit
+from polyrelay.tasks.submit import Accept, Accepted, Order, Send, call_once, submit
 
 RenderError = Callable[[RelayError], Response]
 MAX_BATCH_IDS = 1000  # most ids one batch query may name
@@ -82,7 +81,7 @@ class TaskCall:
         self.request = request
         self.family = family
         self.engine: TaskEngine = request.app.state.tasks
-        self.token: TokenRecord = authenticate(self.engine.relay.snapshot, bearer_key(request))
+        self.token: TokenRecord = caller(self.engine.spine.snapshot, bearer_key(request), client_ip(request))
 
     @property
     def client_ip(self) -> str:
@@ -118,7 +117,7 @@ class TaskCall:
         return await submit(self.engine, self.token, order, send, accept, self.client_ip)
 
     async def call_once(self, order: Order, send: Send) -> tuple[int, Any]:
-        """A family call that creates no task (see ``tasks.direct``): the upstream's (status, body)."""
+        """A family call that creates no task (see ``tasks.submit.call_once``): the upstream's (status, body)."""
         return await call_once(self.engine, self.token, order, send, self.client_ip)
 
 

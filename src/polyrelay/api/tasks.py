@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 from polyrelay.api.openai import error_response
 from polyrelay.api.task_api import TaskCall, endpoint, json_response, not_found
 from polyrelay.errors import bad_request
-from polyrelay.tasks.base import TaskAdaptor, TaskView
+from polyrelay.providers.base import TaskAdaptor, TaskView
 from polyrelay.tasks.query import FilterError, list_tasks, parse_filter
 
 tasks_endpoint = endpoint("", error_response)

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
+from polyrelay.relay.routing import routes
 from polyrelay import imagefiles, multipart
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.multipart import Part
@@ -58,11 +59,11 @@ def count(value: Any, name: str, default: int = 1) -> int:
     return number
 
 
-def upload_limit(request: Request, model: str, default: int) -> int:
+def upload_limit(request: Request, kind: str, model: str, default: int) -> int:
     """The largest limit among the channels that could serve ``model`` (their ``max_upload_bytes``
     option, else the provider's documented limit), so no serving channel is refused an upload
     it accepts."""
-    channels = [c for group in request.app.state.relay.snapshot.routes(model) for c in group]
+    channels = [c for group in routes(request.app.state.relay.snapshot, kind, model) for c in group]
     return max((int(c.options.get(LIMIT_OPTION, default)) for c in channels), default=default)
 
 

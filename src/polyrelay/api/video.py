@@ -19,16 +19,15 @@ from typing import Any
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from polyrelay import kinds
 from polyrelay.api import kling as kling_api
 from polyrelay.api import luma as luma_api
 from polyrelay.api.openai import error_response
 from polyrelay.api.task_api import TaskCall, endpoint, json_response, not_found
 from polyrelay.errors import RelayError, bad_request
-from polyrelay.providers import kling as kling_upstream
-from polyrelay.providers import luma as luma_upstream
-from polyrelay.relay.routing import candidates
-from polyrelay.tasks.base import CANCEL, FAILURE, IN_PROGRESS, MODAL, SUCCESS, TaskView
-from polyrelay.tasks.dto import seconds, task_dto
+from polyrelay.relay import routing
+from polyrelay.providers.base import CANCEL, FAILURE, IN_PROGRESS, MODAL, SUCCESS, TaskView
+from polyrelay.providers.dto import seconds, task_dto
 
 # new-api maps these sizes onto Kling's aspect ratios; other sizes leave the family's default.
 _ASPECT_RATIOS = {"1024x1024": "1:1", "512x512": "1:1", "1280x720": "16:9", "1920x1080": "16:9",
@@ -68,9 +67,9 @@ async def _luma(call: TaskCall, model: str, payload: dict[str, Any], image: Any)
     return await luma_api.submit_generation(call, fields, model=model)
 
 
-# Channel type -> its submit; for both the task family has the same name.
+# Kind -> its submit; for both the task family has the same name.
 _FAMILIES: dict[str, Callable[[TaskCall, str, dict[str, Any], Any], Awaitable[TaskView]]] = {
-    kling_upstream.TYPE: _kling, luma_upstream.TYPE: _luma,
+    kinds.KLING: _kling, kinds.LUMA: _luma,
 }
 
 
@@ -91,7 +90,9 @@ async def create(call: TaskCall) -> Response:
     image = payload.get("image") or (images[0] if isinstance(images, list) and images else None)
     if not image and not str(payload.get("prompt") or "").strip():
         raise bad_request("prompt is required (or an image to animate).", param="prompt")
-    family = next((c.type for c in candidates(call.engine.relay.snapshot, model) if c.type in _FAMILIES), None)
+    snapshot = call.engine.spine.snapshot
+    served = [(groups[0][0].priority, kind) for kind in _FAMILIES if (groups := routing.routes(snapshot, kind, model))]
+    family = max(served, key=lambda item: item[0])[1] if served else None  # the best-placed channel's kind
     if family is None:
         raise RelayError(404, f"No video channel serves the model '{model}'.", code="model_not_found", param="model")
     task = await _FAMILIES[family](call, model, payload, image)

@@ -10,30 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from polyrelay.billing.meter import Price, Usage
+from polyrelay.billing.meter import Price
 from polyrelay.errors import RelayError
-from polyrelay.relay.call import Call
 from polyrelay.store.snapshot import TokenRecord, UserRecord
-
-# A prompt token is at least ~3 bytes of JSON-encoded text; bytes/3 over-estimates the
-# prompt, which is the safe side for a reservation.
-_BYTES_PER_TOKEN = 3
-
-
-def estimate(call: Call, price: Price | None, default_output_tokens: int) -> int:
-    """Upper-leaning guess of a call's cost, held until the real usage is known."""
-    if price is None:
-        return 0
-    guess = Usage(
-        prompt_tokens=len(call.body) // _BYTES_PER_TOKEN if call.payload is not None else 0,
-        completion_tokens=call.max_output_tokens if call.max_output_tokens is not None else default_output_tokens,
-        images=call.images,
-        characters=call.characters,
-    )
-    if not (price.input_per_mtok or price.output_per_mtok):
-        guess.prompt_tokens = guess.completion_tokens = 0
-    return price.cost(guess)
-
 
 def charge(token: TokenRecord, micros: int) -> int:
     """Apply the token's user's group multiplier (integer parts per million, rounded once)."""
@@ -81,31 +60,33 @@ def require_price(token: TokenRecord, model: str, price: Price | None) -> None:
         )
 
 
-def reserve(token: TokenRecord, micros: int) -> Reservation:
-    """Hold ``micros`` on the token's own limit and on its user's balance, or refuse with 429."""
-    remaining = token.remaining_micros
-    if remaining is not None and (remaining <= 0 or remaining < micros):
-        raise RelayError(
-            429,
-            "You exceeded your current quota: this key has "
-            f"{max(remaining, 0) / 1_000_000:.6f} USD left and this request may cost up to "
-            f"{micros / 1_000_000:.6f} USD.",
-            type="insufficient_quota",
-            code="insufficient_quota",
-        )
+def reserve(token: TokenRecord, micros: int, minimum: int | None = None) -> Reservation:
+    """Hold up to ``micros`` on the token's own limit and on its user's balance, or refuse with 429.
+
+    A call is admitted while what remains covers its ``minimum`` (the part of its cost known
+    before the upstream answers, e.g. the prompt); the hold is capped at what remains, so the
+    last cents of a balance stay usable. The overdraw bound that follows: a call admitted on a
+    capped hold may cost its output beyond what remained (see docs/billing.md).
+    """
+    floor = micros if minimum is None else min(minimum, micros)
+    available = token.remaining_micros
+    whose = "this key has"
     user = token.user
+    if user is not None and not user.unlimited:
+        left = user.balance_micros - user.reserved_micros
+        if available is None or left < available:
+            available, whose = left, "your account has"
+    if available is not None:
+        if available <= 0 or available < floor:
+            raise RelayError(
+                429,
+                f"You exceeded your current quota: {whose} {max(available, 0) / 1_000_000:.6f} USD available "
+                f"and this request costs at least {floor / 1_000_000:.6f} USD.",
+                type="insufficient_quota",
+                code="insufficient_quota",
+            )
+        micros = min(micros, available)
     if user is not None:
-        if not user.unlimited:
-            left = user.balance_micros - user.reserved_micros
-            if left <= 0 or left < micros:
-                raise RelayError(
-                    429,
-                    "You exceeded your current quota: your account has "
-                    f"{max(left, 0) / 1_000_000:.6f} USD available and this request may cost up to "
-                    f"{micros / 1_000_000:.6f} USD.",
-                    type="insufficient_quota",
-                    code="insufficient_quota",
-                )
         user.reserved_micros += micros
     token.reserved_micros += micros
     return Reservation(token, micros, user)

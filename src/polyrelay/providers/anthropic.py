@@ -16,12 +16,13 @@ from __future__ import annotations
 import aiohttp
 import orjson
 
+from polyrelay import kinds
 from polyrelay.errors import RelayError
 from polyrelay.providers import anthropic_chat
 from polyrelay.providers.base import Adaptor, Reply, ReplyStream, Services, Target, UpstreamRequest
 from polyrelay.providers.image_parts import policy_for, prefetch
 from polyrelay.providers.streams import ObservedStream, TranslatedStream
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 NATIVE_FAMILY = "anthropic"
 DEFAULT_VERSION = "2023-06-01"
@@ -34,6 +35,7 @@ def _fetches_images(target: Target) -> bool:
 
 class AnthropicAdaptor(Adaptor):
     type = "anthropic"
+    kinds = frozenset({kinds.CHAT, kinds.CLAUDE})  # chat through anthropic_chat
 
     async def prepare(self, call: Call, target: Target, services: Services) -> None:
         if call.family != NATIVE_FAMILY and call.endpoint == "chat.completions" and _fetches_images(target):

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from polyrelay.providers.base import Target, UpstreamRequest
 from polyrelay.providers.openai import OpenAIAdaptor
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 DEFAULT_API_VERSION = "2024-10-21"
 

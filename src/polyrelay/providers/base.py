@@ -1,25 +1,73 @@
-"""The one small interface every upstream protocol implements.
+"""The shared vocabulary of the gateway's rooms: the caller's request, and both adaptor interfaces.
 
-An adaptor turns a :class:`Call` into an upstream HTTP request for one channel and
-key, and turns the upstream's answer back into the caller's format, reporting usage.
-It never chooses channels, never bills and never renders errors: the relay pipeline
-does those for every protocol alike.
+A :class:`Call` is what an API family hands the relay; a sync :class:`Adaptor` turns it
+into an upstream request for one :class:`Target` (channel and key) and the answer back
+into the caller's format; a :class:`TaskAdaptor` polls an asynchronous family's jobs and
+renders its task objects. Neither chooses channels, bills or renders errors: the relay
+pipeline and the task engine do those for every protocol alike. Each adaptor declares the
+request *kinds* it serves (``polyrelay.kinds``); routing never hands it anything else.
 """
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
 import aiohttp
 
+from polyrelay import kinds
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
-from polyrelay.relay.call import Call
-from polyrelay.relay.fetch import FetchPolicy
+from polyrelay.fetch import FetchPolicy
+from polyrelay.multipart import Part
 from polyrelay.store.snapshot import ChannelRecord
 
+
+# --- the caller's request ---------------------------------------------------
+
+@dataclass(slots=True)
+class Call:
+    """One caller request, built by an API family and handed to the relay pipeline."""
+
+    family: str  # "openai", later "midjourney", "ideogram", ...
+    endpoint: str  # "chat.completions", "embeddings", "audio.speech", ...
+    path: str  # protocol path the adaptor targets, e.g. "/v1/chat/completions"
+    model: str
+    body: bytes
+    content_type: str
+    request_id: str
+    client_ip: str = ""
+    payload: dict[str, Any] | None = None  # the parsed JSON body, when the body is JSON
+    stream: bool = False  # the reply is streamed to the caller as it arrives
+    sse: bool = False  # ... and it is a server-sent-event stream whose usage we read
+    include_usage: bool = False  # the caller itself asked for the usage chunk
+    images: int = 0  # images the call asks for (estimates only; billing counts the reply)
+    characters: int = 0  # input characters (text-to-speech)
+    max_output_tokens: int | None = None
+    parts: list[Part] | None = None  # the parts of a multipart body, with their byte spans
+    extra: dict[str, Any] = field(default_factory=dict)
+    kind: str = ""  # see ``polyrelay.kinds``; derived from family and endpoint when not given
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            self.kind = kinds.of_call(self.family, self.endpoint)
+
+
+# A random per-process prefix plus a counter: unique across processes and restarts,
+# and far cheaper than a uuid4 per request.
+_REQUEST_PREFIX = secrets.token_hex(6)
+_request_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"req_{_REQUEST_PREFIX}{next(_request_counter):010x}"
+
+
+# --- synchronous adaptors -----------------------------------------------------
 
 @dataclass(slots=True)
 class Target:
@@ -72,7 +120,8 @@ class Services:
 class Adaptor(ABC):
     """One upstream protocol. Subclasses register themselves under ``type``."""
 
-    type: str
+    type: str  # the channel type it serves
+    kinds: frozenset[str]  # the request kinds it serves (``polyrelay.kinds``), translated or not
     # JSON keys whose values are result URLs that ``files.rehost`` may replace by polyrelay's own.
     result_url_keys: frozenset[str] = frozenset()
 
@@ -122,3 +171,154 @@ class Adaptor(ABC):
 
     def content_type(self, response: aiohttp.ClientResponse) -> str:
         return response.headers.get("Content-Type", "application/octet-stream")
+
+
+# --- task adaptors ------------------------------------------------------------
+
+# The engine's status vocabulary is midjourney-proxy's (the richest); other families map
+# theirs onto it (e.g. Suno QUEUED -> SUBMITTED, Kling succeed -> SUCCESS).
+NOT_START = "NOT_START"
+SUBMITTED = "SUBMITTED"
+MODAL = "MODAL"
+IN_PROGRESS = "IN_PROGRESS"
+FAILURE = "FAILURE"
+SUCCESS = "SUCCESS"
+CANCEL = "CANCEL"
+TERMINAL = frozenset({FAILURE, SUCCESS, CANCEL})
+# Callbacks and stored state never move backwards along this order.
+RANK = {NOT_START: 0, SUBMITTED: 1, MODAL: 2, IN_PROGRESS: 3, FAILURE: 4, SUCCESS: 4, CANCEL: 4}
+
+
+def coarse_progress(status: str) -> str:
+    """A progress string for upstreams that report only a state, never a percentage."""
+    return {SUCCESS: "100%", FAILURE: "", IN_PROGRESS: "50%"}.get(status, "0%")
+
+
+class Media(TypedDict):
+    """One result a gallery shows: ``kind`` is "image", "video" or "audio"; URLs a browser can load."""
+
+    kind: str
+    url: str
+    thumbnail: str | None
+
+
+def media_item(kind: str, url: Any, thumbnail: Any = None) -> list[Media]:
+    """``[item]`` when ``url`` is a non-empty string, else ``[]``: upstream results are loosely typed."""
+    if not isinstance(url, str) or not url:
+        return []
+    return [Media(kind=kind, url=url, thumbnail=thumbnail if isinstance(thumbnail, str) and thumbnail else None)]
+
+
+@dataclass(slots=True)
+class TaskView:
+    """A task row as plain data, safe to pass between the DB thread and the event loop."""
+
+    id: str
+    token_id: int | None
+    token_name: str
+    family: str
+    action: str
+    model: str
+    mode: str
+    parent_id: str | None
+    channel_id: int
+    upstream_id: str
+    status: str
+    progress: str
+    request: dict[str, Any]
+    result: dict[str, Any]
+    fail_reason: str
+    cost_micros: int
+    settlement: str
+    submit_time: int
+    start_time: int | None
+    finish_time: int | None
+    next_poll_at: int | None
+    poll_count: int
+    notify_hook: str
+    properties: dict[str, Any] = field(default_factory=dict)
+    notify_due_at: int | None = None  # set while a callback is undelivered (tasks/callbacks.py)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(slots=True)
+class TaskUpdate:
+    """What the upstream says about one task now."""
+
+    status: str
+    progress: str = ""
+    result: dict[str, Any] | None = None  # the upstream's task object, kept for rendering
+    fail_reason: str = ""
+    start_time: int | None = None
+    finish_time: int | None = None
+
+
+class TaskAdaptor(ABC):
+    """One task family's upstream protocol, as far as the engine needs it."""
+
+    family: str
+    channel_type: str  # channels of this type run the family's jobs
+    kinds: frozenset[str]  # the request kinds it serves (``polyrelay.kinds``)
+    batch_size: int = 100  # most upstream ids per status query
+    # JSON keys of a finished task's ``result`` whose URLs ``files.rehost`` may replace by polyrelay's own.
+    result_url_keys: frozenset[str] = frozenset()
+
+    @abstractmethod
+    async def fetch(
+        self, session: aiohttp.ClientSession, channel: ChannelRecord, key: str, upstream_ids: list[str]
+    ) -> dict[str, TaskUpdate]:
+        """Current state of ``upstream_ids``; ids the upstream does not know are left out.
+
+        Raise (aiohttp.ClientError, asyncio.TimeoutError, ValueError) when the upstream
+        cannot answer: the engine retries later.
+        """
+
+    @abstractmethod
+    def render(self, task: TaskView) -> dict[str, Any]:
+        """The caller-facing task object (fetch replies and notifyHook bodies)."""
+
+    def scope(self, task: TaskView) -> str:
+        """Tasks polled in one ``fetch`` share this value; an upstream whose status query differs by task
+        kind (Kling: ``/v1/videos/text2video/{id}`` vs ``/v1/images/generations/{id}``) returns the kind,
+        and its ``fetch`` then receives it as the keyword argument ``scope``. Default: one scope."""
+        return ""
+
+    def prompt(self, task: TaskView) -> str:
+        """The prompt the caller submitted, "" if none (the console shows it next to the results)."""
+        prompt = (task.request or {}).get("prompt")
+        return prompt if isinstance(prompt, str) else ""
+
+    def media(self, task: TaskView) -> list[Media]:
+        """The task's results for the console's gallery; families with viewable results override this."""
+        return []
+
+    def buttons(self, task: TaskView) -> list[dict[str, str]]:
+        """Follow-up actions offered on the result (``customId``, ``label``, ``emoji``); only Midjourney has them."""
+        return []
+
+
+class OneByOne(TaskAdaptor):
+    """For upstreams whose status query answers one task at a time (BFL, Luma, Kling, Stability): the poller
+    spreads the queries over the channel's ``channel_concurrency`` slots; the family maps one answer."""
+
+    batch_size = 1
+
+    async def fetch(
+        self, session: aiohttp.ClientSession, channel: ChannelRecord, key: str, upstream_ids: list[str],
+        **scope: Any,
+    ) -> dict[str, TaskUpdate]:
+        updates: dict[str, TaskUpdate] = {}
+        for upstream_id in upstream_ids:
+            update = await self.fetch_one(session, channel, key, upstream_id, **scope)
+            if update is not None:
+                updates[upstream_id] = update
+        return updates
+
+    @abstractmethod
+    async def fetch_one(
+        self, session: aiohttp.ClientSession, channel: ChannelRecord, key: str, upstream_id: str, **scope: Any
+    ) -> TaskUpdate | None:
+        """The task's state now; None when the upstream does not know it (yet). Raise to retry later."""

@@ -60,7 +60,9 @@ def stop_list(stop: Any) -> list[str] | None:
 
 
 def max_output_tokens(payload: dict[str, Any]) -> int | None:
-    value = payload.get("max_completion_tokens", payload.get("max_tokens"))
+    value = payload.get("max_completion_tokens")
+    if value is None:  # absent or null: the older name counts
+        value = payload.get("max_tokens")
     return value if isinstance(value, int) and value > 0 else None
 
 

@@ -14,7 +14,7 @@ import orjson
 
 from polyrelay.billing import tokenizer
 from polyrelay.billing.meter import Usage
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 DONE = b"data: [DONE]\n\n"
 

@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from polyrelay.fetch import same_provider
+from polyrelay import kinds
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
 from polyrelay.providers.base import Reply, Target, UpstreamRequest
@@ -25,9 +27,8 @@ from polyrelay.providers.imaging import (
     json_object,
     openai_images,
     parse_size,
-    same_provider,
 )
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 # OpenAI-request fields BFL understands as they are (images.md: the alias's extra fields).
 _PASSED = ("aspect_ratio", "steps", "prompt_upsampling", "seed", "guidance", "safety_tolerance", "output_format",
@@ -52,6 +53,7 @@ def bfl_body(payload: dict[str, Any]) -> dict[str, Any]:
 
 class FluxAdaptor(OneImageAdaptor):
     type = "flux"
+    kinds = frozenset({kinds.IMAGES})  # the DALL·E-format alias; BFL's own API is FluxTasks
 
     def _headers(self, target: Target) -> dict[str, str]:
         return bfl_headers(target.key)

@@ -13,11 +13,12 @@ from urllib.parse import quote
 
 import aiohttp
 
+from polyrelay import kinds
 from polyrelay.providers.flux import MODERATED, WAITING, bfl_headers
 from polyrelay.providers.task_http import poll_timeout, request_json
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUCCESS, Media, TaskUpdate, TaskView, media_item
-from polyrelay.tasks.single import OneByOne
+from polyrelay.providers.base import FAILURE, IN_PROGRESS, SUCCESS, Media, TaskUpdate, TaskView, media_item
+from polyrelay.providers.base import OneByOne
 
 TYPE = "flux"
 FAMILY = "flux"
@@ -45,6 +46,8 @@ def _update(data: dict[str, Any]) -> TaskUpdate | None:
 
 class FluxTasks(OneByOne):
     family = FAMILY
+    channel_type = TYPE
+    kinds = frozenset({kinds.FLUX})
     result_url_keys = frozenset({"sample"})  # get_result's result.sample
 
     async def fetch_one(

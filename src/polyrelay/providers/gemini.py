@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from polyrelay import kinds
 from polyrelay.billing import tokenizer
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError, bad_request
@@ -24,7 +25,7 @@ from polyrelay.providers import gemini_chat
 from polyrelay.providers.base import Adaptor, Reply, ReplyStream, Services, Target, UpstreamRequest
 from polyrelay.providers.image_parts import policy_for, prefetch
 from polyrelay.providers.streams import ObservedStream, TranslatedStream
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 NATIVE_FAMILY = "gemini"
 # google.rpc status -> (HTTP status, OpenAI error type) for OpenAI-format callers.
@@ -45,6 +46,7 @@ _JSON = "application/json"
 
 class GeminiAdaptor(Adaptor):
     type = "gemini"
+    kinds = frozenset({kinds.CHAT, kinds.EMBEDDINGS, kinds.GEMINI})  # chat through gemini_chat
 
     async def prepare(self, call: Call, target: Target, services: Services) -> None:
         if call.family != NATIVE_FAMILY and call.endpoint == "chat.completions":

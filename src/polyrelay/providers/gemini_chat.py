@@ -25,7 +25,7 @@ from polyrelay.providers.chat_in import (
 )
 from polyrelay.providers.chat_out import ChunkWriter
 from polyrelay.providers.image_parts import inline
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 SAFETY_CATEGORIES = (
     "HARM_CATEGORY_HARASSMENT",

@@ -15,11 +15,12 @@ from urllib.parse import unquote
 import aiohttp
 import orjson
 
+from polyrelay import kinds
 from polyrelay import multipart
 from polyrelay.billing.meter import Usage
 from polyrelay.providers.base import Reply, Target, UpstreamRequest
 from polyrelay.providers.imaging import ImageAdaptor, json_object
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 MODEL_PREFIX = "ideogram-"  # polyrelay's model names: "ideogram-V_2", "ideogram-V_3-TURBO", ...
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
@@ -53,6 +54,7 @@ def rewritten_request(image_request: dict[str, Any], call: Call, target: Target)
 
 class IdeogramAdaptor(ImageAdaptor):
     type = "ideogram"
+    kinds = frozenset({kinds.IDEOGRAM})
 
     def build_request(self, call: Call, target: Target) -> UpstreamRequest:
         return UpstreamRequest(

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 
 from polyrelay.errors import bad_request
-from polyrelay.relay.call import Call
-from polyrelay.relay.fetch import FetchError, FetchPolicy, fetch_image
+from polyrelay.providers.base import Call
+from polyrelay.fetch import FetchError, FetchPolicy, fetch_image
 
 _FETCHED = "fetched_images"  # call.extra key: url -> (media type, base64 data)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -20,7 +19,7 @@ import orjson
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers.base import Adaptor, Reply, ReplyStream, Target
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 
 def json_object(body: bytes) -> dict[str, Any] | None:
@@ -123,17 +122,3 @@ def closest_aspect_ratio(size: tuple[int, int], allowed: tuple[str, ...]) -> str
         return abs(math.log(w / h) - wanted)
 
     return min(allowed, key=distance)
-
-
-def same_provider(url: str, base_url: str) -> bool:
-    """Whether ``url`` is on the channel's host or a sibling host of its domain (api.us1.bfl.ai
-    for api.bfl.ai), so the channel key is never sent, nor a download made, elsewhere."""
-    host, base = urlsplit(url).hostname or "", urlsplit(base_url).hostname or ""
-    if not host or urlsplit(url).scheme not in ("http", "https"):
-        return False
-    if host == base:
-        return True
-    labels = base.split(".")
-    if len(labels) < 2 or base.replace(".", "").isdigit():
-        return False
-    return host.endswith("." + ".".join(labels[-2:]))

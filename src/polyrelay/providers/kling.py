@@ -19,12 +19,13 @@ from typing import Any
 import aiohttp
 import orjson
 
+from polyrelay import kinds
 from polyrelay.providers.task_http import poll_timeout, request_json
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import (
+from polyrelay.providers.base import (
     FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, Media, TaskUpdate, TaskView, coarse_progress, media_item,
 )
-from polyrelay.tasks.single import OneByOne
+from polyrelay.providers.base import OneByOne
 
 TYPE = "kling"
 FAMILY = "kling"
@@ -69,6 +70,8 @@ def _update(data: dict[str, Any]) -> TaskUpdate:
 
 class KlingTasks(OneByOne):
     family = FAMILY
+    channel_type = TYPE
+    kinds = frozenset({kinds.KLING})
     result_url_keys = frozenset({"url"})  # task_result.images[].url, task_result.videos[].url
 
     def scope(self, task: TaskView) -> str:

@@ -15,12 +15,13 @@ from urllib.parse import quote
 
 import aiohttp
 
+from polyrelay import kinds
 from polyrelay.providers.task_http import poll_timeout, request_json
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import (
+from polyrelay.providers.base import (
     FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, Media, TaskUpdate, TaskView, coarse_progress, media_item,
 )
-from polyrelay.tasks.single import OneByOne
+from polyrelay.providers.base import OneByOne
 
 TYPE = "luma"
 FAMILY = "luma"
@@ -71,6 +72,8 @@ def update(item: dict[str, Any]) -> TaskUpdate:
 
 class LumaTasks(OneByOne):
     family = FAMILY
+    channel_type = TYPE
+    kinds = frozenset({kinds.LUMA})
     result_url_keys = frozenset({"url", "download_url"})  # video and thumbnail
 
     async def fetch_one(

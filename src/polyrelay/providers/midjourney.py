@@ -12,8 +12,9 @@ from typing import Any
 import aiohttp
 import orjson
 
+from polyrelay import kinds
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import RANK, SUBMITTED, Media, TaskAdaptor, TaskUpdate, TaskView, media_item
+from polyrelay.providers.base import RANK, SUBMITTED, Media, TaskAdaptor, TaskUpdate, TaskView, media_item
 
 TYPE = "midjourney"
 # Upstream task properties a caller must not see (our callbacks replace theirs; account internals).
@@ -73,6 +74,8 @@ def _update(task: dict[str, Any]) -> TaskUpdate:
 
 class MidjourneyTasks(TaskAdaptor):
     family = "midjourney"
+    channel_type = TYPE
+    kinds = frozenset({kinds.MIDJOURNEY})
     batch_size = 100
 
     async def fetch(

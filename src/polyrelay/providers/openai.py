@@ -15,12 +15,13 @@ from typing import Any
 import aiohttp
 import orjson
 
+from polyrelay import kinds
 from polyrelay import multipart
 from polyrelay.billing import tokenizer
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
 from polyrelay.providers.base import Adaptor, Reply, ReplyStream, Target, UpstreamRequest
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 # Only whisper models answer verbose_json, which carries the duration we bill by.
 _DURATION_MODELS = ("whisper",)
@@ -89,6 +90,7 @@ def _completion_text(choices: list[Any]) -> str:
 
 class OpenAIAdaptor(Adaptor):
     type = "openai"
+    kinds = frozenset({kinds.CHAT, kinds.COMPLETIONS, kinds.EMBEDDINGS, kinds.IMAGES, kinds.IMAGE_EDITS, kinds.AUDIO})
 
     def build_request(self, call: Call, target: Target) -> UpstreamRequest:
         return UpstreamRequest(

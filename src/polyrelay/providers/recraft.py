@@ -13,10 +13,11 @@ from typing import Any
 import aiohttp
 import orjson
 
+from polyrelay import kinds
 from polyrelay.billing.meter import Usage
 from polyrelay.providers.base import Reply, Target, UpstreamRequest
 from polyrelay.providers.imaging import ImageAdaptor, alias_payload, json_object
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 GENERATIONS = "/v1/images/generations"
 _RECRAFT_FIELDS = frozenset({
@@ -43,6 +44,7 @@ def images_in(data: dict[str, Any]) -> int:
 
 class RecraftAdaptor(ImageAdaptor):
     type = "recraft"
+    kinds = frozenset({kinds.IMAGES, kinds.RECRAFT})
 
     def build_request(self, call: Call, target: Target) -> UpstreamRequest:
         body = call.body

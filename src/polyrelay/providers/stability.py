@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
-import orjson
 
+from polyrelay import kinds
 from polyrelay import multipart
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
@@ -26,7 +26,7 @@ from polyrelay.providers.imaging import (
     openai_images,
     parse_size,
 )
-from polyrelay.relay.call import Call
+from polyrelay.providers.base import Call
 
 ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
 _RELAYED_HEADERS = ("finish-reason", "seed")
@@ -53,6 +53,7 @@ def alias_form(payload: dict[str, Any], upstream_model: str) -> tuple[str, list[
 
 class StabilityAdaptor(OneImageAdaptor):
     type = "stability"
+    kinds = frozenset({kinds.IMAGES, kinds.STABILITY})
 
     def build_request(self, call: Call, target: Target) -> UpstreamRequest:
         headers = {"Authorization": f"Bearer {target.key}"}

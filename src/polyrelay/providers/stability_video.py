@@ -15,10 +15,11 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from polyrelay import kinds
 from polyrelay.providers.task_http import poll_timeout, request_json
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import FAILURE, IN_PROGRESS, SUCCESS, Media, TaskUpdate, TaskView, media_item
-from polyrelay.tasks.single import OneByOne
+from polyrelay.providers.base import FAILURE, IN_PROGRESS, SUCCESS, Media, TaskUpdate, TaskView, media_item
+from polyrelay.providers.base import OneByOne
 
 TYPE = "stability"
 FAMILY = "stability"
@@ -44,6 +45,8 @@ async def submit(
 
 class StabilityVideoTasks(OneByOne):
     family = FAMILY
+    channel_type = TYPE
+    kinds = frozenset({kinds.STABILITY_VIDEO})
 
     async def fetch_one(
         self, session: aiohttp.ClientSession, channel: ChannelRecord, key: str, upstream_id: str, **scope: Any

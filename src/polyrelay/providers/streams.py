@@ -31,9 +31,7 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[Event]:
         buffer = self._pending + chunk if self._pending else chunk
         if b"\r" in buffer:
-            if buffer.endswith(b"\r"):  # a CRLF may be split across reads: wait for its LF
-                self._pending = buffer
-                return []
+            # A CRLF cut across reads leaves a lone "\r" pending; it is normalised with its LF next time.
             buffer = buffer.replace(b"\r\n", b"\n")
         cut = buffer.rfind(b"\n\n")
         if cut < 0:

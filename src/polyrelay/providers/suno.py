@@ -12,12 +12,13 @@ from typing import Any
 
 import aiohttp
 
+from polyrelay import kinds
 from polyrelay.providers.task_http import poll_timeout, request_json
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks.base import (
+from polyrelay.providers.base import (
     FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, Media, TaskAdaptor, TaskUpdate, TaskView, media_item,
 )
-from polyrelay.tasks.dto import task_dto
+from polyrelay.providers.dto import task_dto
 
 TYPE = "suno"
 FAMILY = "suno"
@@ -44,6 +45,8 @@ def _update(dto: dict[str, Any]) -> TaskUpdate:
 
 class SunoTasks(TaskAdaptor):
     family = FAMILY
+    channel_type = TYPE
+    kinds = frozenset({kinds.SUNO})
     result_url_keys = frozenset({"audio_url", "video_url", "image_url", "image_large_url"})
     batch_size = 100
 

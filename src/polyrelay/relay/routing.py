@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from polyrelay.providers.base import Target
+from polyrelay.providers.registry import kinds_of
 from polyrelay.store.snapshot import ChannelRecord, Snapshot
 from polyrelay.store.writer import BatchWriter
 
@@ -40,10 +41,27 @@ def _weighted_order(channels: list[ChannelRecord]) -> list[ChannelRecord]:
     )
 
 
-def candidates(snapshot: Snapshot, model: str) -> Iterator[ChannelRecord]:
+def routes(snapshot: Snapshot, kind: str, model: str) -> list[list[ChannelRecord]]:
+    """Channels whose type serves ``kind`` and that serve ``model``, by priority, highest first (memoised)."""
+    key = (kind, model)
+    groups = snapshot.route_cache.get(key)
+    if groups is None:
+        by_priority: dict[int, list[ChannelRecord]] = {}
+        for channel in snapshot.channels:
+            if kind in kinds_of(channel.type) and channel.serves(model):
+                by_priority.setdefault(channel.priority, []).append(channel)
+        groups = [by_priority[p] for p in sorted(by_priority, reverse=True)]
+        if len(snapshot.route_cache) < 10_000:  # bound memory against callers inventing names
+            snapshot.route_cache[key] = groups
+    return groups
+
+
+def candidates(groups: list[list[ChannelRecord]]) -> Iterator[ChannelRecord]:
+    """The channels of ``groups`` (see ``routes``) in the order to try them, each again while it has
+    another usable key; channels cooling down after failures come last."""
     now = time.monotonic()
     cooling: list[ChannelRecord] = []
-    for group in snapshot.routes(model):
+    for group in groups:
         for channel in _weighted_order(group):
             if channel.cooldown_until > now:
                 cooling.append(channel)

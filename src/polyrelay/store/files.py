@@ -27,13 +27,13 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from polyrelay.relay.fetch import FetchError, FetchPolicy, _pinned, _resolve
+from polyrelay.fetch import FetchError, FetchPolicy, pinned_get, same_provider
 from polyrelay.store.snapshot import ChannelRecord
 
 log = logging.getLogger("polyrelay.files")
@@ -54,7 +54,6 @@ MEDIA_TYPES: dict[str, str] = {
 _EXTENSIONS = {media_type: ext for ext, media_type in MEDIA_TYPES.items()}
 _EXTENSIONS.update({"image/jpg": "jpg", "audio/mp3": "mp3", "audio/x-wav": "wav", "audio/wave": "wav"})
 FILE_ID = re.compile(r"^([0-9a-f]{64})\.([a-z0-9]{2,4})$")
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _CHUNK = 256 * 1024
 
 
@@ -109,8 +108,6 @@ def _host_listed(host: str, patterns: list[str]) -> bool:
 
 def provider_host(url: str, channel: ChannelRecord, listed: list[str]) -> bool:
     """Whether ``url`` is on the channel's own host, a sibling of its domain, or a host listed for its type."""
-    from polyrelay.providers.imaging import same_provider  # the adaptors' own rule; imported late (cycle)
-
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False
@@ -186,28 +183,8 @@ class FileStore:
 
     async def _download(self, url: str, channel: ChannelRecord, listed: list[str],
                         session: aiohttp.ClientSession) -> str:
-        for _ in range(self._policy.max_redirects + 1):
-            if not provider_host(url, channel, listed):
-                raise FetchError("the URL is not on the provider's own hosts")
-            parts = urlsplit(url)
-            assert parts.hostname is not None
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            address = await _resolve(parts.hostname, port, self._policy)
-            pinned, host_header = _pinned(url, address)
-            extra = {"server_hostname": parts.hostname} if parts.scheme == "https" else {}
-            async with session.get(pinned, headers={"Host": host_header}, allow_redirects=False, **extra) as response:
-                if response.status in _REDIRECTS:
-                    location = response.headers.get("Location")
-                    if not location:
-                        raise FetchError(f"HTTP {response.status} without a Location")
-                    url = urljoin(url, location)
-                    continue
-                if response.status != 200:
-                    raise FetchError(f"the provider answered HTTP {response.status}")
-                if response.content_length is not None and response.content_length > self._policy.max_bytes:
-                    raise FetchError(f"the file is larger than {self._policy.max_bytes} bytes")
-                return await self._save(response)
-        raise FetchError(f"more than {self._policy.max_redirects} redirects")
+        return await pinned_get(session, url, self._policy, self._save,
+                                allowed=lambda hop: provider_host(hop, channel, listed))
 
     async def _save(self, response: aiohttp.ClientResponse) -> str:
         """Stream the body to a temporary file while hashing it, then move it to its content address."""

@@ -119,7 +119,8 @@ class Snapshot:
     channels: list[ChannelRecord]
     prices: dict[str, Price]
     price_patterns: list[tuple[str, Price]]
-    _routes: dict[str, list[list[ChannelRecord]]] = field(default_factory=dict)
+    # Routing's memo of channels by (kind, model), dropped with the snapshot (see relay.routing.routes).
+    route_cache: dict[tuple[str, str], list[list[ChannelRecord]]] = field(default_factory=dict)
     users: dict[int, UserRecord] = field(default_factory=dict)
     # Database money values read with this snapshot, applied by ``adopt`` on the event loop.
     _db_balances: dict[int, int] = field(default_factory=dict)
@@ -169,19 +170,6 @@ class Snapshot:
             if fnmatchcase(model, pattern):
                 return candidate
         return self.prices.get("default")
-
-    def routes(self, model: str) -> list[list[ChannelRecord]]:
-        """Channels serving ``model``, grouped by priority, highest first (memoised)."""
-        groups = self._routes.get(model)
-        if groups is None:
-            by_priority: dict[int, list[ChannelRecord]] = {}
-            for channel in self.channels:
-                if channel.serves(model):
-                    by_priority.setdefault(channel.priority, []).append(channel)
-            groups = [by_priority[p] for p in sorted(by_priority, reverse=True)]
-            if len(self._routes) < 10_000:  # bound memory against callers inventing names
-                self._routes[model] = groups
-        return groups
 
     def model_names(self) -> list[str]:
         """Every concrete model name some enabled channel declares (mapping aliases included)."""

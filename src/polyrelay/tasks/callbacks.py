@@ -19,7 +19,7 @@ from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from polyrelay.store import models
-from polyrelay.tasks.base import TaskView
+from polyrelay.providers.base import TaskView
 from polyrelay.tasks.store import view
 
 Task = models.Task

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 import aiohttp
 from sqlalchemy import Engine
 
-from polyrelay.relay.pipeline import Relay
+from polyrelay.relay.spine import Spine
 from polyrelay.tasks import callbacks, store
-from polyrelay.tasks.base import TaskAdaptor, TaskView
+from polyrelay.providers.base import TaskAdaptor, TaskView
 from polyrelay.tasks.notify import Notifier
 from polyrelay.tasks.settings import TaskSettings
 
@@ -36,13 +36,13 @@ class TaskEngine:
         self,
         db: Engine,
         executor: ThreadPoolExecutor,
-        relay: Relay,
+        spine: Spine,
         session: aiohttp.ClientSession,
         settings: TaskSettings,
         adaptors: dict[str, TaskAdaptor],
     ) -> None:
         self.db = db
-        self.relay = relay
+        self.spine = spine
         self.session = session
         self.settings = settings
         self.adaptors = adaptors
@@ -78,7 +78,7 @@ class TaskEngine:
         """Mirror refunds on the in-memory token records, so admission sees the money again."""
         if not any(s.refunded_micros for s in settled):
             return
-        tokens = {t.id: t for t in self.relay.snapshot.tokens_by_hash.values()}
+        tokens = {t.id: t for t in self.spine.snapshot.tokens_by_hash.values()}
         for item in settled:
             token = tokens.get(item.task.token_id) if item.task.token_id is not None else None
             if token is not None and item.refunded_micros:

@@ -19,7 +19,7 @@ from polyrelay.background import stop_task
 from polyrelay.store.files import FileStore
 from polyrelay.store.snapshot import ChannelRecord
 from polyrelay.tasks import store
-from polyrelay.tasks.base import FAILURE, RANK, SUCCESS, TERMINAL, TaskUpdate, TaskView
+from polyrelay.providers.base import FAILURE, RANK, SUCCESS, TERMINAL, TaskUpdate, TaskView
 from polyrelay.tasks.engine import TaskEngine
 
 log = logging.getLogger("polyrelay.tasks")
@@ -108,7 +108,7 @@ class Poller:
             adaptor = engine.adaptors.get(task.family)
             scope = adaptor.scope(task) if adaptor is not None else ""
             groups[(task.family, task.channel_id, int(task.properties.get("key_index", 0)), scope)].append(task)
-        channels = {c.id: c for c in engine.relay.snapshot.channels}
+        channels = {c.id: c for c in engine.spine.snapshot.channels}
         results = await asyncio.gather(
             *(self._poll_group(family, channels.get(cid), key_index, group, scope)
               for (family, cid, key_index, scope), group in groups.items())
@@ -163,7 +163,7 @@ class Poller:
         for result in await asyncio.gather(*(one(b) for b in batches)):
             merged.update({(channel.id, upstream): update for upstream, update in result.items()})
         finished = [u for u in merged.values() if u.status == SUCCESS and u.result] if adaptor.result_url_keys else []
-        if finished and (files := engine.relay.files) is not None:
+        if finished and (files := engine.spine.files) is not None:
             await asyncio.gather(*(self._rehost(files, adaptor.result_url_keys, channel, u) for u in finished))
         return merged
 

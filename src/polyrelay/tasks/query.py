@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from polyrelay.store import models
-from polyrelay.tasks.base import RANK, TaskView
+from polyrelay.providers.base import RANK, TaskView
 from polyrelay.tasks.store import view
 
 

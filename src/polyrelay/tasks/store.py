@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from polyrelay.billing import accounts
 from polyrelay.store import models
-from polyrelay.tasks.base import CANCEL, FAILURE, IN_PROGRESS, RANK, SUCCESS, TERMINAL, TaskUpdate, TaskView
+from polyrelay.providers.base import CANCEL, FAILURE, IN_PROGRESS, RANK, SUCCESS, TERMINAL, TaskUpdate, TaskView
 
 Task = models.Task
 _VIEW_FIELDS = tuple(f.name for f in fields(TaskView))

@@ -13,7 +13,7 @@ from polyrelay.api.admin.access import Principal, endpoint
 from polyrelay.api.admin.common import ApiError, engine_of, iso, json_response, not_found, path_int, read_body
 from polyrelay.api.admin.fields import check_unknown, field_int
 from polyrelay.api.admin.records import insert_record, list_records, record_op
-from polyrelay.relay.auth import key_hint
+from polyrelay.keys import key_hint
 from polyrelay.store import models
 
 
@@ -39,7 +39,7 @@ def _apply_channel(row: models.Channel, data: dict[str, Any], creating: bool) ->
     from pydantic import ValidationError
 
     from polyrelay.config import ChannelConfig
-    from polyrelay.tasks.registry import channel_types
+    from polyrelay.providers.registry import CHANNEL_TYPES
 
     current = {} if creating else {
         "name": row.name, "type": row.type, "base_url": row.base_url, "keys": row.keys, "models": row.models,
@@ -51,7 +51,7 @@ def _apply_channel(row: models.Channel, data: dict[str, Any], creating: bool) ->
         config = ChannelConfig(**merged)
     except ValidationError as exc:
         raise ApiError(400, "invalid_field", str(exc).replace("\n", " ")) from None
-    known = channel_types()
+    known = CHANNEL_TYPES
     if config.type not in known:
         raise ApiError(400, "invalid_field",
                        f"Unknown channel type '{config.type}'; known: {', '.join(sorted(known))}.")

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 
 from polyrelay.billing import accounts
 from polyrelay.patterns import ModelPatterns, is_wildcard
-from polyrelay.relay.auth import generate_key, hash_key, key_hint
-from polyrelay.relay.call import Call, new_request_id
+from polyrelay.keys import generate_key, hash_key, key_hint
+from polyrelay.providers.base import Call, new_request_id
 from polyrelay.store import models
 from polyrelay.store.db import bump_records_version
 from polyrelay.store.snapshot import ChannelRecord
@@ -49,7 +49,8 @@ async def run_channel_test(
     Records ``tested_at``, ``test_latency_ms`` and ``test_result`` ("ok" or the error) on
     the channel; the answer says the same plus the upstream status. None: no such channel.
     """
-    from polyrelay.tasks.registry import TASK_ONLY_CHANNEL_TYPES
+    from polyrelay import kinds
+    from polyrelay.providers.registry import kinds_of
 
     loop = asyncio.get_running_loop()
 
@@ -69,7 +70,7 @@ async def run_channel_test(
     started = time.perf_counter()
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
         try:
-            if channel.type in TASK_ONLY_CHANNEL_TYPES:
+            if kinds.CHAT not in kinds_of(channel.type):  # no chat to test with: see that the host answers
                 status, result = await _probe(http, channel)
             else:
                 status, result = await _chat_test(http, channel, model_name)
@@ -98,7 +99,7 @@ def _timeout(channel: ChannelRecord) -> aiohttp.ClientTimeout:
 
 
 async def _chat_test(http: aiohttp.ClientSession, channel: ChannelRecord, model_name: str) -> tuple[int, str]:
-    from polyrelay.providers import adaptor_for
+    from polyrelay.providers.registry import adaptor_for
     from polyrelay.providers.base import Services, Target
 
     payload = {"model": model_name, "messages": _TEST_PROMPT, "max_tokens": 1}

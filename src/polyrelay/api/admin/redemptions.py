@@ -24,7 +24,7 @@ from polyrelay.api.admin.common import (
 from polyrelay.api.admin.fields import check_unknown, field_datetime, field_int
 from polyrelay.api.admin.records import list_records
 from polyrelay.billing import accounts
-from polyrelay.relay.auth import key_hint
+from polyrelay.keys import key_hint
 from polyrelay.store import models
 
 

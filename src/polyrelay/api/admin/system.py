@@ -84,6 +84,8 @@ async def system(request: Request, _: Principal) -> Response:
         "tasks": {"poller_running": poller.running, "last_round_at": last_round_at,
                   "last_round_ms": poller.last_round_ms, "by_status": counts["by_status"], "due": counts["due"]},
         "writer": {"queued": state.writer.queued()},
+        # Quota held by requests in flight in this process; 0 when idle, or a settlement leaked.
+        "reserved_micros": sum(t.reserved_micros for t in state.relay.snapshot.tokens_by_hash.values()),
         "callbacks": {"pending": counts["callbacks"]},
         "channels": counts["channels"],
     })

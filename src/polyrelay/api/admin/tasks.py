@@ -20,7 +20,7 @@ from polyrelay.api.tasks import task_object
 from polyrelay.billing import accounts
 from polyrelay.errors import RelayError
 from polyrelay.providers.stability_video import FAMILY as STABILITY
-from polyrelay.tasks.base import SUCCESS, TaskView
+from polyrelay.providers.base import SUCCESS, TaskView
 from polyrelay.tasks.engine import TaskEngine
 from polyrelay.tasks.query import FilterError, list_tasks, parse_filter
 from polyrelay.tasks.submit import channel_and_key

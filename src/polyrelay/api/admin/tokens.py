@@ -14,7 +14,7 @@ from polyrelay.api.admin.access import Principal, endpoint
 from polyrelay.api.admin.common import ApiError, iso, json_response, not_found, paging, path_int, query_int, read_body
 from polyrelay.api.admin.fields import check_unknown, field_bool, field_datetime, field_int, field_str, field_str_list
 from polyrelay.api.admin.records import insert_record, list_records, record_op
-from polyrelay.relay.auth import generate_key, hash_key, key_hint
+from polyrelay.keys import generate_key, hash_key, key_hint
 from polyrelay.store import models
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from polyrelay.billing.accounts import hash_password, post, verify_password
 from polyrelay.billing.meter import Price, usd_to_micros
 from polyrelay.config import Settings, TokenConfig
-from polyrelay.relay.auth import generate_key, hash_key, key_hint
+from polyrelay.keys import generate_key, hash_key, key_hint
 from polyrelay.store import models
 from polyrelay.store.db import bump_records_version
 

@@ -14,11 +14,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
 
+T = TypeVar("T")
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _IMAGE_MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "image/png"),
     (b"\xff\xd8\xff", "image/jpeg"),
@@ -92,18 +96,39 @@ async def fetch_image(session: aiohttp.ClientSession, url: str, policy: FetchPol
 
 
 async def _fetch(session: aiohttp.ClientSession, url: str, policy: FetchPolicy) -> tuple[bytes, str]:
+    async def read(response: aiohttp.ClientResponse) -> tuple[bytes, str]:
+        body = bytearray()
+        async for chunk in response.content.iter_any():
+            body += chunk
+            if len(body) > policy.max_bytes:
+                raise FetchError(f"the image is larger than {policy.max_bytes} bytes")
+        return bytes(body), _media_type(bytes(body[:16]), response.headers.get("Content-Type", ""))
+
+    return await pinned_get(session, url, policy, read, headers={"Accept": "image/*"})
+
+
+async def pinned_get(
+    session: aiohttp.ClientSession, url: str, policy: FetchPolicy,
+    read: Callable[[aiohttp.ClientResponse], Awaitable[T]], *, headers: dict[str, str] | None = None,
+    allowed: Callable[[str], bool] | None = None,
+) -> T:
+    """GET ``url`` the safe way and ``read`` its 200 answer: every hop (redirects are followed by hand)
+    must be http(s), pass ``allowed`` when given, and resolve to addresses the policy accepts; the
+    connection goes to the checked address, so a second DNS answer cannot steer it elsewhere."""
     for _ in range(policy.max_redirects + 1):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchError("only http and https URLs can be fetched")
+        if allowed is not None and not allowed(url):
+            raise FetchError("the URL is not on a host this fetch may reach")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         address = await _resolve(parts.hostname, port, policy)
         pinned, host_header = _pinned(url, address)
         extra = {"server_hostname": parts.hostname} if parts.scheme == "https" else {}
         async with session.get(
-            pinned, headers={"Host": host_header, "Accept": "image/*"}, allow_redirects=False, **extra
+            pinned, headers={**(headers or {}), "Host": host_header}, allow_redirects=False, **extra
         ) as response:
-            if response.status in (301, 302, 303, 307, 308):
+            if response.status in _REDIRECTS:
                 location = response.headers.get("Location")
                 if not location:
                     raise FetchError(f"the server answered HTTP {response.status} without a Location")
@@ -113,13 +138,8 @@ async def _fetch(session: aiohttp.ClientSession, url: str, policy: FetchPolicy) 
                 raise FetchError(f"the server answered HTTP {response.status}")
             declared = response.content_length
             if declared is not None and declared > policy.max_bytes:
-                raise FetchError(f"the image is larger than {policy.max_bytes} bytes")
-            body = bytearray()
-            async for chunk in response.content.iter_any():
-                body += chunk
-                if len(body) > policy.max_bytes:
-                    raise FetchError(f"the image is larger than {policy.max_bytes} bytes")
-            return bytes(body), _media_type(bytes(body[:16]), response.headers.get("Content-Type", ""))
+                raise FetchError(f"the response is larger than {policy.max_bytes} bytes")
+            return await read(response)
     raise FetchError(f"more than {policy.max_redirects} redirects")
 
 
@@ -133,3 +153,17 @@ def _media_type(head: bytes, declared: str) -> str:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image/webp"
     raise FetchError(f"the URL does not serve an image (Content-Type '{declared or 'none'}')")
+
+
+def same_provider(url: str, base_url: str) -> bool:
+    """Whether ``url`` is on the channel's host or a sibling host of its domain (api.us1.bfl.ai
+    for api.bfl.ai), so the channel key is never sent, nor a download made, elsewhere."""
+    host, base = urlsplit(url).hostname or "", urlsplit(base_url).hostname or ""
+    if not host or urlsplit(url).scheme not in ("http", "https"):
+        return False
+    if host == base:
+        return True
+    labels = base.split(".")
+    if len(labels) < 2 or base.replace(".", "").isdigit():
+        return False
+    return host.endswith("." + ".".join(labels[-2:]))

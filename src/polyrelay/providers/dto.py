@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from polyrelay.tasks.base import TaskView
+from polyrelay.providers.base import TaskView
 
 
 def seconds(ms: int | None) -> int:

@@ -1,0 +1,118 @@
+"""The one failover loop and status classifier, for relayed calls and task submits alike.
+
+An attempt on one channel and key either answers (the loop returns it), refuses on the
+request's merits (a ``RelayError``: another channel would say the same, so it goes to the
+caller), or shows that this channel cannot serve now (``ChannelFailed``: the next one is
+tried). Every attempt feeds the channel's health, so task channels cool down and rest
+keys exactly like chat channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Generic, TypeVar
+
+import aiohttp
+
+from polyrelay.errors import RelayError
+from polyrelay.providers.base import Target
+from polyrelay.relay.routing import Health
+
+T = TypeVar("T")
+
+# Statuses that say "this channel or key cannot serve now", so another channel may.
+FAILOVER_STATUSES = frozenset({401, 403, 408, 429, 500, 502, 503, 504, 520, 521, 522, 524, 529})
+_KEY_STATUSES = frozenset({401, 403, 429})  # the key itself is the problem: rest it
+
+
+class ChannelFailed(Exception, Generic[T]):
+    """This channel cannot serve now: try the next. ``fallback`` is an answer to give the caller
+    when no channel does better (Midjourney's "queue full" is both a failure and an answer)."""
+
+    def __init__(self, error: RelayError, *, rest_key: bool = False, fallback: T | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.rest_key = rest_key
+        self.fallback = fallback
+
+
+def fails_over(status: int) -> bool:
+    return status in FAILOVER_STATUSES
+
+
+def status_failed(channel_name: str, status: int, error: RelayError | None = None) -> ChannelFailed[T]:
+    """The failure for an upstream status that ``fails_over``: a refused key is rested."""
+    if error is None:
+        # A refused credential keeps its status until ``exhausted`` words it for the caller.
+        error = RelayError(status if status in (401, 403) else 502, f"Channel '{channel_name}' answered HTTP {status}.",
+                           type="upstream_error", code="upstream_failed")
+    return ChannelFailed(error, rest_key=status in _KEY_STATUSES)
+
+
+def transport_failed(channel_name: str, exc: BaseException) -> ChannelFailed[T]:
+    """The failure for a connection error or a timeout."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return ChannelFailed(RelayError(504, f"Channel '{channel_name}' timed out.", type="upstream_error",
+                                        code="timeout"))
+    return ChannelFailed(RelayError(502, f"Channel '{channel_name}' is unreachable ({type(exc).__name__}).",
+                                    type="upstream_error", code="upstream_unreachable"))
+
+
+TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
+class Tried(Generic[T]):
+    """How the loop ended: the answer, the target that gave it, and how many attempts it took."""
+
+    __slots__ = ("target", "answer", "attempts")
+
+    def __init__(self, target: Target, answer: T, attempts: int) -> None:
+        self.target, self.answer, self.attempts = target, answer, attempts
+
+
+async def first_answer(
+    model: str, targets: Iterable[Target], attempt: Callable[[Target], Awaitable[T]], health: Health, *,
+    on_attempt: Callable[[Target, int], None] | None = None,
+) -> Tried[T]:
+    """Run ``attempt`` on each target in turn until one answers; ``on_attempt`` hears of each try.
+
+    Raises the request's own ``RelayError`` at once, else the last channel failure's error once
+    every target failed (a refused credential becomes a 502: the caller's key is fine, ours are not).
+    """
+    last: ChannelFailed[T] | None = None
+    fallback: Tried[T] | None = None
+    attempts = 0
+    for target in targets:
+        attempts += 1
+        if on_attempt is not None:
+            on_attempt(target, attempts)
+        try:
+            answer = await attempt(target)
+        except ChannelFailed as failed:
+            health.failed(target, failed.error.message, rest_key=failed.rest_key)
+            last = failed
+            if failed.fallback is not None:
+                fallback = Tried(target, failed.fallback, attempts)
+            continue
+        except RelayError:
+            health.succeeded(target.channel)  # the request was at fault, not the channel
+            raise
+        health.succeeded(target.channel)
+        return Tried(target, answer, attempts)
+    if fallback is not None:
+        fallback.attempts = attempts
+        return fallback
+    raise exhausted(model, last.error if last is not None else None)
+
+
+def exhausted(model: str, last: RelayError | None) -> RelayError:
+    """The caller's error when no channel could serve ``model``."""
+    if last is None:
+        return RelayError(503, f"No channel is available for the model '{model}' now.", type="upstream_error",
+                          code="no_channel")
+    if last.status in (401, 403):
+        # The caller's key is fine; ours were refused. Don't make the SDK blame the caller.
+        return RelayError(502, f"Every channel for the model '{model}' refused polyrelay's credentials: "
+                          f"{last.message}", type="upstream_error", code="upstream_auth_failed")
+    return last

@@ -1,0 +1,1 @@
+"""Fast unit tests of pure code: no servers, no network, no database."""
