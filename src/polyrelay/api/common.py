@@ -6,6 +6,7 @@ read → parse → relay, so the families differ only in how they parse and rend
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -96,8 +97,37 @@ def relay_endpoint(parse: Parse, render: Render, key: KeyOf = bearer_key) -> Cal
             token = caller(relay.snapshot, key(request), client_ip(request))
             body = await read_body(request)
             call = parse(request, body)
-            return await relay.handle(call, token)
+            return await _unless_caller_leaves(request, relay.handle(call, token))
         except RelayError as error:
             return render(error)
 
     return endpoint
+
+
+async def _unless_caller_leaves(request: Request, answer: Awaitable[Response]) -> Response:
+    """``answer``, cancelled when the caller disconnects first (settled as 499, the upstream call dropped).
+
+    The body has been read, so the next ASGI message is the disconnect. A streamed reply
+    watches for it itself once it starts (``relay.pipeline._RelayedStream``).
+    """
+    handler = asyncio.current_task()
+    assert handler is not None
+    left = False
+
+    async def watch() -> None:
+        nonlocal left
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        left = True
+        handler.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await answer
+    except asyncio.CancelledError:
+        if not left:
+            raise
+        handler.uncancel()
+        return Response(status_code=499)  # nobody reads it: the caller is gone
+    finally:
+        watcher.cancel()

@@ -15,8 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from polyrelay import kinds
-from polyrelay import multipart
+from polyrelay import kinds, multipart
 from polyrelay.billing import tokenizer
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
@@ -88,6 +87,9 @@ def _completion_text(choices: list[Any]) -> str:
     return "".join(pieces)
 
 
+# Kinds whose successful answer is always a JSON object (speech is audio bytes, transcripts may be text).
+_JSON_KINDS = frozenset({kinds.CHAT, kinds.COMPLETIONS, kinds.EMBEDDINGS, kinds.IMAGES, kinds.IMAGE_EDITS})
+
 class OpenAIAdaptor(Adaptor):
     type = "openai"
     kinds = frozenset({kinds.CHAT, kinds.COMPLETIONS, kinds.EMBEDDINGS, kinds.IMAGES, kinds.IMAGE_EDITS, kinds.AUDIO})
@@ -144,6 +146,8 @@ class OpenAIAdaptor(Adaptor):
         if call.endpoint.startswith("audio."):
             return self._transcription_reply(call, response.status, body, content_type)
         usage: Usage | None = None
+        if not content_type.startswith("application/json") and call.kind in _JSON_KINDS:
+            raise ValueError(f"a {content_type or 'untyped'} body where JSON was expected")  # e.g. a proxy's HTML page
         if content_type.startswith("application/json"):
             data = orjson.loads(body)
             usage = usage_from_openai(data)

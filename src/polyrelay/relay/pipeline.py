@@ -162,6 +162,10 @@ class Relay:
                 return response
             try:
                 reply = await adaptor.read_reply(call, response)
+            except ValueError as exc:  # not JSON, or not what the protocol promises: nothing reached the caller yet
+                raise failover.ChannelFailed(RelayError(
+                    502, f"Channel '{channel.name}' answered with a body polyrelay could not read: {exc}",
+                    type="upstream_error", code="bad_upstream_response")) from None
             finally:
                 response.release()
             return await adaptor.follow_up(call, target, reply, self._session)
