@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import Gateway, wait_until
 from tests.fakes import bfl_upstream, midjourney_proxy, openai_upstream
 from tests.fakes.server import FakeServer
+from tests.test_accounts import money
 
 UPSTREAM_KEY = "sk-upstream-settlement"
 ADMIN_KEY = "admin-key-settlement-0123456789"
@@ -58,17 +59,6 @@ def _reserved(gateway: Gateway) -> int:
     assert isinstance(value, int) and not isinstance(value, bool), (
         f"/api/system has no integer reserved_micros; its fields: {sorted(system)}")
     return value
-
-
-def _money(gateway: Gateway, user: str) -> tuple[int, int, int, int]:
-    """(users.balance_micros, sum of ledger, sum of ledger top-ups, sum of usage-log costs) of one user."""
-    uid = gateway.query("SELECT id FROM users WHERE name = :n", n=user)[0].id
-    balance = gateway.query("SELECT balance_micros FROM users WHERE id = :u", u=uid)[0].balance_micros
-    ledger = gateway.query("SELECT COALESCE(SUM(amount_micros), 0) AS s FROM ledger WHERE user_id = :u", u=uid)[0].s
-    topups = gateway.query(
-        "SELECT COALESCE(SUM(amount_micros), 0) AS s FROM ledger WHERE user_id = :u AND kind = 'topup'", u=uid)[0].s
-    logged = gateway.query("SELECT COALESCE(SUM(cost_micros), 0) AS s FROM usage_logs WHERE user_id = :u", u=uid)[0].s
-    return int(balance), int(ledger), int(topups), int(logged)
 
 
 def _chat(gateway: Gateway, model: str = MINI) -> httpx.Response:
@@ -146,7 +136,7 @@ def test_a_malformed_200_is_a_502_that_charges_and_holds_nothing(
         assert row.error, f"call {call + 1}: the usage row does not say what went wrong"
     assert _upstream_calls(upstream, "/v1/chat/completions") == 5  # each call reached the upstream
     assert _reserved(gateway) == 0
-    assert _money(gateway, "buyer") == (2500, 2500, 2500, 0)
+    assert money(gateway, "buyer") == (2500, 2500, 2500, 0)
 
     # The money is all there: once the upstream is well again, the next call is served and charged.
     del upstream.knobs["reply_with"]
@@ -155,7 +145,7 @@ def test_a_malformed_200_is_a_502_that_charges_and_holds_nothing(
     row = gateway.usage_row(response.headers["x-request-id"])
     assert (row.status_code, row.cost_micros) == (200, 5)  # 12 x 0.15 + 6 x 0.60 = 5.4 micro-USD
     balance, ledger, topups, logged = wait_until(
-        lambda: (m := _money(gateway, "buyer"))[0] == 2495 and m, what="the charge of the normal call")
+        lambda: (m := money(gateway, "buyer"))[0] == 2495 and m, what="the charge of the normal call")
     assert ledger == balance and topups - logged == balance
     assert _reserved(gateway) == 0
 
@@ -190,7 +180,7 @@ def test_a_caller_who_leaves_before_the_answer_is_logged_499_and_holds_nothing(
     response = _chat(gateway)
     assert response.status_code == 200, response.text
     assert gateway.usage_row(response.headers["x-request-id"]).status_code == 200
-    balance, ledger, topups, logged = _money(gateway, "buyer")
+    balance, ledger, topups, logged = money(gateway, "buyer")
     assert ledger == balance and topups - logged == balance
 
 
@@ -206,7 +196,7 @@ def test_an_upstream_timeout_is_a_504_that_holds_nothing(
     row = gateway.usage_row(info.value.response.headers["x-request-id"])
     assert (row.status_code, row.cost_micros) == (504, 0) and row.error
     assert _reserved(gateway) == 0
-    assert _money(gateway, "buyer") == (2500, 2500, 2500, 0)
+    assert money(gateway, "buyer") == (2500, 2500, 2500, 0)
 
 
 # ---- 2. balance to the last cent ------------------------------------------------------------------
@@ -225,7 +215,7 @@ def test_a_call_without_max_tokens_is_served_while_the_balance_covers_its_real_c
     row = gateway.usage_row(raw.headers["x-request-id"])
     assert (row.status_code, row.cost_micros) == (200, CALL_COST)
     balance, ledger, topups, logged = wait_until(
-        lambda: (m := _money(gateway, "buyer"))[0] == 1000 - CALL_COST and m, what="the charge")
+        lambda: (m := money(gateway, "buyer"))[0] == 1000 - CALL_COST and m, what="the charge")
     assert ledger == balance and topups - logged == balance
     assert _reserved(gateway) == 0
 
@@ -246,8 +236,8 @@ def _settled(gateway: Gateway, rows: int, served: int) -> tuple[int, int, int, i
     """The user's books once ``rows`` usage rows are written and the balance shows ``served`` charges."""
     def done() -> tuple[int, int, int, int] | None:
         logged = gateway.query("SELECT COUNT(*) AS n FROM usage_logs WHERE token_name = 'buyer-key'")[0].n
-        money = _money(gateway, "buyer")
-        return money if logged == rows and money[0] == money[2] - served * CALL_COST else None
+        books = money(gateway, "buyer")
+        return books if logged == rows and books[0] == books[2] - served * CALL_COST else None
 
     return wait_until(done, what=f"{rows} usage rows and {served} charges")
 
@@ -256,7 +246,7 @@ def test_a_balance_for_50_calls_serves_about_50_and_overdraws_by_one_output_at_m
     start: Callable[[dict[str, Any]], Gateway], upstream: FakeServer
 ) -> None:
     gateway = start(_config(upstream, 50 * CALL_COST / 1e6))
-    assert _money(gateway, "buyer")[0] == 50 * CALL_COST
+    assert money(gateway, "buyer")[0] == 50 * CALL_COST
 
     statuses = asyncio.run(_burst(gateway, 200))
     assert set(statuses) <= {200, 429}, statuses
@@ -392,7 +382,7 @@ def test_refused_midjourney_submits_are_logged_and_cost_nothing(
 
     task_id = _submitted(gateway, "a lighthouse at dusk")  # the whole balance is still there
     assert gateway.usage_row(f"task-{task_id}").cost_micros == IMAGINE
-    balance, ledger, topups, logged = _money(gateway, "painter")
+    balance, ledger, topups, logged = money(gateway, "painter")
     assert (balance, ledger, topups - logged) == (0, 0, 0)
 
 

@@ -8,30 +8,25 @@ content blocks, ``tool_use``/``tool_result``, the ``message_start`` ... ``messag
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pytest
 
 from polyrelay.errors import RelayError
+from polyrelay.providers.base import Call
 from polyrelay.providers import anthropic_chat
+from tests.unit.calls import chat_call
 
 
-@dataclass
-class FakeCall:
-    """The attributes of a relay ``Call`` the translator reads (the real one lives in a module being moved)."""
-
-    payload: dict[str, Any] | None
-    model: str = "claude-sonnet-4-5"
-    stream: bool = False
-    include_usage: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+def _call(payload: dict[str, Any] | None, model: str = "claude-sonnet-4-5", *, stream: bool = False,
+          include_usage: bool = False) -> Call:
+    return chat_call(payload, model, stream=stream, include_usage=include_usage)
 
 
 def request(payload: dict[str, Any], options: dict[str, Any] | None = None, *, stream: bool = False,
             fetch_images: bool = False) -> dict[str, Any]:
-    return anthropic_chat.chat_request(FakeCall(payload, stream=stream), options or {}, "claude-upstream-id", fetch_images)
+    return anthropic_chat.chat_request(_call(payload, stream=stream), options or {}, "claude-upstream-id", fetch_images)
 
 
 def sse_events(raw: bytes) -> list[Any]:
@@ -227,7 +222,7 @@ def test_reply_text_and_usage_with_cache_reads_and_writes() -> None:
     data = message([{"type": "thinking", "thinking": "hmm", "signature": "sig"},
                     {"type": "text", "text": "Hello"}, {"type": "text", "text": " world"}],
                    usage={"input_tokens": 9, "cache_creation_input_tokens": 2, "cache_read_input_tokens": 3, "output_tokens": 5})
-    raw, usage = anthropic_chat.chat_reply(FakeCall({"messages": [USER]}, model="my-alias"), data)
+    raw, usage = anthropic_chat.chat_reply(_call({"messages": [USER]}, model="my-alias"), data)
     body = orjson.loads(raw)
     assert body["object"] == "chat.completion" and body["model"] == "my-alias"
     assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello world", "refusal": None},
@@ -242,7 +237,7 @@ def test_reply_text_and_usage_with_cache_reads_and_writes() -> None:
 def test_reply_tool_use_becomes_tool_calls() -> None:
     data = message([{"type": "text", "text": "Let me check."},
                     {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}}], stop="tool_use")
-    choice = orjson.loads(anthropic_chat.chat_reply(FakeCall({"messages": [USER]}), data)[0])["choices"][0]
+    choice = orjson.loads(anthropic_chat.chat_reply(_call({"messages": [USER]}), data)[0])["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] == "Let me check."
     assert choice["message"]["tool_calls"] == [{"id": "toolu_01", "type": "function",
@@ -251,14 +246,14 @@ def test_reply_tool_use_becomes_tool_calls() -> None:
 
 def test_reply_with_only_tool_use_has_null_content() -> None:
     data = message([{"type": "tool_use", "id": "toolu_01", "name": "now", "input": {}}], stop="tool_use")
-    msg = orjson.loads(anthropic_chat.chat_reply(FakeCall({"messages": [USER]}), data)[0])["choices"][0]["message"]
+    msg = orjson.loads(anthropic_chat.chat_reply(_call({"messages": [USER]}), data)[0])["choices"][0]["message"]
     assert msg["content"] is None and msg["tool_calls"][0]["function"]["arguments"] == "{}"
 
 
 def test_tool_call_survives_the_round_trip() -> None:
     data = message([{"type": "tool_use", "id": "toolu_01XYZ", "name": "get_weather", "input": {"city": "Paris", "days": [1, 2]}}],
                    stop="tool_use")
-    assistant = orjson.loads(anthropic_chat.chat_reply(FakeCall({"messages": [USER]}), data)[0])["choices"][0]["message"]
+    assistant = orjson.loads(anthropic_chat.chat_reply(_call({"messages": [USER]}), data)[0])["choices"][0]["message"]
     body = request({"messages": [USER, assistant, {"role": "tool", "tool_call_id": "toolu_01XYZ", "content": "sunny"}]})
     assert body["messages"][1] == {"role": "assistant", "content": [
         {"type": "tool_use", "id": "toolu_01XYZ", "name": "get_weather", "input": {"city": "Paris", "days": [1, 2]}}]}
@@ -272,7 +267,7 @@ def test_tool_call_survives_the_round_trip() -> None:
 ])
 def test_stop_reasons(stop: str | None, expected: str) -> None:
     data = message([{"type": "text", "text": "x"}], stop=stop)
-    assert orjson.loads(anthropic_chat.chat_reply(FakeCall({"messages": [USER]}), data)[0])["choices"][0]["finish_reason"] == expected
+    assert orjson.loads(anthropic_chat.chat_reply(_call({"messages": [USER]}), data)[0])["choices"][0]["finish_reason"] == expected
 
 
 # ---------------------------------------------------------------- stream
@@ -304,7 +299,7 @@ def tool_stream_events() -> list[dict[str, Any]]:
 
 
 def test_stream_text_tool_call_finish_and_usage() -> None:
-    stream = anthropic_chat.ChatStream(FakeCall({"messages": [USER]}, model="my-alias", stream=True, include_usage=True))
+    stream = anthropic_chat.ChatStream(_call({"messages": [USER]}, model="my-alias", stream=True, include_usage=True))
     out = b"".join(feed(stream, event) for event in tool_stream_events()) + stream.end()
     events = sse_events(out)
     assert events[-1] == "[DONE]"
@@ -327,7 +322,7 @@ def test_stream_text_tool_call_finish_and_usage() -> None:
 
 
 def test_stream_parallel_tool_calls_get_their_own_indices() -> None:
-    stream = anthropic_chat.ChatStream(FakeCall({"messages": [USER]}, stream=True))
+    stream = anthropic_chat.ChatStream(_call({"messages": [USER]}, stream=True))
     out = feed(stream, START)
     for block, (id_, name, args) in enumerate([("toolu_a", "a", '{"x":1}'), ("toolu_b", "b", '{"y":2}')]):
         out += feed(stream, {"type": "content_block_start", "index": block,
@@ -339,7 +334,7 @@ def test_stream_parallel_tool_calls_get_their_own_indices() -> None:
 
 
 def test_stream_without_include_usage_ends_with_done_only_but_still_bills() -> None:
-    stream = anthropic_chat.ChatStream(FakeCall({"messages": [USER]}, stream=True))
+    stream = anthropic_chat.ChatStream(_call({"messages": [USER]}, stream=True))
     feed(stream, START)
     feed(stream, {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 4}})
     assert stream.end() == b"data: [DONE]\n\n"
@@ -348,7 +343,7 @@ def test_stream_without_include_usage_ends_with_done_only_but_still_bills() -> N
 
 
 def test_stream_thinking_and_housekeeping_events_produce_nothing() -> None:
-    stream = anthropic_chat.ChatStream(FakeCall({"messages": [USER]}, stream=True))
+    stream = anthropic_chat.ChatStream(_call({"messages": [USER]}, stream=True))
     feed(stream, START)
     for event in [
         {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
@@ -367,7 +362,7 @@ def test_stream_thinking_and_housekeeping_events_produce_nothing() -> None:
     ("something_new", 500, "server_error"),
 ])
 def test_stream_error_event_becomes_an_error_chunk(kind: str, status: int, type_: str) -> None:
-    stream = anthropic_chat.ChatStream(FakeCall({"messages": [USER]}, stream=True))
+    stream = anthropic_chat.ChatStream(_call({"messages": [USER]}, stream=True))
     out = feed(stream, {"type": "error", "error": {"type": kind, "message": "Overloaded"}})
     assert sse_events(out) == [{"error": {"message": "Overloaded", "type": type_, "param": None, "code": kind, "status": status}}]
 

@@ -7,29 +7,24 @@ Expected shapes follow Google's REST reference (``contents``/``parts``, ``system
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pytest
 
 from polyrelay.errors import RelayError
+from polyrelay.providers.base import Call
 from polyrelay.providers import gemini_chat
+from tests.unit.calls import chat_call
 
 
-@dataclass
-class FakeCall:
-    """The attributes of a relay ``Call`` the translator reads (the real one lives in a module being moved)."""
-
-    payload: dict[str, Any] | None
-    model: str = "gemini-2.5-flash"
-    stream: bool = False
-    include_usage: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+def _call(payload: dict[str, Any] | None, model: str = "gemini-2.5-flash", *, stream: bool = False,
+          include_usage: bool = False) -> Call:
+    return chat_call(payload, model, stream=stream, include_usage=include_usage)
 
 
 def request(payload: dict[str, Any], options: dict[str, Any] | None = None) -> dict[str, Any]:
-    return gemini_chat.chat_request(FakeCall(payload), options or {})
+    return gemini_chat.chat_request(_call(payload), options or {})
 
 
 def sse_events(raw: bytes) -> list[Any]:
@@ -294,7 +289,7 @@ def test_reply_text_finish_and_usage() -> None:
         "usageMetadata": {"promptTokenCount": 11, "toolUsePromptTokenCount": 2, "candidatesTokenCount": 5,
                           "thoughtsTokenCount": 7, "cachedContentTokenCount": 4, "totalTokenCount": 25},
     }
-    raw, usage = gemini_chat.chat_reply(FakeCall({"messages": []}, model="my-alias"), data)
+    raw, usage = gemini_chat.chat_reply(_call({"messages": []}, model="my-alias"), data)
     body = orjson.loads(raw)
     assert body["object"] == "chat.completion"
     assert body["model"] == "my-alias"
@@ -314,7 +309,7 @@ def test_reply_function_call_becomes_tool_calls_with_null_content() -> None:
         {"functionCall": {"name": "get_weather", "args": {"city": "Paris", "days": 2}}},
         {"functionCall": {"id": "fc_7", "name": "get_time", "args": {}}},
     ]}, "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 6}}
-    body = orjson.loads(gemini_chat.chat_reply(FakeCall({"messages": []}), data)[0])
+    body = orjson.loads(gemini_chat.chat_reply(_call({"messages": []}), data)[0])
     choice = body["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] is None
@@ -329,7 +324,7 @@ def test_reply_tool_call_ids_are_unique() -> None:
     data = {"candidates": [{"content": {"parts": [{"functionCall": {"name": "f", "args": {}}},
                                                   {"functionCall": {"name": "f", "args": {}}}]}}],
             "usageMetadata": {}}
-    calls = orjson.loads(gemini_chat.chat_reply(FakeCall({"messages": []}), data)[0])["choices"][0]["message"]["tool_calls"]
+    calls = orjson.loads(gemini_chat.chat_reply(_call({"messages": []}), data)[0])["choices"][0]["message"]["tool_calls"]
     assert calls[0]["id"] != calls[1]["id"]
 
 
@@ -337,7 +332,7 @@ def test_tool_call_survives_the_round_trip() -> None:
     """A Gemini function call, answered by an OpenAI client, goes back as the same call and a named response."""
     data = {"candidates": [{"content": {"parts": [{"functionCall": {"name": "get_weather", "args": {"city": "Paris", "unit": "C"}}}]},
                             "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1}}
-    assistant = orjson.loads(gemini_chat.chat_reply(FakeCall({"messages": []}), data)[0])["choices"][0]["message"]
+    assistant = orjson.loads(gemini_chat.chat_reply(_call({"messages": []}), data)[0])["choices"][0]["message"]
     call_id = assistant["tool_calls"][0]["id"]
     body = request({"messages": [
         {"role": "user", "content": "Weather in Paris?"},
@@ -354,12 +349,12 @@ def test_tool_call_survives_the_round_trip() -> None:
 ])
 def test_finish_reasons(reason: str, expected: str) -> None:
     data = {"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": reason}], "usageMetadata": {}}
-    assert orjson.loads(gemini_chat.chat_reply(FakeCall({"messages": []}), data)[0])["choices"][0]["finish_reason"] == expected
+    assert orjson.loads(gemini_chat.chat_reply(_call({"messages": []}), data)[0])["choices"][0]["finish_reason"] == expected
 
 
 def test_blocked_prompt_is_an_empty_content_filter_choice() -> None:
     data = {"promptFeedback": {"blockReason": "SAFETY"}, "usageMetadata": {"promptTokenCount": 8, "totalTokenCount": 8}}
-    body = orjson.loads(gemini_chat.chat_reply(FakeCall({"messages": []}), data)[0])
+    body = orjson.loads(gemini_chat.chat_reply(_call({"messages": []}), data)[0])
     assert body["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "", "refusal": None},
                                 "logprobs": None, "finish_reason": "content_filter"}]
     assert body["usage"]["prompt_tokens"] == 8 and body["usage"]["completion_tokens"] == 0
@@ -370,7 +365,7 @@ def test_several_candidates_become_choices_in_order() -> None:
         {"content": {"parts": [{"text": "first"}]}, "finishReason": "STOP", "index": 0},
         {"content": {"parts": [{"text": "second"}]}, "finishReason": "MAX_TOKENS", "index": 1},
     ], "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 4}}
-    choices = orjson.loads(gemini_chat.chat_reply(FakeCall({"messages": []}), data)[0])["choices"]
+    choices = orjson.loads(gemini_chat.chat_reply(_call({"messages": []}), data)[0])["choices"]
     assert [(c["index"], c["message"]["content"], c["finish_reason"]) for c in choices] == [
         (0, "first", "stop"), (1, "second", "length")]
 
@@ -378,7 +373,7 @@ def test_several_candidates_become_choices_in_order() -> None:
 # ---------------------------------------------------------------- stream
 
 def test_stream_text_with_usage_from_the_last_event() -> None:
-    stream = gemini_chat.ChatStream(FakeCall({"messages": []}, model="my-alias", stream=True, include_usage=True))
+    stream = gemini_chat.ChatStream(_call({"messages": []}, model="my-alias", stream=True, include_usage=True))
     out = stream.feed(b"", gemini_event([{"text": "Hello"}], usage={"promptTokenCount": 11, "candidatesTokenCount": 1}, index=None))
     out += stream.feed(b"", gemini_event([{"text": "plan", "thought": True}, {"text": " wor"}],
                                          usage={"promptTokenCount": 11, "candidatesTokenCount": 2}))
@@ -407,7 +402,7 @@ def test_stream_text_with_usage_from_the_last_event() -> None:
 
 
 def test_stream_without_include_usage_ends_with_done_only_but_still_bills() -> None:
-    stream = gemini_chat.ChatStream(FakeCall({"messages": []}, stream=True, include_usage=False))
+    stream = gemini_chat.ChatStream(_call({"messages": []}, stream=True, include_usage=False))
     stream.feed(b"", gemini_event([{"text": "Hi"}], finish="STOP", usage={"promptTokenCount": 4, "candidatesTokenCount": 1}))
     assert stream.end() == b"data: [DONE]\n\n"
     usage = stream.usage()
@@ -415,7 +410,7 @@ def test_stream_without_include_usage_ends_with_done_only_but_still_bills() -> N
 
 
 def test_stream_function_calls_get_running_indices_and_finish_tool_calls() -> None:
-    stream = gemini_chat.ChatStream(FakeCall({"messages": []}, stream=True))
+    stream = gemini_chat.ChatStream(_call({"messages": []}, stream=True))
     out = stream.feed(b"", gemini_event([{"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}]))
     out += stream.feed(b"", gemini_event([{"functionCall": {"name": "get_time", "args": {"tz": "CET"}}}], finish="STOP",
                                          usage={"promptTokenCount": 1, "candidatesTokenCount": 2}))
@@ -428,7 +423,7 @@ def test_stream_function_calls_get_running_indices_and_finish_tool_calls() -> No
 
 
 def test_stream_candidates_are_kept_apart() -> None:
-    stream = gemini_chat.ChatStream(FakeCall({"messages": []}, stream=True))
+    stream = gemini_chat.ChatStream(_call({"messages": []}, stream=True))
     event = {"candidates": [
         {"content": {"parts": [{"text": "A"}]}, "index": 0, "finishReason": "STOP"},
         {"content": {"parts": [{"text": "B"}]}, "index": 1, "finishReason": "MAX_TOKENS"},
@@ -444,7 +439,7 @@ def test_stream_candidates_are_kept_apart() -> None:
 
 
 def test_stream_error_event_becomes_an_error_chunk() -> None:
-    stream = gemini_chat.ChatStream(FakeCall({"messages": []}, stream=True))
+    stream = gemini_chat.ChatStream(_call({"messages": []}, stream=True))
     error = {"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED"}}
     assert sse_events(stream.feed(b"", orjson.dumps(error))) == [{"error": {
         "message": "Resource has been exhausted", "type": "upstream_error", "param": None,
@@ -452,7 +447,7 @@ def test_stream_error_event_becomes_an_error_chunk() -> None:
 
 
 def test_stream_json_array_element_is_tolerated() -> None:
-    stream = gemini_chat.ChatStream(FakeCall({"messages": []}, stream=True, include_usage=True))
+    stream = gemini_chat.ChatStream(_call({"messages": []}, stream=True, include_usage=True))
     events = orjson.loads(b"[" + gemini_event([{"text": "a"}]) + b"," +
                           gemini_event([{"text": "b"}], finish="STOP", usage={"promptTokenCount": 2, "candidatesTokenCount": 2}) + b"]")
     chunks = sse_events(stream.feed(b"", orjson.dumps(events)) + stream.end())
@@ -461,7 +456,7 @@ def test_stream_json_array_element_is_tolerated() -> None:
 
 
 def test_usage_watcher_keeps_the_last_usage_metadata() -> None:
-    watcher = gemini_chat.UsageWatcher(FakeCall({"messages": []}))
+    watcher = gemini_chat.UsageWatcher(_call({"messages": []}))
     watcher.observe(b"", gemini_event([{"text": "a"}], usage={"promptTokenCount": 9, "candidatesTokenCount": 1}))
     watcher.observe(b"", gemini_event([{"text": "b"}]))  # no usage: keeps the previous one
     watcher.observe(b"", b"not json but mentions usageMetadata")
@@ -472,7 +467,7 @@ def test_usage_watcher_keeps_the_last_usage_metadata() -> None:
 
 
 def test_usage_watcher_reads_a_whole_json_array_body() -> None:
-    watcher = gemini_chat.UsageWatcher(FakeCall({"messages": []}))
+    watcher = gemini_chat.UsageWatcher(_call({"messages": []}))
     body = b"[" + gemini_event([{"text": "a"}], usage={"promptTokenCount": 3, "candidatesTokenCount": 1}) + b",\r\n" + \
         gemini_event([{"text": "b"}], usage={"promptTokenCount": 3, "candidatesTokenCount": 6}) + b"]"
     watcher.observe(b"", body)
@@ -481,7 +476,7 @@ def test_usage_watcher_reads_a_whole_json_array_body() -> None:
 
 
 def test_usage_watcher_without_usage_falls_back_to_the_request() -> None:
-    watcher = gemini_chat.UsageWatcher(FakeCall({"messages": []}))
+    watcher = gemini_chat.UsageWatcher(_call({"messages": []}))
     watcher.observe(b"", gemini_event([{"text": "a"}]))
     usage = watcher.usage()
     assert usage is not None and usage.source == "request"

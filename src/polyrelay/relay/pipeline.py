@@ -61,8 +61,8 @@ class Relay:
 
     async def handle(self, call: Call, token: TokenRecord) -> Response:
         """Relay ``call`` for ``token`` (authenticated by ``admission.caller`` before the body was read)."""
-        outcome = Outcome(call.request_id, call.family, call.endpoint, call.model, call.client_ip, call.stream)
-        outcome.token = token
+        outcome = Outcome(call.request_id, call.family, call.endpoint, call.model, call.client_ip, call.stream,
+                          token=token)
         try:
             with self.settler.guard(outcome):
                 groups = admit(self.snapshot, self.limiter, outcome, call.kind,

@@ -95,8 +95,20 @@ def _attempt(send: Send, busy: Busy | None) -> Callable[[Target], Awaitable[tupl
     return attempt
 
 
-def _pinned(engine: TaskEngine, order: Order) -> ChannelRecord | None:
-    return channel_and_key(engine, order.parent)[0] if order.parent is not None else None
+async def _run(
+    engine: TaskEngine, order: Order, outcome: Outcome, send: Send, busy: Busy | None, *, price_required: bool = True,
+) -> failover.Tried[tuple[int, Any]]:
+    """Admit ``order`` (its fixed cost held), then the first channel's answer; inside the settler's guard."""
+    spine = engine.spine
+    cost = fixed_cost(order.usage, order.multiplier)
+    pinned = channel_and_key(engine, order.parent)[0] if order.parent is not None else None
+    groups = admit(spine.snapshot, spine.limiter, outcome, order.kind, cost, pinned=pinned,
+                   price_required=price_required)
+    assert outcome.token is not None
+    outcome.fixed_cost = charge(outcome.token, cost(outcome.price)[0]) if outcome.price is not None else 0
+    outcome.usage = order.usage
+    return await failover.first_answer(order.model, _targets(engine, order, groups), _attempt(send, busy),
+                                       spine.health, on_attempt=note_attempt(outcome))
 
 
 async def submit(
@@ -104,23 +116,16 @@ async def submit(
     busy: Busy | None = None, properties: dict[str, Any] | None = None,
 ) -> TaskView:
     """Run ``order`` on the first channel that answers; the stored task, charged in the same transaction."""
-    spine = engine.spine
     task_id = new_task_id()
-    outcome = Outcome(f"task-{task_id}", order.family, order.endpoint[:64], order.model, client_ip)
-    outcome.token = token
-    with spine.settler.guard(outcome):
-        groups = admit(spine.snapshot, spine.limiter, outcome, order.kind, fixed_cost(order.usage, order.multiplier),
-                       pinned=_pinned(engine, order))
-        price = outcome.price
-        outcome.fixed_cost = charge(token, round(price.cost(order.usage) * order.multiplier)) if price else 0
-        outcome.usage = order.usage
-        tried = await failover.first_answer(order.model, _targets(engine, order, groups), _attempt(send, busy),
-                                            spine.health, on_attempt=note_attempt(outcome))
+    outcome = Outcome(f"task-{task_id}", order.family, order.endpoint[:64], order.model, client_ip, token=token)
+    with engine.spine.settler.guard(outcome):
+        tried = await _run(engine, order, outcome, send, busy)
         accepted = accept(*tried.answer)
         outcome.status = 200
-        row = _task_row(engine, token, order, accepted, tried.target, outcome.fixed_cost, task_id, properties)
-        task = await engine.create(row, usage_row(outcome, outcome.fixed_cost))
-        spine.settler.charged(outcome)
+        cost = outcome.cost()
+        task = await engine.create(_task_row(engine, token, order, accepted, tried.target, cost, task_id, properties),
+                                   usage_row(outcome, cost))
+        engine.spine.settler.charged(outcome)
         return task
 
 
@@ -134,22 +139,14 @@ async def call_once(
     otherwise. Unlike a submit, an unpriced model is not refused for metered keys: these calls
     are helpers, which relays do not bill.
     """
-    spine = engine.spine
-    outcome = Outcome(f"{order.family}-{uuid.uuid4().hex}", order.family, order.endpoint[:64], order.model, client_ip)
-    outcome.token = token
-    with spine.settler.guard(outcome):
-        groups = admit(spine.snapshot, spine.limiter, outcome, order.kind, fixed_cost(order.usage),
-                       price_required=False)
-        price = outcome.price
-        outcome.fixed_cost = charge(token, price.cost(order.usage)) if price else 0
-        outcome.usage = order.usage
-        tried = await failover.first_answer(order.model, _targets(engine, order, groups), _attempt(send, None),
-                                            spine.health, on_attempt=note_attempt(outcome))
-        status, body = tried.answer
+    outcome = Outcome(f"{order.family}-{uuid.uuid4().hex}", order.family, order.endpoint[:64], order.model, client_ip,
+                      token=token)
+    with engine.spine.settler.guard(outcome):
+        status, body = (await _run(engine, order, outcome, send, None, price_required=False)).answer
     outcome.status = status
     if status >= 400:
         outcome.error = f"upstream HTTP {status}"
-    spine.settler.finish(outcome)
+    engine.spine.settler.finish(outcome)
     return status, body
 
 
