@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from polyrelay.scrub import scrub, scrub_bytes
+
 
 class RelayError(Exception):
     """A failure with the HTTP status and OpenAI-style ``type``/``code`` a caller should see.
@@ -50,11 +52,11 @@ class RelayError(Exception):
         """The upstream body when it came from ``protocol`` (so it is in the caller's dialect)."""
         return self.raw_body if self.raw_protocol == protocol and self.raw_body else None
 
-    def redact(self, secret: str, hint: str) -> None:
-        """Never show a caller our upstream key, neither in the message nor in a relayed body."""
-        self.message = self.message.replace(secret, hint)
-        if self.raw_body and secret:
-            self.raw_body = self.raw_body.replace(secret.encode(), hint.encode())
+    def scrub(self, keys: tuple[str, ...]) -> "RelayError":
+        """Never show anyone our upstream keys, neither in the message nor in a relayed body."""
+        self.message = scrub(self.message, keys)
+        self.raw_body = scrub_bytes(self.raw_body, keys)
+        return self
 
     def __repr__(self) -> str:
         return f"RelayError({self.status}, {self.message!r}, code={self.code!r})"

@@ -8,6 +8,8 @@ come from ``x-api-key`` (or a Bearer header); errors are Anthropic's
 
 from __future__ import annotations
 
+from typing import Any
+
 
 import orjson
 from starlette.requests import Request
@@ -31,13 +33,22 @@ _TYPES = {
 _PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
-def error_response(error: RelayError) -> Response:
-    """Anthropic's error object; an upstream's own error type (kept in ``code``) wins."""
+def _error_body(error: RelayError) -> dict[str, Any]:
     known = set(_TYPES.values()) | {"api_error"}
     kind = error.code if error.code in known else _TYPES.get(error.status, "api_error" if error.status >= 500
                                                               else "invalid_request_error")
-    body = {"type": "error", "error": {"type": kind, "message": error.message}}
-    return Response(orjson.dumps(body), status_code=error.status, media_type="application/json", headers=error.headers)
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
+
+
+def error_response(error: RelayError) -> Response:
+    """Anthropic's error object; an upstream's own error type (kept in ``code``) wins."""
+    return Response(orjson.dumps(_error_body(error)), status_code=error.status, media_type="application/json",
+                    headers=error.headers)
+
+
+def stream_error(error: RelayError) -> bytes:
+    """Anthropic's ``error`` event, which its SDK raises mid-stream."""
+    return b"event: error\ndata: " + orjson.dumps(_error_body(error)) + b"\n\n"
 
 
 def _key(request: Request) -> str | None:
@@ -63,6 +74,7 @@ def _call(request: Request, body: bytes) -> Call:
         stream=stream,
         sse=stream,
         max_output_tokens=limit if isinstance(limit, int) and limit > 0 else None,
+        stream_error=stream_error,
     )
     for name in _PASSED_HEADERS:
         if value := request.headers.get(name):

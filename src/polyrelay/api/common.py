@@ -20,6 +20,8 @@ from polyrelay.providers.base import Call, new_request_id
 from polyrelay.relay.admission import caller
 from polyrelay.relay.pipeline import Relay
 
+_WATCH_AFTER_S = 0.05  # answers slower than this are watched for a caller who leaves
+
 Parse = Callable[[Request, bytes], Call]
 Render = Callable[[RelayError], Response]
 KeyOf = Callable[[Request], "str | None"]
@@ -107,12 +109,16 @@ def relay_endpoint(parse: Parse, render: Render, key: KeyOf = bearer_key) -> Cal
 async def _unless_caller_leaves(request: Request, answer: Awaitable[Response]) -> Response:
     """``answer``, cancelled when the caller disconnects first (settled as 499, the upstream call dropped).
 
-    The body has been read, so the next ASGI message is the disconnect. A streamed reply
-    watches for it itself once it starts (``relay.pipeline._RelayedStream``).
+    The body has been read, so the next ASGI message is the disconnect. Watching costs a task,
+    so it starts only once the answer has taken ``_WATCH_AFTER_S``: most answers come sooner,
+    and a caller who leaves a quick one is settled when it arrives. A streamed reply watches
+    for the disconnect itself once it starts (``relay.pipeline._RelayedStream``).
     """
     handler = asyncio.current_task()
     assert handler is not None
+    loop = asyncio.get_running_loop()
     left = False
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         nonlocal left
@@ -121,7 +127,11 @@ async def _unless_caller_leaves(request: Request, answer: Awaitable[Response]) -
         left = True
         handler.cancel()
 
-    watcher = asyncio.get_running_loop().create_task(watch())
+    def start() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    timer = loop.call_later(_WATCH_AFTER_S, start)
     try:
         return await answer
     except asyncio.CancelledError:
@@ -130,4 +140,6 @@ async def _unless_caller_leaves(request: Request, answer: Awaitable[Response]) -
         handler.uncancel()
         return Response(status_code=499)  # nobody reads it: the caller is gone
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()

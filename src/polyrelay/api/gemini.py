@@ -39,12 +39,21 @@ _RPC_STATUS = {
 }
 
 
-def error_response(error: RelayError) -> Response:
-    """Google's error object; an upstream's own google.rpc status (kept in ``code``) wins."""
+def _error_body(error: RelayError) -> dict[str, Any]:
     status = error.code if error.code in _RPC_STATUS.values() else None
     status = status or _RPC_STATUS.get(error.status, "INTERNAL" if error.status >= 500 else "FAILED_PRECONDITION")
-    body = {"error": {"code": error.status, "message": error.message, "status": status}}
-    return Response(orjson.dumps(body), status_code=error.status, media_type="application/json", headers=error.headers)
+    return {"error": {"code": error.status, "message": error.message, "status": status}}
+
+
+def error_response(error: RelayError) -> Response:
+    """Google's error object; an upstream's own google.rpc status (kept in ``code``) wins."""
+    return Response(orjson.dumps(_error_body(error)), status_code=error.status, media_type="application/json",
+                    headers=error.headers)
+
+
+def stream_error(error: RelayError) -> bytes:
+    """The error object as a last SSE event, as Google's own streams end on a failure."""
+    return b"data: " + orjson.dumps(_error_body(error)) + b"\r\n\r\n"
 
 
 def _key(request: Request) -> str | None:
@@ -72,6 +81,7 @@ def _call(request: Request, body: bytes) -> Call:
         stream=stream,
         sse=stream and request.query_params.get("alt") == "sse",
         max_output_tokens=limit if isinstance(limit, int) and limit > 0 else None,
+        stream_error=stream_error if stream and request.query_params.get("alt") == "sse" else None,
     )
     call.extra["action"] = action
     return call

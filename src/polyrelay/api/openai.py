@@ -37,9 +37,8 @@ _ERROR_TYPES = {
 }
 
 
-def error_response(error: RelayError) -> Response:
-    """OpenAI's error object; the SDK picks its exception class from the status."""
-    body = {
+def _error_body(error: RelayError) -> dict[str, Any]:
+    return {
         "error": {
             "message": error.message,
             "type": error.type or _ERROR_TYPES.get(error.status, "api_error"),
@@ -47,7 +46,17 @@ def error_response(error: RelayError) -> Response:
             "code": error.code,
         }
     }
-    return Response(orjson.dumps(body), status_code=error.status, media_type="application/json", headers=error.headers)
+
+
+def error_response(error: RelayError) -> Response:
+    """OpenAI's error object; the SDK picks its exception class from the status."""
+    return Response(orjson.dumps(_error_body(error)), status_code=error.status, media_type="application/json",
+                    headers=error.headers)
+
+
+def stream_error(error: RelayError) -> bytes:
+    """An error event ending a stream: the ``openai`` SDK raises it as ``APIError`` instead of returning a cut answer."""
+    return b"data: " + orjson.dumps(_error_body(error)) + b"\n\n"
 
 
 def _model(value: Any, default: str | None) -> str:
@@ -66,6 +75,7 @@ def json_call(endpoint: str, default_model: str | None = None) -> Callable[[Requ
         call.content_type = "application/json"
         if endpoint in ("chat.completions", "completions"):
             call.stream = call.sse = payload.get("stream") is True
+            call.stream_error = stream_error
             options = payload.get("stream_options")
             call.include_usage = isinstance(options, dict) and options.get("include_usage") is True
             call.max_output_tokens = max_output_tokens(payload)

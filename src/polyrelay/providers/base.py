@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -51,6 +51,8 @@ class Call:
     parts: list[Part] | None = None  # the parts of a multipart body, with their byte spans
     extra: dict[str, Any] = field(default_factory=dict)
     kind: str = ""  # see ``polyrelay.kinds``; derived from family and endpoint when not given
+    # The family's error event for a stream the upstream broke after its first byte (None: the stream is cut).
+    stream_error: Callable[[RelayError], bytes] | None = None
 
     def __post_init__(self) -> None:
         if not self.kind:

@@ -68,21 +68,17 @@ def admit(
 
 
 def call_cost(call: Call, default_output_tokens: int) -> CostOf:
-    """A relayed call's cost: the estimate assumes its output limit (else ``default_output_tokens``);
-    the minimum is the part known up front (prompt, images, characters, per-request price)."""
+    """A relayed call's cost: the minimum is the part known up front (prompt, images, characters,
+    per-request price); the estimate adds its output limit (else ``default_output_tokens``)."""
 
     def cost(price: Price) -> tuple[int, int]:
         per_token = bool(price.input_per_mtok or price.output_per_mtok)
-        known = Usage(
-            prompt_tokens=len(call.body) // _BYTES_PER_TOKEN if call.payload is not None and per_token else 0,
-            images=call.images,
-            characters=call.characters,
-        )
-        minimum = price.cost(known)
-        if not per_token:
+        prompt = len(call.body) // _BYTES_PER_TOKEN if call.payload is not None and per_token else 0
+        minimum = price.cost(Usage(prompt_tokens=prompt, images=call.images, characters=call.characters))
+        if not per_token or not price.output_per_mtok:
             return minimum, minimum
-        known.completion_tokens = call.max_output_tokens if call.max_output_tokens is not None else default_output_tokens
-        return price.cost(known), minimum
+        output = call.max_output_tokens if call.max_output_tokens is not None else default_output_tokens
+        return minimum + -(-output * price.output_per_mtok // 1_000_000), minimum  # output rounded up
 
     return cost
 

@@ -77,7 +77,8 @@ async def first_answer(
 ) -> Tried[T]:
     """Run ``attempt`` on each target in turn until one answers; ``on_attempt`` hears of each try.
 
-    Raises the request's own ``RelayError`` at once, else the last channel failure's error once
+    Every error is scrubbed of the channel's keys before anyone sees it. Raises the request's own
+    ``RelayError`` at once, else the last channel failure's error once
     every target failed (a refused credential becomes a 502: the caller's key is fine, ours are not).
     """
     last: ChannelFailed[T] | None = None
@@ -90,14 +91,15 @@ async def first_answer(
         try:
             answer = await attempt(target)
         except ChannelFailed as failed:
+            failed.error.scrub(target.channel.keys)
             health.failed(target, failed.error.message, rest_key=failed.rest_key)
             last = failed
             if failed.fallback is not None:
                 fallback = Tried(target, failed.fallback, attempts)
             continue
-        except RelayError:
+        except RelayError as error:
             health.succeeded(target.channel)  # the request was at fault, not the channel
-            raise
+            raise error.scrub(target.channel.keys)
         health.succeeded(target.channel)
         return Tried(target, answer, attempts)
     if fallback is not None:

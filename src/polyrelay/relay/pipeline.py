@@ -21,7 +21,6 @@ from starlette.types import Receive, Scope, Send
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.errors import RelayError
 from polyrelay.fetch import FetchPolicy
-from polyrelay.keys import key_hint
 from polyrelay.providers.base import Adaptor, Call, Reply, ReplyStream, Services, Target
 from polyrelay.providers.registry import adaptor_for
 from polyrelay.relay import failover
@@ -108,7 +107,8 @@ class Relay:
             finally:
                 self.settler.finish(outcome)
 
-        return _RelayedStream(self._stream(replay, outcome, close), close, status_code=answer.status, headers=headers)
+        return _RelayedStream(self._stream(call, replay, outcome, close), close, status_code=answer.status,
+                              headers=headers)
 
     async def _rehosted(self, target: Target, reply: Reply, files: FileStore) -> Reply:
         """The reply with its result URLs moved to polyrelay's file store (see ``store.files``).
@@ -154,7 +154,6 @@ class Relay:
                 body = await response.read()
                 response.release()
                 error = adaptor.upstream_error(call, response.status, body)
-                error.redact(target.key, key_hint(target.key))
                 if failover.fails_over(response.status) and not error.final:
                     raise failover.status_failed(channel.name, response.status, error)
                 raise error
@@ -190,15 +189,26 @@ class Relay:
             call.extra["failed_jobs"] = f"{len(failures)} of {jobs} jobs failed, first: {failures[0]}"
         return merged
 
-    async def _stream(self, replay: ReplyStream, outcome: Outcome, close: Callable[[], None]) -> AsyncIterator[bytes]:
+    async def _stream(
+        self, call: Call, replay: ReplyStream, outcome: Outcome, close: Callable[[], None]
+    ) -> AsyncIterator[bytes]:
         try:
             async for chunk in replay:
                 if outcome.ttfb is None:
                     outcome.ttfb = time.perf_counter() - outcome.started
                 yield chunk
-        except failover.TRANSPORT_ERRORS as exc:
-            # Bytes already reached the caller, so there is no failover: end the stream, log why.
+        except Exception as exc:
+            # Bytes already reached the caller, so there is no failover: end the stream with an error
+            # the caller's SDK raises (a cut answer must not look whole), bill what was produced, log why.
             outcome.error = f"upstream stream broke: {type(exc).__name__}"
+            if isinstance(exc, failover.TRANSPORT_ERRORS):
+                log.warning("request %s: the upstream stream broke (%s)", call.request_id, type(exc).__name__)
+            else:
+                log.exception("request %s: relaying the stream failed", call.request_id)
+            if call.stream_error is not None:
+                yield call.stream_error(RelayError(
+                    502, "The upstream connection broke before the answer was complete; this answer is cut short.",
+                    type="upstream_error", code="stream_interrupted"))
         else:
             outcome.drained = True
         finally:

@@ -21,6 +21,7 @@ from polyrelay.billing.quota import Reservation, charge
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.errors import RelayError
 from polyrelay.providers.base import Target
+from polyrelay.scrub import scrub
 from polyrelay.store.snapshot import TokenRecord
 from polyrelay.store.writer import BatchWriter
 
@@ -110,7 +111,7 @@ def usage_row(outcome: Outcome, cost: int) -> dict[str, Any]:
         "attempts": outcome.attempts,
         "latency_ms": (now - outcome.started) * 1000,
         "ttfb_ms": ttfb * 1000,
-        "error": outcome.error[:2000],
+        "error": scrub(outcome.error, target.channel.keys)[:2000] if target is not None else outcome.error[:2000],
         "client_ip": outcome.client_ip,
         "user_id": token.user.id if token is not None and token.user is not None else None,
     }

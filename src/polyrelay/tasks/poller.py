@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from polyrelay.background import stop_task
+from polyrelay.scrub import scrub, scrub_json
 from polyrelay.store.files import FileStore
 from polyrelay.store.snapshot import ChannelRecord
 from polyrelay.tasks import store
@@ -156,12 +157,17 @@ class Poller:
                 try:
                     return await adaptor.fetch(engine.session, channel, key, batch, **scoped)
                 except Exception as exc:  # transport errors, timeouts, bad answers: retried next time
-                    log.warning("polling %d %s tasks on channel %s failed: %r", len(batch), family, channel.name, exc)
+                    log.warning("polling %d %s tasks on channel %s failed: %s", len(batch), family, channel.name,
+                                scrub(repr(exc), channel.keys))
                     return {}
 
         merged: dict[tuple[int, str], TaskUpdate] = {}
         for result in await asyncio.gather(*(one(b) for b in batches)):
-            merged.update({(channel.id, upstream): update for upstream, update in result.items()})
+            for upstream, update in result.items():  # what the upstream says is stored and shown: never our keys
+                update.fail_reason = scrub(update.fail_reason, channel.keys)
+                if update.result:
+                    update.result = scrub_json(update.result, channel.keys, credentials=False)
+                merged[(channel.id, upstream)] = update
         finished = [u for u in merged.values() if u.status == SUCCESS and u.result] if adaptor.result_url_keys else []
         if finished and (files := engine.spine.files) is not None:
             await asyncio.gather(*(self._rehost(files, adaptor.result_url_keys, channel, u) for u in finished))

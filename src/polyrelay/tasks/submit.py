@@ -23,6 +23,7 @@ from polyrelay.relay import failover
 from polyrelay.relay.admission import admit, fixed_cost
 from polyrelay.relay.routing import candidates, target_for
 from polyrelay.relay.settlement import Outcome, note_attempt, usage_row
+from polyrelay.scrub import scrub_json
 from polyrelay.store.snapshot import ChannelRecord, TokenRecord
 from polyrelay.tasks import store
 from polyrelay.tasks.engine import TaskEngine, new_task_id
@@ -120,7 +121,10 @@ async def submit(
     outcome = Outcome(f"task-{task_id}", order.family, order.endpoint[:64], order.model, client_ip, token=token)
     with engine.spine.settler.guard(outcome):
         tried = await _run(engine, order, outcome, send, busy)
-        accepted = accept(*tried.answer)
+        try:
+            accepted = accept(*tried.answer)
+        except RelayError as refused:  # the upstream's refusal, relayed: never with our key in it
+            raise refused.scrub(tried.target.channel.keys)
         outcome.status = 200
         cost = outcome.cost()
         task = await engine.create(_task_row(engine, token, order, accepted, tried.target, cost, task_id, properties),
@@ -142,7 +146,9 @@ async def call_once(
     outcome = Outcome(f"{order.family}-{uuid.uuid4().hex}", order.family, order.endpoint[:64], order.model, client_ip,
                       token=token)
     with engine.spine.settler.guard(outcome):
-        status, body = (await _run(engine, order, outcome, send, None, price_required=False)).answer
+        tried = await _run(engine, order, outcome, send, None, price_required=False)
+    status, body = tried.answer
+    body = scrub_json(body, tried.target.channel.keys, credentials=status >= 400)  # a refusal may echo a token
     outcome.status = status
     if status >= 400:
         outcome.error = f"upstream HTTP {status}"
