@@ -65,7 +65,7 @@ async def test_the_loop_moves_past_failing_channels_and_records_their_health() -
 
     async def attempt(target: Target) -> str:
         if target.channel is bad:
-            raise failover.status_failed(bad.name, 503)
+            raise failover.status_failed(503)
         return "ok"
 
     tried = await failover.first_answer("m", _targets(bad, good), attempt, health)
@@ -78,7 +78,7 @@ async def test_a_refused_key_is_rested_and_the_answer_when_all_refuse_is_a_502()
     only = _channel(1, "openai")
 
     async def attempt(target: Target) -> str:
-        raise failover.status_failed(only.name, 401)
+        raise failover.status_failed(401)
 
     with pytest.raises(RelayError) as error:
         await failover.first_answer("gpt", _targets(only), attempt, _health())
@@ -101,8 +101,8 @@ async def test_the_requests_own_error_stops_the_loop_and_leaves_the_channel_heal
 
 
 async def test_transport_errors_fail_over_with_502_and_504() -> None:
-    assert failover.transport_failed("c", aiohttp.ClientConnectionError()).error.status == 502
-    assert failover.transport_failed("c", asyncio.TimeoutError()).error.status == 504
+    assert failover.transport_failed(aiohttp.ClientConnectionError()).error.status == 502
+    assert failover.transport_failed(asyncio.TimeoutError()).error.status == 504
 
 
 async def test_a_busy_answer_is_the_fallback_when_every_channel_is_busy() -> None:

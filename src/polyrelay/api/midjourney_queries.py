@@ -163,9 +163,9 @@ async def image_seed(ctx: MjContext) -> Response:
             ctx.tasks.session, channel, key, "GET", f"/mj/task/{task.upstream_id}/image-seed", None, task.mode
         )
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise MjError(502, FAILURE, f"Channel '{channel.name}' is unreachable ({type(exc).__name__}).") from None
+        raise MjError(502, FAILURE, f"The upstream is unreachable ({type(exc).__name__}).") from None
     if not isinstance(reply, dict):
-        raise MjError(502, FAILURE, f"Channel '{channel.name}' answered HTTP {status} without a result.")
+        raise MjError(502, FAILURE, f"The upstream answered HTTP {status} without a result.")
     return mj_json({"code": reply.get("code", FAILURE), "description": reply.get("description", ""),
                   "result": reply.get("result")}, 200 if status < 500 else 502)
 

@@ -86,7 +86,7 @@ async def stream_result(
         response = await session.get(upstream.result_url(channel, upstream_id),
                                      headers=upstream.headers(key, accept), timeout=timeout)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise RelayError(502, f"Channel '{channel.name}' is unreachable ({type(exc).__name__}).",
+        raise RelayError(502, f"The upstream is unreachable ({type(exc).__name__}).",
                          type="upstream_error") from None
     if response.status != 200:
         raw = await response.read()

@@ -5,6 +5,8 @@ so a check is a few integer operations on the event loop. With ``redis_url`` set
 every process pushes its counts to one Redis hash per window and reads everybody's
 back every ``sync_s`` (100 ms): limits then hold across processes, give or take what
 the other processes admitted since the last sync. Redis is never awaited per request.
+A Redis that is down at start or goes away later never stops serving: limits then hold
+per process (one warning per outage) until it answers again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import math
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from polyrelay.background import stop_task
 from polyrelay.billing.meter import Usage
@@ -42,6 +45,7 @@ class RateLimiter:
         self._pending: dict[str, list[Any]] = {}
         self._shared: dict[str, int] = {}  # field -> count across every process, as last read
         self._window = 0
+        self._shared_ok = True  # the last exchange with Redis worked
 
     # --- hot path ---------------------------------------------------------------------------
 
@@ -106,8 +110,13 @@ class RateLimiter:
             return
         import redis.asyncio as aioredis  # deferred: only needed when sharing through Redis
 
-        self._redis = aioredis.from_url(self._redis_url)
-        await self._redis.ping()
+        self._redis = aioredis.from_url(self._redis_url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            await self._redis.ping()
+        except Exception as exc:  # serve anyway: limits hold per process until Redis answers
+            self._shared_ok = False
+            log.warning("Redis at %s does not answer (%s): rate limits are per process, NOT shared between "
+                        "processes, until it does", _redacted(self._redis_url), type(exc).__name__)
         self._task = asyncio.create_task(self._run(), name="polyrelay-ratelimit-sync")
 
     async def ping(self) -> float | None:
@@ -128,13 +137,25 @@ class RateLimiter:
         if self._redis is not None:
             await self._redis.aclose()
 
+    @property
+    def shared(self) -> bool:
+        """Limits are shared through Redis right now (False without Redis, or while it is away)."""
+        return self._redis is not None and self._shared_ok
+
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._sync_s)
             try:
                 await self.sync()
-            except Exception:
-                log.warning("rate-limit sync with Redis failed; limits are per process until it is back", exc_info=True)
+            except Exception as exc:
+                if self._shared_ok:  # once per outage, not every 100 ms
+                    log.warning("rate-limit sync with Redis failed (%s); limits are per process until it is back",
+                                type(exc).__name__)
+                self._shared_ok = False
+            else:
+                if not self._shared_ok:
+                    log.warning("Redis answers again: rate limits are shared between processes")
+                self._shared_ok = True
 
     async def sync(self) -> None:
         """Push this process's counts, read everybody's."""
@@ -167,6 +188,14 @@ class RateLimiter:
                     if entry[index]:
                         shared[key + suffix] = shared.get(key + suffix, 0) + entry[index]
         self._shared, self._window = shared, window
+
+
+def _redacted(url: str) -> str:
+    """The Redis URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{parts.hostname}:{parts.port or 6379}"))
 
 
 def _limit_error(message: str) -> RelayError:

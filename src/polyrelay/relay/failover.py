@@ -41,21 +41,21 @@ def fails_over(status: int) -> bool:
     return status in FAILOVER_STATUSES
 
 
-def status_failed(channel_name: str, status: int, error: RelayError | None = None) -> ChannelFailed[T]:
+def status_failed(status: int, error: RelayError | None = None) -> ChannelFailed[T]:
     """The failure for an upstream status that ``fails_over``: a refused key is rested."""
     if error is None:
         # A refused credential keeps its status until ``exhausted`` words it for the caller.
-        error = RelayError(status if status in (401, 403) else 502, f"Channel '{channel_name}' answered HTTP {status}.",
+        error = RelayError(status if status in (401, 403) else 502, f"The upstream answered HTTP {status}.",
                            type="upstream_error", code="upstream_failed")
     return ChannelFailed(error, rest_key=status in _KEY_STATUSES)
 
 
-def transport_failed(channel_name: str, exc: BaseException) -> ChannelFailed[T]:
+def transport_failed(exc: BaseException) -> ChannelFailed[T]:
     """The failure for a connection error or a timeout."""
     if isinstance(exc, asyncio.TimeoutError):
-        return ChannelFailed(RelayError(504, f"Channel '{channel_name}' timed out.", type="upstream_error",
+        return ChannelFailed(RelayError(504, "The upstream timed out.", type="upstream_error",
                                         code="timeout"))
-    return ChannelFailed(RelayError(502, f"Channel '{channel_name}' is unreachable ({type(exc).__name__}).",
+    return ChannelFailed(RelayError(502, f"The upstream is unreachable ({type(exc).__name__}).",
                                     type="upstream_error", code="upstream_unreachable"))
 
 

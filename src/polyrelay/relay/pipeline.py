@@ -155,7 +155,7 @@ class Relay:
                 response.release()
                 error = adaptor.upstream_error(call, response.status, body)
                 if failover.fails_over(response.status) and not error.final:
-                    raise failover.status_failed(channel.name, response.status, error)
+                    raise failover.status_failed(response.status, error)
                 raise error
             if call.stream:
                 return response
@@ -163,13 +163,13 @@ class Relay:
                 reply = await adaptor.read_reply(call, response)
             except ValueError as exc:  # not JSON, or not what the protocol promises: nothing reached the caller yet
                 raise failover.ChannelFailed(RelayError(
-                    502, f"Channel '{channel.name}' answered with a body polyrelay could not read: {exc}",
+                    502, f"The upstream answered with a body polyrelay could not read: {exc}",
                     type="upstream_error", code="bad_upstream_response")) from None
             finally:
                 response.release()
             return await adaptor.follow_up(call, target, reply, self._session)
         except failover.TRANSPORT_ERRORS as exc:
-            raise failover.transport_failed(channel.name, exc) from None
+            raise failover.transport_failed(exc) from None
 
     async def _request_jobs(self, call: Call, target: Target, adaptor: Adaptor, jobs: int) -> Reply:
         """``jobs`` requests on one channel at once (see ``Adaptor.jobs``), answered with every image

@@ -162,9 +162,8 @@ class Settler:
             raise
         except Exception as exc:
             log.exception("request %s failed after admission", outcome.request_id)
-            name = outcome.target.channel.name if outcome.target is not None else "?"
-            error = RelayError(502, f"Channel '{name}' gave an answer polyrelay could not relay "
-                               f"({type(exc).__name__}).", type="upstream_error", code="bad_upstream_response")
+            error = RelayError(502, f"The upstream gave an answer polyrelay could not relay ({type(exc).__name__}).",
+                               type="upstream_error", code="bad_upstream_response")
             outcome.status, outcome.error = error.status, error.message
             self.finish(outcome)
             raise error from None

@@ -84,12 +84,12 @@ def _attempt(send: Send, busy: Busy | None) -> Callable[[Target], Awaitable[tupl
         try:
             status, body = await send(channel, target.key)
         except failover.TRANSPORT_ERRORS as exc:
-            raise failover.transport_failed(channel.name, exc) from None
+            raise failover.transport_failed(exc) from None
         if failover.fails_over(status):
-            raise failover.status_failed(channel.name, status)
+            raise failover.status_failed(status)
         if busy is not None and busy(status, body):
             raise failover.ChannelFailed(
-                RelayError(503, f"Channel '{channel.name}' is busy.", type="upstream_error", code="channel_busy"),
+                RelayError(503, "The upstream is busy.", type="upstream_error", code="channel_busy"),
                 fallback=(status, body))
         return status, body
 
