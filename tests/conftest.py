@@ -23,7 +23,14 @@ import pytest
 import yaml
 from sqlalchemy import Engine, create_engine, text
 
+from polyrelay.store.crypto import SECRET_KEY_ENV, generate_secret_key
 from polyrelay.store.db import normalize_url
+
+# PostgreSQL gateways refuse to start without the secret key that encrypts upstream keys
+# (docs/configuration.md): one for the session, in this process's environment, so every
+# gateway, CLI call and in-process migration here has it. tests/test_secrets_at_rest.py
+# starts SQLite gateways with it empty, the way `make run` starts: on a key file.
+os.environ.setdefault(SECRET_KEY_ENV, generate_secret_key())
 
 T = TypeVar("T")
 BACKENDS = [b for b in os.environ.get("POLYRELAY_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
@@ -122,7 +129,11 @@ def start_gateway(config: dict[str, Any], workdir: Path, extra_env: dict[str, st
         except httpx.TransportError:
             return False
 
-    wait_until(ready, timeout=30, what="polyrelay /healthz")
+    try:
+        wait_until(ready, timeout=30, what="polyrelay /healthz")
+    except BaseException:
+        gateway.stop()  # a gateway that never got ready must not outlive the test
+        raise
     return gateway
 
 

@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from polyrelay import __version__
 from polyrelay import console
@@ -42,11 +42,12 @@ from polyrelay.api import stability as stability_api
 from polyrelay.config import Settings, load_settings
 from polyrelay.errors import RelayError
 from polyrelay.fetch import FetchPolicy
+from polyrelay.proxies import TrustedProxies
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.relay.pipeline import Relay
 from polyrelay.relay.routing import Health, HealthPolicy
 from polyrelay.relay.upstream import UpstreamClient
-from polyrelay.store import models
+from polyrelay.store import crypto, models
 from polyrelay.store.db import create_db_engine, migrate
 from polyrelay.store.files import FileStore
 from polyrelay.seed import seed_from_settings
@@ -61,11 +62,25 @@ log = logging.getLogger("polyrelay")
 CONFIG_ENV = "POLYRELAY_CONFIG_FILE"
 
 
-def prepare_database(settings: Settings) -> list[tuple[str, str]]:
-    """Migrate the schema and load the config file's records; once per start, before serving."""
-    engine = create_db_engine(settings.database_url)
+def open_database(database_url: str) -> Engine:
+    """What every command needs first: the secret key loaded (an SQLite database's key file is made
+    on first use), the schema migrated, and the key checked against the channels already stored."""
+    key = crypto.load_secret_key(database_url, create=True)
+    crypto.install(key)
+    engine = create_db_engine(database_url)
     try:
         migrate(engine)
+        crypto.check_channels(engine, key)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def prepare_database(settings: Settings) -> list[tuple[str, str]]:
+    """Migrate the schema and load the config file's records; once per start, before serving."""
+    engine = open_database(settings.database_url)
+    try:
         return seed_from_settings(engine, settings)
     finally:
         engine.dispose()
@@ -96,7 +111,9 @@ async def _refresh_snapshots(relay: Relay, engine: Engine, executor: ThreadPoolE
             log.exception("snapshot refresh failed; serving the previous one")
 
 
-def create_app(settings: Settings) -> _ExactPostPaths:
+def create_app(settings: Settings) -> ASGIApp:
+    crypto.install(crypto.load_secret_key(settings.database_url, create=False))  # a worker's parent made the file
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
@@ -167,7 +184,8 @@ def create_app(settings: Settings) -> _ExactPostPaths:
     )
     app.state.settings = settings
     app.state.files = _file_store(settings)
-    return _ExactPostPaths(app)
+    edge = _ExactPostPaths(app)
+    return TrustedProxies(edge, settings.trusted_proxies) if settings.trusted_proxies else edge
 
 
 class _ExactPostPaths:
@@ -221,6 +239,6 @@ def _file_store(settings: Settings) -> FileStore:
     return FileStore(settings.files, base, allow_private=settings.allow_private_image_hosts)
 
 
-def app_from_env() -> _ExactPostPaths:
+def app_from_env() -> ASGIApp:
     """Factory for worker processes: the parent passes the config path through the environment."""
     return create_app(load_settings(os.environ.get(CONFIG_ENV) or None))

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
 from polyrelay.config import Settings, load_settings
+from polyrelay.store.crypto import NEW_SECRET_KEY_ENV, SECRET_KEY_ENV, SecretKeyError
 
 log = logging.getLogger("polyrelay")
 
@@ -19,6 +22,15 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
         return load_settings(config, **overrides)
     except Exception as exc:  # pydantic and YAML errors both read well as text
         raise click.ClickException(f"invalid configuration{f' in {config}' if config else ''}:\n{exc}") from None
+
+
+@contextmanager
+def _secret_key_errors() -> Iterator[None]:
+    """A missing or wrong secret key is the operator's to fix: one clear line and exit code 1, no traceback."""
+    try:
+        yield
+    except SecretKeyError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group()
@@ -40,7 +52,8 @@ def serve(config: Path | None, host: str | None, port: int | None, workers: int 
 
     settings = _settings(config, host=host, port=port, workers=workers)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    generated = prepare_database(settings)
+    with _secret_key_errors():
+        generated = prepare_database(settings)
     for name, key in generated:
         click.echo(f"Generated key for token '{name}' (shown once, store it now): {key}", err=True)
     if not settings.channels and config is None:
@@ -77,7 +90,9 @@ def migrate(config: Path | None) -> None:
     from polyrelay.app import prepare_database
 
     settings = _settings(config)
-    for name, key in prepare_database(settings):
+    with _secret_key_errors():
+        generated = prepare_database(settings)
+    for name, key in generated:
         click.echo(f"Generated key for token '{name}' (shown once, store it now): {key}")
     click.echo(f"database ready: {settings.database_url}")
 
@@ -85,11 +100,10 @@ def migrate(config: Path | None) -> None:
 
 
 def _engine(config: Path | None):  # type: ignore[no-untyped-def]
-    from polyrelay.store.db import create_db_engine, migrate
+    from polyrelay.app import open_database
 
-    engine = create_db_engine(_settings(config).database_url)
-    migrate(engine)
-    return engine
+    with _secret_key_errors():
+        return open_database(_settings(config).database_url)
 
 
 _config_option = click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -180,3 +194,50 @@ def channel_test(name: str, model: str | None, config: Path | None) -> None:
     click.echo(f"{result['channel']} ({result['model']}): {result['result']} in {result['latency_ms']:.0f} ms")
     if not result["ok"]:
         sys.exit(1)
+
+
+@main.group()
+def secret() -> None:
+    """The secret key that encrypts upstream keys in the database (POLYRELAY_SECRET_KEY)."""
+
+
+@secret.command("generate")
+def secret_generate() -> None:
+    """Print a new random secret key (for POLYRELAY_SECRET_KEY or `secret rotate`)."""
+    from polyrelay.store.crypto import generate_secret_key
+
+    click.echo(generate_secret_key())
+
+
+@secret.command("rotate")
+@click.option("--new-key", envvar=NEW_SECRET_KEY_ENV, show_envvar=True,
+              help="The key to re-encrypt with; the variable keeps it out of the process list.")
+@_config_option
+def secret_rotate(new_key: str | None, config: Path | None) -> None:
+    """Re-encrypt every channel's upstream keys with a new secret key, in one transaction.
+
+    Stop every gateway on the database first, then start them with the new key.
+    """
+    from polyrelay.store import crypto
+
+    if not new_key:
+        raise click.ClickException(f"give the new key with --new-key or {NEW_SECRET_KEY_ENV} "
+                                   "(`polyrelay secret generate` makes one)")
+    with _secret_key_errors():
+        new = crypto.parse_secret_key(new_key, "the new key")
+        engine = _engine(config)
+        old = crypto.active()
+        try:
+            count = crypto.rotate(engine, old, new)
+        finally:
+            engine.dispose()
+    if old.file is None:
+        click.echo(f"re-encrypted the upstream keys of {count} channel(s): start polyrelay with {SECRET_KEY_ENV} "
+                   "set to the new key")
+        return
+    try:
+        crypto.write_key_file(old.file, new_key)
+    except OSError as exc:
+        raise click.ClickException(f"re-encrypted the upstream keys of {count} channel(s), but could not write the "
+                                   f"new key to {old.file} ({exc}): set {SECRET_KEY_ENV} to the new key") from None
+    click.echo(f"re-encrypted the upstream keys of {count} channel(s); {old.file} now holds the new key")

@@ -11,12 +11,13 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from polyrelay import multipart, proxies
 from polyrelay.api.midjourney_settings import MidjourneySettings
 from polyrelay.store.files import FileSettings
 from polyrelay.tasks.settings import TaskSettings
@@ -111,6 +112,13 @@ class Settings(BaseSettings):
     port: int = 3000
     workers: int = Field(default=1, ge=1)
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    max_multipart_parts: int = Field(default=multipart.MAX_PARTS, ge=1, description="Parts per multipart body.")
+    max_multipart_field_bytes: int = Field(
+        default=multipart.MAX_FIELD_BYTES, gt=0, description="Bytes per multipart part that is not a file."
+    )
+    trusted_proxies: list[str] = Field(
+        default=[], description="CIDRs of reverse proxies whose X-Forwarded-For/-Proto and X-Real-IP are believed."
+    )
     log_flush_interval_ms: int = Field(default=100, gt=0, le=100)
     snapshot_refresh_s: float = Field(default=2.0, gt=0)
     cooldown_after_failures: int = Field(default=3, ge=1)
@@ -129,6 +137,8 @@ class Settings(BaseSettings):
     admin_key: str | None = Field(default=None, description="Bearer key of the admin API (/api/...).")
     redis_url: str | None = Field(default=None, description="Share rate limits between processes through Redis.")
     session_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
+    cookie_secure: Literal["auto"] | bool = Field(default="auto", description="Secure session cookie; auto: over HTTPS.")
+    sign_in_throttle_entries: int = Field(default=10_000, ge=2, description="Sign-in failure table size per process.")
 
     channels: list[ChannelConfig] = []
     users: list[UserConfig] = []
@@ -137,6 +147,11 @@ class Settings(BaseSettings):
     prices: dict[str, PriceConfig] = {}
 
     config_file: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        return [proxies.network(cidr) for cidr in value]
 
     @classmethod
     def settings_customise_sources(

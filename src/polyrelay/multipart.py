@@ -3,7 +3,8 @@
 The relay forwards multipart uploads byte for byte; it only needs a few text fields
 (``model``, ``response_format``) and their byte offsets so a mapped model name can be
 swapped in place, without copying the files around it. Parsing uses python-multipart's
-streaming parser.
+streaming parser, and stops at the first part beyond ``max_parts`` or the first text field
+longer than ``max_field_bytes``: a hostile body costs about what an honest one does.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from dataclasses import dataclass
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from polyrelay.errors import bad_request
+from polyrelay.errors import RelayError, bad_request
+
+MAX_PARTS = 100
+MAX_FIELD_BYTES = 128 * 1024  # a 32,000-character prompt (gpt-image-1's limit) in any script fits
+NOT_MULTIPART = "Expected a multipart/form-data body with a boundary."
 
 
 @dataclass(slots=True)
@@ -32,19 +37,31 @@ def boundary_of(content_type: str) -> bytes:
     kind, options = parse_options_header(content_type)
     boundary = options.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary:
-        raise bad_request("Expected a multipart/form-data body with a boundary.")
+        raise bad_request(NOT_MULTIPART)
     return boundary
 
 
-def parse_parts(body: bytes, content_type: str) -> list[Part]:
-    """Every part with its headers and data span. The body is parsed in one pass, in place."""
+def parse_parts(body: bytes, content_type: str, *, max_parts: int = MAX_PARTS,
+                max_field_bytes: int = MAX_FIELD_BYTES) -> list[Part]:
+    """Every part with its headers and data span. The body is parsed in one pass, in place.
+
+    A part with a filename is a file and only the body's limit applies to it; any other part
+    is a text field, refused (413) beyond ``max_field_bytes``.
+    """
     parts: list[Part] = []
+    begun = 0  # every part, named or not
     header_name = b""
     headers: dict[bytes, bytes] = {}
+    disposition: dict[bytes, bytes] = {}
     span: list[int] = []
     headers_end = 0  # where the part's last header value ends
 
     def on_part_begin() -> None:
+        nonlocal begun
+        begun += 1
+        if begun > max_parts:  # before the part's work: the excess costs nothing
+            raise RelayError(413, f"The multipart body has more than the {max_parts} parts this gateway accepts.",
+                             code="too_many_parts")
         headers.clear()
         span.clear()
 
@@ -57,15 +74,22 @@ def parse_parts(body: bytes, content_type: str) -> list[Part]:
         headers[header_name] = headers.get(header_name, b"") + data[start:end]
         headers_end = end
 
+    def on_headers_finished() -> None:
+        nonlocal disposition
+        disposition = parse_options_header(headers.get(b"content-disposition", b""))[1]
+
     def on_part_data(data: bytes, start: int, end: int) -> None:
         # Fed the whole body at once, so offsets into ``data`` are offsets into ``body``.
         if not span:
             span.extend((start, end))
         else:
             span[1] = end
+        if span[1] - span[0] > max_field_bytes and b"filename" not in disposition:
+            name = disposition.get(b"name", b"").decode("utf-8", "replace")
+            raise RelayError(413, f"The multipart field '{name}' is larger than the {max_field_bytes} bytes this "
+                             "gateway accepts for a field that is not a file.", code="field_too_large", param=name)
 
     def on_part_end() -> None:
-        _, disposition = parse_options_header(headers.get(b"content-disposition", b""))
         name = disposition.get(b"name")
         if name is None:
             return
@@ -91,6 +115,7 @@ def parse_parts(body: bytes, content_type: str) -> list[Part]:
             "on_part_begin": on_part_begin,
             "on_header_field": on_header_field,
             "on_header_value": on_header_value,
+            "on_headers_finished": on_headers_finished,
             "on_part_data": on_part_data,
             "on_part_end": on_part_end,
         },
@@ -98,6 +123,8 @@ def parse_parts(body: bytes, content_type: str) -> list[Part]:
     try:
         parser.write(body)
         parser.finalize()
+    except RelayError:
+        raise
     except Exception as exc:  # the parser raises several types; all mean a malformed body
         raise bad_request(f"Malformed multipart body: {exc}") from None
     return parts

@@ -20,9 +20,16 @@ _CREDENTIALS = re.compile(
 )
 
 
+def _secrets(keys: tuple[str, ...]) -> set[str]:
+    """The keys and the halves of composite ones (Kling's ``accessKey|secretKey``): an upstream knows,
+    and may echo, only a half."""
+    halves = {half for key in keys if "|" in key for half in key.split("|")}
+    return {k for k in (*keys, *halves) if len(k) >= _MIN_SECRET}
+
+
 @lru_cache(maxsize=256)
 def _pattern(keys: tuple[str, ...]) -> re.Pattern[str] | None:
-    secrets = sorted({k for k in keys if len(k) >= _MIN_SECRET}, key=len, reverse=True)
+    secrets = sorted(_secrets(keys), key=len, reverse=True)
     if not secrets:
         return None
     return re.compile("|".join(re.escape(k) for k in secrets), re.IGNORECASE)

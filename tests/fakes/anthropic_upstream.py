@@ -10,7 +10,9 @@ headers; a message object with content blocks, ``stop_reason`` and ``usage``
 alternating roles, known block types, non-empty text, temperature <= 1, no unknown
 top-level fields), so a translation that drifts from the wire format fails the tests.
 
-The reply depends on the request, as in ``gemini_upstream``. Knobs: ``fail_with``.
+The reply depends on the request, as in ``gemini_upstream``. Knobs: ``fail_with``; ``break_after``
+(streams drop the connection after this many text deltas); ``echo`` (an HTTP status: every request is
+refused with it, an ``invalid_request_error`` repeating the key it was sent, see ``tests.fakes.echo``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.echo import echoed
 from tests.fakes.server import KNOBS
 
 CHAT_REPLY = ["Hello", " from", " fake", " Claude", "."]
@@ -130,6 +133,8 @@ def _usage(output: int) -> dict[str, Any]:
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
+    if (status := request.app[KNOBS].get("echo")) is not None:
+        return error(status, echoed(request))
     if request.headers.get("x-api-key") not in request.app[KEYS]:
         return error(401, "invalid x-api-key")
     if not request.headers.get("anthropic-version"):
@@ -172,9 +177,12 @@ async def _stream(request: web.Request, message: dict[str, Any]) -> web.StreamRe
                                     {"type": "content_block_start", "index": index, "content_block": opening}))
         if index == 0:
             await response.write(_event("ping", {"type": "ping"}))
-        for delta in deltas:
+        for sent, delta in enumerate(deltas, 1):
             await response.write(_event("content_block_delta",
                                         {"type": "content_block_delta", "index": index, "delta": delta}))
+            if sent == request.app[KNOBS].get("break_after"):
+                request.transport.close()  # the upstream dies mid-answer: no message_stop
+                return response
         await response.write(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
     await response.write(_event("message_delta", {
         "type": "message_delta",

@@ -7,7 +7,9 @@ prompt containing "moderate-me" ends Content Moderated, "fail-me" ends Error.
 ``GET /samples/{id}.png`` serves the result image.
 
 Knobs: ``failing_tasks``: how many of the next accepted tasks end Error (whatever the prompt);
-``hold``: while true, every task stays Pending.
+``hold``: while true, every task stays Pending; ``echo``: an HTTP status: every submit is refused with
+it, ``{detail}`` repeating the key it was sent (``tests.fakes.echo``); ``echo_fail``: tasks accepted
+while it is set end Error with ``details`` repeating the key their poll was sent.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.echo import echoed
 from tests.fakes.server import KNOBS
 
 KEYS = web.AppKey("keys", set)
@@ -37,6 +40,8 @@ def _denied(request: web.Request) -> web.Response | None:
 
 
 async def submit(request: web.Request) -> web.Response:
+    if (echo := request.app[KNOBS].get("echo")) is not None:
+        return _json({"detail": echoed(request)}, echo)
     if (denied := _denied(request)) is not None:
         return denied
     model = request.match_info["model"]
@@ -49,7 +54,8 @@ async def submit(request: web.Request) -> web.Response:
     knobs = request.app[KNOBS]
     failing = knobs.get("failing_tasks", 0)
     knobs["failing_tasks"] = max(failing - 1, 0)
-    request.app[TASKS][task_id] = {"body": body, "polls": 0, "fails": failing > 0}
+    echo_fail = bool(knobs.get("echo_fail"))
+    request.app[TASKS][task_id] = {"body": body, "polls": 0, "fails": failing > 0 or echo_fail, "echo": echo_fail}
     base = f"{request.scheme}://{request.host}"
     return _json({"id": task_id, "polling_url": f"{base}/v1/get_result?id={task_id}"})
 
@@ -68,7 +74,8 @@ async def get_result(request: web.Request) -> web.Response:
     if "moderate-me" in prompt:
         return _json({"id": task_id, "status": "Content Moderated", "result": None})
     if "fail-me" in prompt or task["fails"]:
-        return _json({"id": task_id, "status": "Error", "result": None})
+        details = {"details": {"error": echoed(request)}} if task["echo"] else {}
+        return _json({"id": task_id, "status": "Error", "result": None, **details})
     base = f"{request.scheme}://{request.host}"
     result = {"sample": f"{base}/samples/{task_id}.png", "prompt": prompt, "seed": 42,
               "start_time": 1.0, "end_time": 2.0, "duration": 1.0}

@@ -11,7 +11,9 @@ The reply depends on the request: a functionResponse in the last turn -> the too
 answer; tools offered -> a functionCall; JSON mode -> a JSON object; inline images ->
 a description of them; else ``CHAT_REPLY``.
 
-Knobs: ``fail_with`` (an HTTP status; the body carries the matching google.rpc status).
+Knobs: ``fail_with`` (an HTTP status; the body carries the matching google.rpc status); ``echo`` (an
+HTTP status: every request is refused with it, the message repeating the key it was sent, see
+``tests.fakes.echo``; without the API_KEY_INVALID reason, so a 400 stays a 400).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.echo import echoed
 from tests.fakes.server import KNOBS
 
 CHAT_REPLY = ["Hello", " from", " fake", " Gemini", "."]
@@ -147,6 +150,8 @@ def _tokens(parts: list[dict[str, Any]]) -> int:
 
 
 def _authorized(request: web.Request) -> web.Response | None:
+    if (status := request.app[KNOBS].get("echo")) is not None:
+        return error(status, echoed(request))
     key = request.headers.get("x-goog-api-key") or request.query.get("key")
     if key not in request.app[KEYS]:
         return error(400, "API key not valid. Please pass a valid API key.", "API_KEY_INVALID")

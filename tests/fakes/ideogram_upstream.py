@@ -10,6 +10,8 @@ Knobs: ``answer``: ``(status, body)`` returned instead of a result (429 in-fligh
 ``image_host``: a host name for this server (e.g. ``localhost``) under which result URLs point at
 images it serves itself, ``GET /api/images/ephemeral/{name}`` (``image_bytes(name)``), instead of
 ideogram.ai URLs no test can fetch. Like Ideogram's own, that host is not the API's.
+``echo``: an HTTP status; every request is refused with it, ``{"error": ...}`` repeating the key it
+was sent (``tests.fakes.echo``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.forms import read_form
+from tests.fakes.echo import echoed
 from tests.fakes.server import KNOBS
 
 KEYS = web.AppKey("keys", set)
@@ -34,6 +37,8 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def _denied(request: web.Request, status: int) -> web.Response | None:
+    if (echo := request.app[KNOBS].get("echo")) is not None:
+        return _json({"error": echoed(request)}, echo)
     if request.headers.get("Api-Key") not in request.app[KEYS]:
         return _json({"error": "Unauthorized"}, status)
     if (answer := request.app[KNOBS].get("answer")) is not None:

@@ -5,6 +5,10 @@
 ``GET`` the same path ``/{task_id}`` advances the task (a task is found only under the
 path that created it): submitted -> processing -> succeed with ``task_result``; "FAIL"
 in the prompt -> failed. A bad token answers HTTP 401 ``{code:1000}``.
+
+Knobs: those of ``task_clock`` (``echo_fail``: ``task_status_msg`` repeats the JWT of the query and its
+access key) and ``echo``: an HTTP status: every request is refused with it, ``{code, message}`` repeating
+the JWT it was sent and the access key inside it (``tests.fakes.echo``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.echo import credential, echoed
+from tests.fakes.server import KNOBS
 from tests.fakes.task_clock import JOBS, Job, base_app, new_job, poll
 
 ACCESS_KEY, SECRET_KEY = "kling-access", "kling-secret"
@@ -47,9 +53,22 @@ def valid_token(authorization: str) -> bool:
         return False
 
 
-def _data(job: Job) -> dict[str, Any]:
+def _issuer(request: web.Request) -> str:
+    """The access key a request's JWT names (Kling's errors mention it), "" if it names none."""
+    try:
+        return str(orjson.loads(_unb64(credential(request).split(".")[1]))["iss"])
+    except (IndexError, ValueError, KeyError, orjson.JSONDecodeError):
+        return ""
+
+
+def _echoed(request: web.Request) -> str:
+    return echoed(request, f"access key {_issuer(request)}")
+
+
+def _data(job: Job, request: web.Request) -> dict[str, Any]:
+    failure = _echoed(request) if job.extra.get("echo") else "prompt rejected"
     data: dict[str, Any] = {"task_id": job.id, "task_status": _STATUS[job.state] if job.polls else "submitted",
-                            "task_status_msg": "prompt rejected" if job.state == "failed" else "",
+                            "task_status_msg": failure if job.state == "failed" else "",
                             "created_at": 1722769557708, "updated_at": 1722769557708}
     if job.state == "done":
         if job.kind == "images/generations":
@@ -62,6 +81,8 @@ def _data(job: Job) -> dict[str, Any]:
 
 
 async def create(request: web.Request) -> web.Response:
+    if (echo := request.app[KNOBS].get("echo")) is not None:
+        return _json({"code": 1002, "message": _echoed(request), "request_id": "r"}, echo)
     if not valid_token(request.headers.get("Authorization", "")):
         return _json({"code": 1000, "message": "Authentication failed", "request_id": "r"}, 401)
     kind = request.path.removeprefix("/v1/")
@@ -69,7 +90,7 @@ async def create(request: web.Request) -> web.Response:
     if kind == "videos/text2video" and not body.get("prompt"):
         return _json({"code": 1201, "message": "prompt is required", "request_id": "r"}, 400)
     return _json({"code": 0, "message": "SUCCEED", "request_id": "r",
-                  "data": _data(new_job(request.app, kind, body, "kling"))})
+                  "data": _data(new_job(request.app, kind, body, "kling"), request)})
 
 
 async def query(request: web.Request) -> web.Response:
@@ -80,7 +101,7 @@ async def query(request: web.Request) -> web.Response:
     if job is None or job.kind != kind:
         return _json({"code": 1203, "message": "task not found", "request_id": "r"}, 404)
     poll(request, job.id)
-    return _json({"code": 0, "message": "SUCCEED", "request_id": "r", "data": _data(job)})
+    return _json({"code": 0, "message": "SUCCEED", "request_id": "r", "data": _data(job, request)})
 
 
 def create_app() -> web.Application:

@@ -8,7 +8,9 @@ it: pending -> processing -> completed with ``video`` / ``artifact``; "FAIL" -> 
 400 ``{detail}``); ``POST /luma/generations/file_upload {url}`` answers the uploaded image
 (``{id, presigned_url, public_url}``; a URL with "FAIL" in it: 400 ``{detail}``). Media URLs
 start with the knob ``cdn`` (default Luma's CDN); ``GET /cdn/{name}`` serves an MP4, so
-``knobs["cdn"] = fake.url + "/cdn"`` makes results downloadable (re-hosting).
+``knobs["cdn"] = fake.url + "/cdn"`` makes results downloadable (re-hosting). Also the knobs of
+``task_clock`` (``echo_fail``: ``failure_reason`` repeats the key) and ``echo``: an HTTP status: every
+request is refused with it, ``{detail}`` repeating the key it was sent (``tests.fakes.echo``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.server import KNOBS
-from tests.fakes.task_clock import JOBS, Job, base_app, new_job, poll
+from tests.fakes.echo import echoed
+from tests.fakes.task_clock import JOBS, Job, base_app, new_job, poll, reason
 
 LUMA_KEY = "luma-upstream-key"
 CDN = "https://storage.cdn-luma.com"
@@ -36,7 +39,8 @@ def _cdn(request: web.Request) -> str:
     return str(request.app[KNOBS].get("cdn", CDN))
 
 
-def _generation(job: Job, cdn: str) -> dict[str, Any]:
+def _generation(job: Job, request: web.Request) -> dict[str, Any]:
+    cdn = _cdn(request)
     done = job.state == "done"
     video = {"url": f"{cdn}/{job.id}.mp4", "width": 1360, "height": 752,
              "thumbnail": None, "download_url": f"{cdn}/{job.id}-dl.mp4"} if done else None
@@ -45,11 +49,13 @@ def _generation(job: Job, cdn: str) -> dict[str, Any]:
             "estimate_wait_seconds": None if done else 60,
             "thumbnail": {"url": f"{cdn}/{job.id}.jpg"} if done else None}
     if job.state == "failed":
-        item["failure_reason"] = "The prompt was rejected"
+        item["failure_reason"] = reason(request, job, "The prompt was rejected")
     return item
 
 
 def _denied(request: web.Request) -> web.Response | None:
+    if (echo := request.app[KNOBS].get("echo")) is not None:
+        return _json({"detail": echoed(request)}, echo)
     if request.headers.get("Authorization") != f"Bearer {LUMA_KEY}":
         return _json({"detail": "Invalid token"}, 401)
     return None
@@ -59,7 +65,7 @@ async def generate(request: web.Request) -> web.Response:
     if (denied := _denied(request)) is not None:
         return denied
     body = orjson.loads(await request.read() or b"{}")
-    return _json([_generation(new_job(request.app, "GENERATE", body, "luma"), _cdn(request))])
+    return _json([_generation(new_job(request.app, "GENERATE", body, "luma"), request)])
 
 
 async def extend(request: web.Request) -> web.Response:
@@ -69,14 +75,14 @@ async def extend(request: web.Request) -> web.Response:
     if parent is None or parent.state != "done":
         return _json({"detail": {"reason": "generation is not completed", "code": "invalid_state"}}, 400)
     body = orjson.loads(await request.read() or b"{}")
-    return _json(_generation(new_job(request.app, "EXTEND", body, "luma"), _cdn(request)))
+    return _json(_generation(new_job(request.app, "EXTEND", body, "luma"), request))
 
 
 async def get(request: web.Request) -> web.Response:
     if (denied := _denied(request)) is not None:
         return denied
     job = poll(request, request.match_info["id"])
-    return _json(_generation(job, _cdn(request))) if job is not None else _json({"detail": "Not found"}, 404)
+    return _json(_generation(job, request)) if job is not None else _json({"detail": "Not found"}, 404)
 
 
 async def download_video_url(request: web.Request) -> web.Response:

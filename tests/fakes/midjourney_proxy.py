@@ -13,6 +13,9 @@ Knobs (``FakeServer.knobs``):
 - ``submit_code``: ``(code, description)``; every submit answers it with HTTP 200 (e.g. 4, a validation error).
 - ``no_buttons``: tasks succeed without buttons (the open-source proxy, which only knows ``/mj/submit/change``).
 - ``image_host``: the host name put in ``imageUrl`` (default: the one the poll came to).
+- ``echo``: an HTTP status; every submit answers code 4 with it, the description repeating the
+  ``mj-api-secret`` it was sent (``tests.fakes.echo``).
+- ``echo_fail``: tasks submitted while it is set end FAILURE, their ``failReason`` repeating the secret.
 A prompt containing ``FAIL`` makes its task end FAILURE on its second poll.
 ``knobs["polls"]`` counts, per upstream id, how many polls saw it; ``knobs["image_gets"]`` the image downloads.
 Result images are served by the fake itself at ``/attachments/<id>.png`` (PNG bytes, ``PNG``).
@@ -28,6 +31,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.echo import echoed
 from tests.fakes.server import KNOBS
 
 SECRET = "mj-upstream-secret"
@@ -79,6 +83,8 @@ async def submit(request: web.Request) -> web.Response:
     body = orjson.loads(await request.read() or b"{}")
     knobs = request.app[KNOBS]
     kind = request.match_info.get("kind", "swap")
+    if (echo := knobs.get("echo")) is not None:
+        return _json({"code": 4, "description": echoed(request), "result": None, "properties": {}}, echo)
     if knobs.get("submit_status"):
         return _json({"error": "upstream trouble"}, knobs["submit_status"])
     if knobs.get("submit_code"):
@@ -117,12 +123,13 @@ async def submit(request: web.Request) -> web.Response:
     else:
         action = {"swap": "SWAP_FACE"}.get(kind, kind.upper())
         task = _new_task(request.app, action, str(body.get("prompt") or ""))
-    task["_fail"] = "FAIL" in task["prompt"]
+    task["_echo"] = bool(knobs.get("echo_fail"))
+    task["_fail"] = "FAIL" in task["prompt"] or task["_echo"]
     return _json({"code": 1, "description": "提交成功", "result": task["id"], "properties": {"discordInstanceId": "1"}})
 
 
-def _advance(app: web.Application, task: dict[str, Any], base: str) -> None:
-    knobs = app[KNOBS]
+def _advance(request: web.Request, task: dict[str, Any], base: str) -> None:
+    knobs = request.app[KNOBS]
     polls = knobs.setdefault("polls", {})
     polls[task["id"]] = polls.get(task["id"], 0) + 1
     if knobs.get("hold") or task["status"] in ("SUCCESS", "FAILURE", "CANCEL"):
@@ -132,7 +139,8 @@ def _advance(app: web.Application, task: dict[str, Any], base: str) -> None:
     if count == 1:
         task.update(status="SUBMITTED", progress="0%")
     elif task["_fail"]:
-        task.update(status="FAILURE", progress="", failReason="[Invalid parameter] the upstream refused", finishTime=_now())
+        reason = echoed(request) if task["_echo"] else "[Invalid parameter] the upstream refused"
+        task.update(status="FAILURE", progress="", failReason=reason, finishTime=_now())
     elif count < steps:
         task.update(status="IN_PROGRESS", progress=f"{min(99, 100 * count // steps)}%", startTime=task["startTime"] or _now())
     else:
@@ -162,7 +170,7 @@ async def list_by_condition(request: web.Request) -> web.Response:
     found = [tasks[str(i)] for i in body.get("ids") or [] if str(i) in tasks]
     base = f"{request.scheme}://{request.host}"
     for task in found:
-        _advance(request.app, task, base)
+        _advance(request, task, base)
     return _json([_public(t) for t in found])
 
 

@@ -14,6 +14,11 @@ Knobs, in the ``app[KNOBS]`` dict (``FakeServer.knobs``), set before or during a
 - ``hold_reply``: a threading.Event; non-streamed chat completions wait for it (30 s at
   most) before answering, and set ``knobs["reply_held"]`` (a threading.Event) when they
   start waiting (a slow upstream; a caller that leaves before the answer).
+- ``break_after``: chat streams drop the connection after this many content chunks.
+- ``echo``: an HTTP status; every request is refused with it, the error message (and a
+  ``WWW-Authenticate`` header) repeating the key it was sent (``tests.fakes.echo``).
+- ``echo_in_stream``: chat streams answer 200, one content chunk, then an error event
+  ``data: {"error": {...}}`` repeating the key (as some OpenAI-compatible servers do).
 The model ``slow-stream`` streams a chunk every 20 ms for a long time; when the
 client goes away, ``knobs["stream_cancelled"]`` (a threading.Event) is set.
 Multipart requests are parsed and kept in ``app[FORMS]`` (field name -> bytes for
@@ -33,6 +38,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.forms import read_form
+from tests.fakes.echo import echoed
 from tests.fakes.server import KNOBS
 
 CHAT_REPLY = ["Hello", " from", " the", " fake", " upstream", "."]
@@ -57,6 +63,10 @@ def error(status: int, message: str, type_: str, code: str | None = None) -> web
 
 
 def _authorized(request: web.Request) -> web.Response | None:
+    if (status := request.app[KNOBS].get("echo")) is not None:
+        refusal = error(status, echoed(request), "invalid_request_error", "invalid_api_key")
+        refusal.headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{echoed(request)}"'
+        return refusal
     keys: set[str] = request.app[KEYS]
     auth = request.headers.get("Authorization", "")
     if not auth.startswith("Bearer ") or auth[7:] not in keys:
@@ -163,11 +173,19 @@ async def _chat_stream(request: web.Request, body: dict[str, Any], created: int)
     pieces = CHAT_REPLY if model != "slow-stream" else ["tick "] * 2000
     try:
         await response.write(_chunk(model, created, {"role": "assistant", "content": ""}, None, include_usage))
+        if request.app[KNOBS].get("echo_in_stream"):
+            refusal = {"error": {"message": echoed(request), "type": "invalid_request_error", "code": "invalid_api_key"}}
+            await response.write(b"data: " + orjson.dumps(refusal) + b"\n\n")
+            await response.write_eof()
+            return response
         await _hold(request)
-        for piece in pieces:
+        for sent, piece in enumerate(pieces, 1):
             if model == "slow-stream":
                 await asyncio.sleep(0.02)
             await response.write(_chunk(model, created, {"content": piece}, None, include_usage))
+            if sent == request.app[KNOBS].get("break_after"):
+                request.transport.close()  # the upstream dies mid-answer: no finish, no [DONE]
+                return response
         await response.write(_chunk(model, created, {}, "stop", include_usage))
         if include_usage:
             usage_chunk = {

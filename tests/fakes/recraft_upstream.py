@@ -6,6 +6,9 @@
 ``{created, image:{image_id, url}}`` (only the current tool names exist here);
 ``POST /v1/styles`` (multipart ``style`` + ``images``) answers ``{id, style, ...}``.
 Unknown generation fields are refused (422), as a strict upstream would.
+
+Knobs: ``echo``: an HTTP status; every request is refused with it, ``{code, message}`` repeating the
+key it was sent (``tests.fakes.echo``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.forms import read_form
+from tests.fakes.echo import echoed
 from tests.fakes.server import KNOBS
 
 KEYS = web.AppKey("keys", set)
@@ -31,6 +35,8 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def _denied(request: web.Request) -> web.Response | None:
+    if (echo := request.app[KNOBS].get("echo")) is not None:
+        return _json({"code": "invalid_key", "message": echoed(request)}, echo)
     if request.headers.get("Authorization", "")[7:] not in request.app[KEYS]:
         return _json({"code": "not_authenticated", "message": "Not authenticated"}, 401)
     return None

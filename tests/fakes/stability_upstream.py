@@ -9,7 +9,8 @@ v2beta ``POST /v2beta/stable-image/generate/{ultra,core,sd3}`` (multipart,
 ``image/png``; errors ``{id, name, message}``.
 
 Knobs: ``refusals``: a list of ``(status, name, message)``; each v2beta request takes the first
-one and is answered with that error instead.
+one and is answered with that error instead. ``echo``: an HTTP status; every request is refused with
+it, the error repeating the key it was sent (``tests.fakes.echo``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.forms import read_form
+from tests.fakes.echo import echoed
 from tests.fakes.server import KNOBS
 
 KEYS = web.AppKey("keys", set)
@@ -42,6 +44,8 @@ def _authorized(request: web.Request) -> bool:
 
 
 async def generate(request: web.Request) -> web.Response:
+    if (echo := request.app[KNOBS].get("echo")) is not None:
+        return _v2_error(echo, "invalid_key", echoed(request))
     if not _authorized(request):
         return _v2_error(401, "unauthorized", "authorization: invalid or missing API key")
     if refusals := request.app[KNOBS].get("refusals"):
@@ -65,6 +69,8 @@ async def generate(request: web.Request) -> web.Response:
 
 
 async def text_to_image(request: web.Request) -> web.Response:
+    if (echo := request.app[KNOBS].get("echo")) is not None:
+        return _json({"id": uuid.uuid4().hex, "name": "invalid_key", "message": echoed(request)}, echo)
     if not _authorized(request):
         return _json({"id": uuid.uuid4().hex, "name": "unauthorized", "message": "missing authorization"}, 401)
     if request.match_info["engine_id"] not in V1_ENGINES:

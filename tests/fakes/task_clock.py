@@ -2,7 +2,9 @@
 
 Poll 1 -> "queued"; polls 2..steps-1 -> "running"; poll ``steps`` -> "done". A job
 created with ``fail=True`` ends "failed" on its second poll. Knobs on the fake's
-``FakeServer.knobs``: ``steps`` (default 3) and ``hold`` (polls report without advancing).
+``FakeServer.knobs``: ``steps`` (default 3), ``hold`` (polls report without advancing) and
+``echo_fail`` (jobs created while it is set fail, and ``reason`` gives them a failure reason that
+repeats the credential their poll was sent: ``tests.fakes.echo``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.echo import echoed
 from tests.fakes.server import KNOBS
 
 JOBS = web.AppKey("jobs", dict)
@@ -47,9 +50,15 @@ class Job:
 def new_job(app: web.Application, kind: str, body: dict[str, Any], prefix: str = "job", key: str = "") -> Job:
     job_id = f"{prefix}-{next(_ids)}"
     text = " ".join(str(body.get(name) or "") for name in ("prompt", "user_prompt", "gpt_description_prompt"))
-    job = Job(job_id, kind, body, fail="FAIL" in text, key=key)
+    echo = bool(app[KNOBS].get("echo_fail"))
+    job = Job(job_id, kind, body, fail="FAIL" in text or echo, key=key, extra={"echo": echo})
     app[JOBS][job_id] = job
     return job
+
+
+def reason(request: web.Request, job: Job, usual: str) -> str:
+    """A failed job's reason: ``usual``, or for an ``echo_fail`` job one repeating this request's credential."""
+    return echoed(request) if job.extra.get("echo") else usual
 
 
 def poll(request: web.Request, job_id: str) -> Job | None:

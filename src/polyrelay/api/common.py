@@ -7,6 +7,7 @@ read → parse → relay, so the families differ only in how they parse and rend
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,12 +16,19 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from polyrelay import multipart
+from polyrelay.api.uploads import is_multipart
 from polyrelay.errors import RelayError, bad_request
+from polyrelay.multipart import Part
 from polyrelay.providers.base import Call, new_request_id
 from polyrelay.relay.admission import caller
 from polyrelay.relay.pipeline import Relay
 
 _WATCH_AFTER_S = 0.05  # answers slower than this are watched for a caller who leaves
+# Multipart bodies larger than this are parsed on a worker thread. Measured (uvloop): the hop costs
+# ~0.05 ms (p99 ~0.6 ms), a 1 MB body ~0.3-0.6 ms to parse and a 25 MB one ~8 ms, so smaller bodies
+# stay on the loop, where the parse is cheaper than the hop.
+_THREAD_AFTER_BYTES = 1024 * 1024
 
 Parse = Callable[[Request, bytes], Call]
 Render = Callable[[RelayError], Response]
@@ -36,7 +44,8 @@ def bearer_key(request: Request) -> str | None:
 
 
 async def read_body(request: Request) -> bytes:
-    """The whole body, refusing early (413) when it is larger than the operator allows.
+    """The whole body, refusing early (413) when it is larger than the operator allows; a multipart
+    body is parsed here too (see ``form_parts``), so its limits hold before any family looks at it.
 
     Gathered in a ``BytesIO``, whose ``getvalue`` hands over its buffer instead of copying it:
     an upload is held once, not once in chunks and again joined.
@@ -50,7 +59,27 @@ async def read_body(request: Request) -> bytes:
         if body.tell() + len(chunk) > limit:
             raise _too_large(limit)
         body.write(chunk)
-    return body.getvalue()
+    data = body.getvalue()
+    if is_multipart(request):
+        request.state.parts = await _parse_parts(request, data)
+    return data
+
+
+async def _parse_parts(request: Request, body: bytes) -> list[Part]:
+    """The parts, within the operator's limits; a big body on a worker thread, so the loop keeps serving."""
+    settings = request.app.state.settings
+    parse = functools.partial(multipart.parse_parts, body, request.headers.get("content-type", ""),
+                              max_parts=settings.max_multipart_parts,
+                              max_field_bytes=settings.max_multipart_field_bytes)
+    return await asyncio.to_thread(parse) if len(body) > _THREAD_AFTER_BYTES else parse()
+
+
+def form_parts(request: Request) -> list[Part]:
+    """The multipart body's parts, as ``read_body`` parsed them; 400 for a body of another type."""
+    parts: list[Part] | None = getattr(request.state, "parts", None)
+    if parts is None:
+        raise bad_request(multipart.NOT_MULTIPART)
+    return parts
 
 
 def _too_large(limit: int) -> RelayError:
@@ -58,7 +87,8 @@ def _too_large(limit: int) -> RelayError:
 
 
 def client_ip(request: Request) -> str:
-    """The caller's address as logged, "" when the server does not know it."""
+    """The caller's address as logged and fenced, "" when the server does not know it. Behind a
+    trusted proxy it is the forwarded client's (``polyrelay.proxies`` rewrote the scope)."""
     return request.client.host if request.client else ""
 
 

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from polyrelay import kinds, multipart
+from polyrelay import kinds
 from polyrelay.api import uploads
-from polyrelay.api.common import new_call, relay_endpoint
+from polyrelay.api.common import form_parts, new_call, relay_endpoint
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers.base import Call
 
@@ -77,7 +77,7 @@ def v1_upload(endpoint: str) -> Callable[[Request, bytes], Call]:
     """remix, upscale, describe: multipart with ``image_file`` (and ``image_request`` for remix/upscale)."""
 
     def parse(request: Request, body: bytes) -> Call:
-        parts = multipart.parse_parts(body, request.headers.get("content-type", ""))
+        parts = form_parts(request)
         image_request: dict[str, Any] | None = None
         if endpoint == "describe":
             model = PREFIX + "describe"
@@ -127,7 +127,7 @@ def v3(endpoint: str) -> Callable[[Request, bytes], Call]:
             call.payload, call.content_type = payload, "application/json"
             call.images = uploads.count(payload.get("num_images"), "num_images")
             return call
-        parts = multipart.parse_parts(body, request.headers.get("content-type", ""))
+        parts = form_parts(request)
         for name in files:
             uploads.require(parts, name)
         for name in fields:

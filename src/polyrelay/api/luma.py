@@ -5,11 +5,11 @@
 answer the generation object with polyrelay's id; ``GET /luma/generations/{id}`` reads it and
 ``GET /luma/generations/{id}/download_video_url`` answers ``{url}`` for a completed one (all
 also under ``/luma/v1/``). ``POST /luma/generations/file_upload {url}`` relays an image upload to
-the channel a generation would use. ``POST /luma/tasks {ids}`` reads the caller's own tasks
-among ``ids`` as new-api TaskDtos. Billing models per submission: ``luma_generation``,
-``luma_extend``; ``luma_file_upload`` only when priced. An extension goes to the channel and key
-of the generation it extends. Errors: ``{detail: {reason, code}}``; upstream refusals are
-relayed as they came.
+the channel a generation would use (a URL on a private host is refused first: the upstream would
+fetch it). ``POST /luma/tasks {ids}`` reads the caller's own tasks among ``ids`` as new-api
+TaskDtos. Billing models per submission: ``luma_generation``, ``luma_extend``; ``luma_file_upload``
+only when priced. An extension goes to the channel and key of the generation it extends. Errors:
+``{detail: {reason, code}}``; upstream refusals are relayed as they came.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from polyrelay import kinds
 from polyrelay.api.task_api import TaskCall, batch_ids, endpoint, hook, json_response, refusal
 from polyrelay.errors import RelayError, bad_request
+from polyrelay.fetch import FetchError, FetchPolicy, check_public_url
 from polyrelay.providers import luma as upstream
 from polyrelay.store.snapshot import ChannelRecord
 from polyrelay.providers.base import SUCCESS, TaskView
@@ -109,7 +110,8 @@ async def download_video_url(call: TaskCall) -> Response:
                          code="upstream_failed") from None
     url = body.get("url") if isinstance(body, dict) else None
     if status >= 400 or not isinstance(url, str) or not url:
-        raise refusal(FAMILY, status if status >= 400 else 502, body, f"Luma gave no download URL (HTTP {status}).")
+        raise refusal(FAMILY, status if status >= 400 else 502, body,
+                      f"Luma gave no download URL (HTTP {status}).").scrub(channel.keys)
     if files is not None:
         url = await files.rehost_url(url, channel, session) or url
     return json_response({"url": url})
@@ -122,6 +124,7 @@ async def file_upload(call: TaskCall) -> Response:
     url = payload.get("url")
     if not isinstance(url, str) or not valid_hook(url):
         raise bad_request("url must be the http(s) URL of the image to upload.", param="url")
+    await _public_image_url(call, url)
     order = Order(FAMILY, "FILE_UPLOAD", UPLOAD_MODEL, kinds.LUMA, "luma.file_upload", {})
 
     async def send(channel: ChannelRecord, key: str) -> tuple[int, Any]:
@@ -131,6 +134,15 @@ async def file_upload(call: TaskCall) -> Response:
     if status >= 400 or body is None:
         raise refusal(FAMILY, status if status >= 400 else 502, body, f"Luma refused the upload (HTTP {status}).")
     return json_response(body)
+
+
+async def _public_image_url(call: TaskCall, url: str) -> None:
+    """Refuse a URL on a private host: the upstream would fetch it from inside the operator's network."""
+    settings = call.request.app.state.settings
+    try:
+        await check_public_url(url, FetchPolicy(allow_private=settings.allow_private_image_hosts))
+    except FetchError as exc:
+        raise bad_request(f"url cannot be uploaded: {exc}.", param="url", code="invalid_image_url") from None
 
 
 @luma_endpoint

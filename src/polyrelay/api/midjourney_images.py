@@ -2,7 +2,7 @@
 
 The image is fetched from the URL the task's own upstream result names (never a URL
 the caller gives), with the size and time limits of ``midjourney.image_max_bytes`` /
-``image_timeout_s`` and the SSRF rules of ``relay/fetch.py`` (private addresses only
+``image_timeout_s`` and the SSRF rules of ``polyrelay/fetch.py`` (private addresses only
 when the operator allows them, or when the image lives on the channel's own host),
 then cached on disk, content-addressed:
 

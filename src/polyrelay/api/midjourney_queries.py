@@ -9,6 +9,7 @@ import aiohttp
 from starlette.requests import Request
 from starlette.responses import Response
 
+from polyrelay.scrub import scrub_json
 from polyrelay.api import midjourney_images as images
 from polyrelay.api.midjourney_context import (
     FAILURE,
@@ -166,6 +167,7 @@ async def image_seed(ctx: MjContext) -> Response:
         raise MjError(502, FAILURE, f"The upstream is unreachable ({type(exc).__name__}).") from None
     if not isinstance(reply, dict):
         raise MjError(502, FAILURE, f"The upstream answered HTTP {status} without a result.")
+    reply = scrub_json(reply, channel.keys)
     return mj_json({"code": reply.get("code", FAILURE), "description": reply.get("description", ""),
                   "result": reply.get("result")}, 200 if status < 500 else 502)
 

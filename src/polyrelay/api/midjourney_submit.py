@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from polyrelay.scrub import scrub_json
 from polyrelay import kinds
 from polyrelay.api.common import client_ip
 from polyrelay.api.midjourney_context import (
@@ -95,8 +96,10 @@ async def _submit(
                   notify_hook=hook, mode=ctx.mode, parent=parent,
                   multiplier=settings.mode_multipliers.get(ctx.mode, 1.0))
     accepted_reply: dict[str, Any] = {}
+    sent_with: list[str] = []  # the keys of the channel that answered last: its reply may echo them
 
     async def send(channel: ChannelRecord, key: str) -> tuple[int, Any]:
+        sent_with[:] = channel.keys
         return await upstream.call(ctx.tasks.session, channel, key, "POST", path, body, ctx.mode)
 
     def accept(status: int, reply: Any) -> Accepted:
@@ -116,8 +119,9 @@ async def _submit(
 
     task = await submit(ctx.tasks, ctx.token, order, send, accept, client_ip(ctx.request), busy=_busy,
                         properties={"image_base": image_base(ctx)})
-    properties = accepted_reply.get("properties") or {}
-    return mj_json({"code": OK, "description": accepted_reply.get("description") or "Submit success",
+    accepted = scrub_json(accepted_reply, tuple(sent_with))
+    properties = accepted.get("properties") or {}
+    return mj_json({"code": OK, "description": accepted.get("description") or "Submit success",
                     "result": task.id, "properties": {k: v for k, v in properties.items()
                                                       if k not in ("discordInstanceId", "discordChannelId")}})
 

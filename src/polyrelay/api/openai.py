@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from polyrelay import multipart
 from polyrelay.api import common
-from polyrelay.api.common import bearer_key, json_body, new_call
+from polyrelay.api.common import bearer_key, form_parts, json_body, new_call
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers.chat_in import max_output_tokens
 from polyrelay.relay.auth import authenticate
@@ -94,8 +94,7 @@ def json_call(endpoint: str, default_model: str | None = None) -> Callable[[Requ
 
 def multipart_call(endpoint: str, default_model: str) -> Callable[[Request, bytes], Call]:
     def parse(request: Request, body: bytes) -> Call:
-        content_type = request.headers.get("content-type", "")
-        parts = multipart.parse_parts(body, content_type)
+        parts = form_parts(request)
         model_part = multipart.find(parts, "model")
         model = model_part.value(body).decode("utf-8", "replace").strip() if model_part else None
         call = new_call(request, FAMILY, endpoint, request.url.path, _model(model, default_model), body)

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
-from polyrelay import kinds, multipart
+from polyrelay import kinds
 from polyrelay.api import uploads
-from polyrelay.api.common import new_call, relay_endpoint
+from polyrelay.api.common import form_parts, new_call, relay_endpoint
 from polyrelay.api.openai import error_response
 from polyrelay.errors import bad_request
 from polyrelay.providers.base import Call
@@ -53,7 +53,7 @@ def generations(request: Request, body: bytes) -> Call:
 
 
 def styles(request: Request, body: bytes) -> Call:
-    parts = multipart.parse_parts(body, request.headers.get("content-type", ""))
+    parts = form_parts(request)
     if not uploads.text(body, parts, "style"):
         raise bad_request("The multipart field 'style' is required.", param="style")
     images = [p for p in parts if p.name in ("images", "files", "file")]  # "files": the older name
@@ -76,7 +76,7 @@ def tool(name: str) -> Callable[[Request, bytes], Call]:
     current = TOOLS[name]
 
     def parse(request: Request, body: bytes) -> Call:
-        parts = multipart.parse_parts(body, request.headers.get("content-type", ""))
+        parts = form_parts(request)
         image = uploads.require(parts, "image")
         model = PREFIX + current
         uploads.check_image(body, image, uploads.upload_limit(request, kinds.RECRAFT, model, IMAGE_LIMIT), MAX_PIXELS)

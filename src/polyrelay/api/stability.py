@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from polyrelay import kinds, multipart
 from polyrelay.api import uploads
-from polyrelay.api.common import new_call, relay_endpoint
+from polyrelay.api.common import form_parts, new_call, relay_endpoint
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers.base import Call
 
@@ -56,7 +56,7 @@ def _accept(request: Request, default: str) -> str:
 
 def v2beta(endpoint: str) -> Callable[[Request, bytes], Call]:
     def parse(request: Request, body: bytes) -> Call:
-        parts = multipart.parse_parts(body, request.headers.get("content-type", ""))
+        parts = form_parts(request)
         if not uploads.text(body, parts, "prompt"):
             raise bad_request("The multipart field 'prompt' is required.", param="prompt")
         model = V2BETA_MODELS.get(endpoint) or uploads.text(body, parts, "model") or SD3_DEFAULT_MODEL

@@ -17,9 +17,9 @@ import aiohttp
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from polyrelay import kinds, multipart
+from polyrelay import kinds
 from polyrelay.api import uploads
-from polyrelay.api.common import read_body
+from polyrelay.api.common import form_parts, read_body
 from polyrelay.api.stability import REQUEST_LIMIT, v2beta_error
 from polyrelay.api.task_api import TaskCall, accept_id, endpoint, json_response, refusal
 from polyrelay.errors import RelayError, bad_request
@@ -46,7 +46,7 @@ async def submit(call: TaskCall) -> Response:
     if len(body) > limit:
         raise uploads.too_large("body", limit)
     content_type = call.request.headers["content-type"]
-    parts = multipart.parse_parts(body, content_type)
+    parts = form_parts(call.request)
     uploads.check_image(body, uploads.require(parts, "image"), limit)
     stored = {name: value for name in _FIELDS if (value := uploads.text(body, parts, name)) is not None}
     order = Order(FAMILY, "IMAGE_TO_VIDEO", upstream.MODEL, kinds.STABILITY_VIDEO, "v2beta.image-to-video", stored)
@@ -93,7 +93,7 @@ async def stream_result(
         response.release()
         error = RelayError(response.status if response.status >= 400 else 502,
                            f"Stability answered HTTP {response.status} for a finished job.", type="upstream_error")
-        raise error.with_raw(FAMILY, raw) if response.status >= 400 and raw else error
+        raise (error.with_raw(FAMILY, raw) if response.status >= 400 and raw else error).scrub(channel.keys)
 
     async def chunks() -> AsyncIterator[bytes]:
         try:

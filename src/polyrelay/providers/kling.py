@@ -26,6 +26,7 @@ from polyrelay.providers.base import (
     FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, Media, TaskUpdate, TaskView, coarse_progress, media_item,
 )
 from polyrelay.providers.base import OneByOne
+from polyrelay.scrub import scrub
 
 TYPE = "kling"
 FAMILY = "kling"
@@ -62,7 +63,10 @@ async def submit(
     return await request_json(session, channel, "POST", f"{channel.base_url}/v1/{PATHS[action]}", _headers(key), body)
 
 
-def _update(data: dict[str, Any]) -> TaskUpdate:
+def _update(data: dict[str, Any], keys: tuple[str, ...]) -> TaskUpdate:
+    # Kling's message may repeat the JWT the query carried; hidden here, because the poller keeps bearer
+    # values in stored results (they may be signed result URLs) and this one is ours.
+    data = {**data, "task_status_msg": scrub(str(data.get("task_status_msg") or ""), keys)}
     status = _STATUSES.get(str(data.get("task_status") or ""), SUBMITTED)
     progress = coarse_progress(status)
     return TaskUpdate(status, progress, data, fail_reason=str(data.get("task_status_msg") or "") if status == FAILURE else "")
@@ -88,7 +92,7 @@ class KlingTasks(OneByOne):
             return None
         if status != 200 or not isinstance(data, dict) or body.get("code") != 0:
             raise ValueError(f"kling task query answered HTTP {status}")
-        return _update(data)
+        return _update(data, channel.keys)
 
     def render(self, task: TaskView) -> dict[str, Any]:
         """Kling's task object (the ``data`` of a query reply and the callback body), with polyrelay's id."""

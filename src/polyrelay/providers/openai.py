@@ -19,8 +19,9 @@ from polyrelay import kinds, multipart
 from polyrelay.billing import tokenizer
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
-from polyrelay.providers.base import Adaptor, Reply, ReplyStream, Target, UpstreamRequest
+from polyrelay.providers.base import Adaptor, Reply, ReplyStream, Services, Target, UpstreamRequest
 from polyrelay.providers.base import Call
+from polyrelay.scrub import scrub_bytes
 
 # Only whisper models answer verbose_json, which carries the duration we bill by.
 _DURATION_MODELS = ("whisper",)
@@ -87,12 +88,26 @@ def _completion_text(choices: list[Any]) -> str:
     return "".join(pieces)
 
 
+_CHANNEL_KEYS = "channel_keys"  # in ``Call.extra``: the keys of the channel answering now
+
+
+def _without_echoes(call: Call, body: bytes) -> bytes:
+    """``body`` scrubbed of our keys when it carries an error: OpenAI-compatible servers (one-api, vLLM...)
+    also refuse with HTTP 200 or inside a stream, and some repeat the key they were sent."""
+    if b'"error"' not in body:
+        return body
+    return scrub_bytes(body, call.extra.get(_CHANNEL_KEYS, ()))
+
+
 # Kinds whose successful answer is always a JSON object (speech is audio bytes, transcripts may be text).
 _JSON_KINDS = frozenset({kinds.CHAT, kinds.COMPLETIONS, kinds.EMBEDDINGS, kinds.IMAGES, kinds.IMAGE_EDITS})
 
 class OpenAIAdaptor(Adaptor):
     type = "openai"
     kinds = frozenset({kinds.CHAT, kinds.COMPLETIONS, kinds.EMBEDDINGS, kinds.IMAGES, kinds.IMAGE_EDITS, kinds.AUDIO})
+
+    async def prepare(self, call: Call, target: Target, services: Services) -> None:
+        call.extra[_CHANNEL_KEYS] = target.channel.keys  # for ``_without_echoes``
 
     def build_request(self, call: Call, target: Target) -> UpstreamRequest:
         return UpstreamRequest(
@@ -149,6 +164,7 @@ class OpenAIAdaptor(Adaptor):
         if not content_type.startswith("application/json") and call.kind in _JSON_KINDS:
             raise ValueError(f"a {content_type or 'untyped'} body where JSON was expected")  # e.g. a proxy's HTML page
         if content_type.startswith("application/json"):
+            body = _without_echoes(call, body)
             data = orjson.loads(body)
             usage = usage_from_openai(data)
             if call.endpoint.startswith("images."):
@@ -237,6 +253,7 @@ class EventStream(ReplyStream):
 
     def _inspect(self, events: bytes) -> bytes:
         """Pass ``events`` on, reading the usage event among them (the last one, if several)."""
+        events = _without_echoes(self._call, events)
         self._events.append(events)
         at = max(events.rfind(b'"usage":{'), events.rfind(b'"usage": {'))
         if at < 0:

@@ -33,7 +33,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from polyrelay.fetch import FetchError, FetchPolicy, pinned_get, same_provider
+from polyrelay.fetch import FetchError, FetchPolicy, pinned_request, same_provider
 from polyrelay.store.snapshot import ChannelRecord
 
 log = logging.getLogger("polyrelay.files")
@@ -183,8 +183,8 @@ class FileStore:
 
     async def _download(self, url: str, channel: ChannelRecord, listed: list[str],
                         session: aiohttp.ClientSession) -> str:
-        return await pinned_get(session, url, self._policy, self._save,
-                                allowed=lambda hop: provider_host(hop, channel, listed))
+        return await pinned_request(session, "GET", url, self._policy, self._save,
+                                    allowed=lambda hop: provider_host(hop, channel, listed))
 
     async def _save(self, response: aiohttp.ClientResponse) -> str:
         """Stream the body to a temporary file while hashing it, then move it to its content address."""

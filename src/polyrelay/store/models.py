@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from polyrelay.store.crypto import EncryptedKeys
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -26,7 +28,7 @@ class Channel(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     type: Mapped[str] = mapped_column(String(32))
     base_url: Mapped[str] = mapped_column(String(512))
-    keys: Mapped[list[str]] = mapped_column(JSON)
+    keys: Mapped[list[str]] = mapped_column(EncryptedKeys)  # ciphertext in the row, the list in memory
     models: Mapped[list[str]] = mapped_column(JSON, default=list)
     model_mapping: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     priority: Mapped[int] = mapped_column(Integer, default=0)
@@ -72,6 +74,15 @@ class Token(Base):
     allowed_ips: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # IPs/CIDRs; None: any
     rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # requests per minute
     tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)  # tokens per minute
+    # What an administrator imposed (PATCH /api/tokens/{id}); the owner's settings above cannot lift it,
+    # the snapshot applies the stricter of each pair.
+    admin_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    admin_quota_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    admin_models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    admin_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    admin_allowed_ips: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    admin_rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    admin_tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Price(Base):
@@ -264,3 +275,18 @@ class RedemptionCode(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     redeemed_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
     redeemed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DeadLetter(Base):
+    """A write the batching writer could not commit, kept instead of retried forever (see docs/billing.md)."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    request_id: Mapped[str] = mapped_column(String(64), default="")  # "" for channel-health updates
+    # True when the usage row committed with its free text blanked, and its money with it (only the text
+    # was refused; ``row`` keeps the original); False when nothing of it was written, so nothing charged.
+    committed: Mapped[bool] = mapped_column(Boolean, default=False)
+    row: Mapped[str] = mapped_column(Text)  # JSON: the usage-log row and its ledger entry, or the channel updates
+    error: Mapped[str] = mapped_column(Text, default="")

@@ -11,7 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -58,9 +58,10 @@ class UserRecord:
 class TokenRecord:
     id: int
     name: str
+    # Limits are the stricter of the owner's and an administrator's (see load_snapshot).
     quota_micros: int | None  # the token's own limit; its user's balance limits it too
     used_micros: int  # settled spend: persisted plus settled here and not yet flushed
-    models: ModelPatterns | None
+    models: ModelPatterns | AllOf | None
     expires_at: float | None  # epoch seconds
     enabled: bool
     reserved_micros: int = 0  # estimates held by requests in flight
@@ -180,8 +181,37 @@ class Snapshot:
         return sorted(names)
 
 
+class AllOf:
+    """A model allow-list made of several: the owner's within an administrator's admits what both admit."""
+
+    __slots__ = ("lists",)
+
+    def __init__(self, *lists: ModelPatterns) -> None:
+        self.lists = lists
+
+    def __contains__(self, model: str) -> bool:
+        return all(model in patterns for patterns in self.lists)
+
+
 def _epoch(value: datetime | None) -> float | None:
     return value.timestamp() if value is not None else None
+
+
+Limit = TypeVar("Limit", int, float)
+
+
+def _stricter(own: Limit | None, imposed: Limit | None) -> Limit | None:
+    """The lower of two limits where None means no limit."""
+    if own is None or imposed is None:
+        return imposed if own is None else own
+    return min(own, imposed)
+
+
+def _models(own: list[str] | None, imposed: list[str] | None) -> ModelPatterns | AllOf | None:
+    if own is None or imposed is None:
+        names = imposed if own is None else own
+        return ModelPatterns(names) if names is not None else None
+    return AllOf(ModelPatterns(own), ModelPatterns(imposed))
 
 
 _USER_STATIC = ("name", "role", "group", "enabled", "unlimited", "ratio_ppm", "channels", "rpm_limit", "tpm_limit")
@@ -192,6 +222,15 @@ def _networks(values: list[str] | None) -> tuple[Any, ...] | None:
     if values is None:
         return None
     return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+
+
+def _ip_fence(own: list[str] | None, imposed: list[str] | None) -> tuple[Any, ...] | None:
+    """The addresses both fences admit. Two overlapping networks nest, so their overlap is the smaller one."""
+    mine, theirs = _networks(own), _networks(imposed)
+    if mine is None or theirs is None:
+        return theirs if mine is None else mine
+    return tuple(min(a, b, key=lambda n: n.num_addresses) for a in mine for b in theirs
+                 if a.version == b.version and a.overlaps(b))
 
 
 def load_snapshot(session: Session, previous: Snapshot | None = None) -> Snapshot:
@@ -228,15 +267,15 @@ def load_snapshot(session: Session, previous: Snapshot | None = None) -> Snapsho
         record = TokenRecord(
             id=row.id,
             name=row.name,
-            quota_micros=row.quota_micros,
+            quota_micros=_stricter(row.quota_micros, row.admin_quota_micros),
             used_micros=row.used_micros,
-            models=ModelPatterns(row.models) if row.models is not None else None,
-            expires_at=_epoch(row.expires_at),
-            enabled=row.enabled,
+            models=_models(row.models, row.admin_models),
+            expires_at=_stricter(_epoch(row.expires_at), _epoch(row.admin_expires_at)),
+            enabled=row.enabled and row.admin_enabled,
             user=users.get(row.user_id) if row.user_id is not None else None,
-            allowed_ips=_networks(row.allowed_ips),
-            rpm_limit=row.rpm_limit,
-            tpm_limit=row.tpm_limit,
+            allowed_ips=_ip_fence(row.allowed_ips, row.admin_allowed_ips),
+            rpm_limit=_stricter(row.rpm_limit, row.admin_rpm_limit),
+            tpm_limit=_stricter(row.tpm_limit, row.admin_tpm_limit),
         )
         used[row.id] = row.used_micros
         tokens[row.key_hash] = record

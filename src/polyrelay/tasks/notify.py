@@ -4,25 +4,31 @@ Per task only the newest state is pending: a retry of an older state is replaced
 a newer one, so a receiver never sees a task move backwards. Deliveries run from
 memory; ``tasks/callbacks.py`` keeps a durable mark per task (``version``) so that
 callbacks a stopped or crashed process still owed are delivered after a restart.
+
+A callback URL is the caller's, so it goes through ``fetch.pinned_request`` like any
+URL polyrelay did not configure: resolved once, refused unless every address is
+public (``notify_allow_private`` lifts that), and posted to the checked address.
+Redirects are not followed: a receiver that answers 3xx has not taken the callback
+(retried like any failure), and a POST is never re-aimed at wherever it points.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import socket
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
+from polyrelay.fetch import FetchError, FetchPolicy, Refused, Resolver, pinned_request, system_resolve
 from polyrelay.tasks.settings import TaskSettings
 
 log = logging.getLogger("polyrelay.tasks")
 
 _MAX_PENDING = 10_000
+_JSON = {"content-type": "application/json"}
 
 
 def valid_hook(url: str) -> bool:
@@ -30,21 +36,20 @@ def valid_hook(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
-async def _public(host: str, port: int) -> bool:
-    """True when every address ``host`` resolves to is globally routable (no SSRF into the LAN)."""
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
-        return False
-    addresses = {ipaddress.ip_address(info[4][0]) for info in infos}
-    return bool(addresses) and all(address.is_global for address in addresses)
+async def _ignore(response: aiohttp.ClientResponse) -> None:
+    """A receiver's 2xx is all a delivery needs; its body is never read."""
 
 
 class Notifier:
-    def __init__(self, session: aiohttp.ClientSession, settings: TaskSettings) -> None:
+    """Callback delivery for one process; ``resolve`` is the DNS lookup (tests stand in a rebinding one)."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, settings: TaskSettings, resolve: Resolver = system_resolve
+    ) -> None:
         self._session = session
         self._settings = settings
+        self._policy = FetchPolicy(allow_private=settings.notify_allow_private, timeout_s=settings.notify_timeout_s,
+                                   max_redirects=0, resolve=resolve)
         # task id -> (url, newest body, its durable mark or None)
         self._pending: dict[str, tuple[str, dict[str, Any], int | None]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -100,22 +105,14 @@ class Notifier:
             self._workers.pop(task_id, None)
 
     async def _post(self, url: str, body: dict[str, Any]) -> bool:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        if not self._settings.notify_allow_private and not await _public(host, port):
-            log.warning("callback to %s refused: not a public address", url)
-            return True  # permanent: do not retry
+        """Whether the callback is settled: delivered, or refused for good (never worth a retry)."""
         try:
-            async with self._session.post(
-                url,
-                data=orjson.dumps(body),
-                headers={"content-type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=self._settings.notify_timeout_s),
-                allow_redirects=False,
-            ) as response:
-                await response.read()
-                return 200 <= response.status < 300
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            log.info("callback to %s failed: %s", url, type(exc).__name__)
+            await pinned_request(self._session, "POST", url, self._policy, _ignore, headers=_JSON,
+                                 body=orjson.dumps(body))
+        except Refused as exc:
+            log.warning("callback to %s refused: %s", url, exc)
+            return True
+        except FetchError as exc:
+            log.info("callback to %s failed: %s", url, exc)
             return False
+        return True

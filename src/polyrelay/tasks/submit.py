@@ -121,10 +121,12 @@ async def submit(
     outcome = Outcome(f"task-{task_id}", order.family, order.endpoint[:64], order.model, client_ip, token=token)
     with engine.spine.settler.guard(outcome):
         tried = await _run(engine, order, outcome, send, busy)
+        keys = tried.target.channel.keys
         try:
             accepted = accept(*tried.answer)
         except RelayError as refused:  # the upstream's refusal, relayed: never with our key in it
-            raise refused.scrub(tried.target.channel.keys)
+            raise refused.scrub(keys)
+        accepted.result = scrub_json(accepted.result, keys, credentials=False)
         outcome.status = 200
         cost = outcome.cost()
         task = await engine.create(_task_row(engine, token, order, accepted, tried.target, cost, task_id, properties),

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from polyrelay.api.admin.common import ApiError, aware, engine_of, error_response, run_db, sha256_hex
+from polyrelay.api.admin.common import ApiError, aware, check_url, engine_of, error_response, run_db, sha256_hex
 from polyrelay.store import models
 
 
@@ -65,6 +65,7 @@ def endpoint(*, admin: bool = True, public: bool = False) -> Callable[[Handler],
     def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
             try:
+                check_url(request)
                 principal = Principal(None, "", False, "none") if public else await _authenticate(request)
                 if admin and not principal.admin:
                     raise ApiError(403, "forbidden", "This needs an administrator.")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import math
 import secrets
 from datetime import datetime, timedelta, timezone
@@ -24,29 +26,53 @@ from polyrelay.billing import accounts
 from polyrelay.store import models
 
 
+_LOGIN_BODY_BYTES = 64 * 1024
+
+
 def _throttle(request: Request) -> LoginThrottle:
     state = request.app.state
     if not hasattr(state, "login_throttle"):
-        state.login_throttle = LoginThrottle()
+        settings = state.settings
+        state.login_throttle = LoginThrottle(
+            max_entries=settings.sign_in_throttle_entries, redis_url=settings.redis_url,
+            namespace=hashlib.sha256(settings.database_url.encode()).hexdigest()[:12],
+        )
     return state.login_throttle
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash made like the real ones, verified for names without one: an unknown name costs what a known one does."""
+    return accounts.hash_password(secrets.token_urlsafe(16))
+
+
+def _password_matches(password_hash: str | None, password: str) -> bool:
+    dummy = _dummy_hash()  # made before any verification, so the first sign-in of either kind pays for it
+    if password_hash is None:
+        accounts.verify_password(dummy, password)
+        return False
+    return accounts.verify_password(password_hash, password)
+
+
+def _secure_cookie(request: Request) -> bool:
+    setting = request.app.state.settings.cookie_secure
+    return request.url.scheme == "https" if setting == "auto" else setting
 
 
 @endpoint(admin=False, public=True)
 async def login(request: Request, _: Principal) -> Response:
-    data = await read_body(request)
+    data = await read_body(request, limit=_LOGIN_BODY_BYTES)
     name, password = data.get("name"), data.get("password")
     if not isinstance(name, str) or not isinstance(password, str):
         raise ApiError(400, "invalid_field", "Send 'name' and 'password'.")
-    throttle, address = _throttle(request), client_ip(request)
-    wait = throttle.retry_after(name, address)
-    if wait is not None:
-        seconds = math.ceil(wait)
+    throttle = _throttle(request)
+    attempt = await throttle.admit(name, client_ip(request))
+    if attempt.retry_after is not None:
+        seconds = max(1, math.ceil(attempt.retry_after))
         response = error_response(ApiError(429, "too_many_attempts",
-                                           f"Too many failed sign-ins for this name; try again in {seconds} s."))
+                                           f"Too many failed sign-ins; try again in {seconds} s."))
         response.headers["retry-after"] = str(seconds)
         return response
-    # Counted as failed until proven right, so concurrent guesses cannot slip past the limit.
-    throttle.failed(name, address)
 
     def find() -> tuple[int, str | None, bool] | None:
         with Session(engine_of(request)) as session:
@@ -56,10 +82,10 @@ async def login(request: Request, _: Principal) -> Response:
 
     found = await run_db(request, find)
     password_hash = found[1] if found is not None else None
-    valid = await asyncio.get_running_loop().run_in_executor(None, accounts.verify_password, password_hash, password)
+    valid = await asyncio.get_running_loop().run_in_executor(None, _password_matches, password_hash, password)
     if found is None or not valid or not found[2]:
         raise ApiError(401, "invalid_credentials", "Wrong name or password, or the account is disabled.")
-    throttle.succeeded(name, address)
+    await throttle.succeeded(attempt)
     user_id = found[0]
     cookie = secrets.token_urlsafe(32)
     ttl = request.app.state.settings.session_ttl_s
@@ -75,7 +101,7 @@ async def login(request: Request, _: Principal) -> Response:
     user = await run_db(request, store)
     response = json_response({"user": user})
     response.set_cookie(SESSION_COOKIE, cookie, max_age=ttl, path="/api", httponly=True, samesite="lax",
-                        secure=request.url.scheme == "https")
+                        secure=_secure_cookie(request))
     return response
 
 
@@ -92,5 +118,6 @@ async def logout(request: Request, _: Principal) -> Response:
 
         await run_db(request, work)
     response = Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, path="/api", httponly=True, samesite="lax")
+    response.delete_cookie(SESSION_COOKIE, path="/api", httponly=True, samesite="lax",
+                           secure=_secure_cookie(request))
     return response

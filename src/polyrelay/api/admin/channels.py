@@ -10,8 +10,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from polyrelay.api.admin.access import Principal, endpoint
-from polyrelay.api.admin.common import ApiError, engine_of, iso, json_response, not_found, path_int, read_body
-from polyrelay.api.admin.fields import check_unknown, field_int
+from polyrelay.api.admin.common import (
+    INT32_MAX,
+    ApiError,
+    engine_of,
+    iso,
+    json_response,
+    not_found,
+    path_int,
+    read_body,
+)
+from polyrelay.api.admin.fields import MAX_MICROS, check_unknown, field_int, field_number, field_str, field_str_list
 from polyrelay.api.admin.records import insert_record, list_records, record_op
 from polyrelay.keys import key_hint
 from polyrelay.store import models
@@ -35,6 +44,27 @@ def channel_json(row: models.Channel) -> dict[str, Any]:
     }
 
 
+def _check_bounds(data: dict[str, Any]) -> None:
+    """What the config model leaves open but the columns do not: lengths, integer and time ranges."""
+    for name, max_len in (("name", 128), ("type", 32), ("base_url", 512)):
+        if name in data:
+            field_str(data, name, max_len=max_len)
+    if "keys" in data:
+        field_str_list(data, "keys", nullable=False, max_len=4096)
+    if "models" in data:
+        field_str_list(data, "models", nullable=False)
+    if "priority" in data:
+        field_int(data, "priority", minimum=-INT32_MAX, maximum=INT32_MAX)
+    if "weight" in data:
+        field_int(data, "weight")
+    for name in ("timeout_s", "connect_timeout_s"):
+        if name in data:
+            field_number(data, name, minimum=0.001, maximum=_MAX_TIMEOUT_S)
+
+
+_MAX_TIMEOUT_S = 86_400.0
+
+
 def _apply_channel(row: models.Channel, data: dict[str, Any], creating: bool) -> None:
     from pydantic import ValidationError
 
@@ -46,6 +76,7 @@ def _apply_channel(row: models.Channel, data: dict[str, Any], creating: bool) ->
         "model_mapping": row.model_mapping, "priority": row.priority, "weight": row.weight, "enabled": row.enabled,
         "timeout_s": row.timeout_s, "connect_timeout_s": row.connect_timeout_s, "options": row.options,
     }
+    _check_bounds(data)
     merged = {**current, **{k: v for k, v in data.items() if k != "balance_micros"}}
     try:
         config = ChannelConfig(**merged)
@@ -62,7 +93,7 @@ def _apply_channel(row: models.Channel, data: dict[str, Any], creating: bool) ->
     if "enabled" in data and config.enabled:
         row.disabled_reason, row.failure_count, row.cooldown_until = "", 0, None
     if "balance_micros" in data:
-        row.balance_micros = field_int(data, "balance_micros", nullable=True)
+        row.balance_micros = field_int(data, "balance_micros", minimum=-MAX_MICROS, maximum=MAX_MICROS, nullable=True)
 
 
 @endpoint()
@@ -129,9 +160,7 @@ async def test_channel(request: Request, _: Principal) -> Response:
     channel_id = path_int(request)
     data = await read_body(request)
     check_unknown(data, {"model"})
-    model = data.get("model")
-    if model is not None and not isinstance(model, str):
-        raise ApiError(400, "invalid_field", "'model' must be a string.")
+    model = field_str(data, "model", max_len=256) if data.get("model") is not None else None
     result = await run_channel_test(engine_of(request), request.app.state.db_executor, channel_id, model)
     if result is None:
         raise not_found(f"Channel {channel_id}")

@@ -18,6 +18,9 @@ from polyrelay.store.snapshot import load_snapshot
 
 
 _MAX_PAGE = 1000
+INT32_MAX = 2**31 - 1  # Integer columns (ids, limits): PostgreSQL refuses anything larger
+INT64_MAX = 2**63 - 1  # BigInteger columns
+_MAX_BODY_BYTES = 1024 * 1024  # a record's JSON; far more than any record needs
 
 
 class ApiError(Exception):
@@ -67,8 +70,18 @@ async def reload_snapshot(request: Request) -> None:
     relay.snapshot = fresh.adopt(relay.snapshot)
 
 
-async def read_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+async def read_body(request: Request, limit: int = _MAX_BODY_BYTES) -> dict[str, Any]:
+    """The JSON object sent, refused with 413 once it outgrows ``limit``: a flood is never held in memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return {}
     try:
@@ -77,7 +90,35 @@ async def read_body(request: Request) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", f"The body is not valid JSON: {exc}.") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
+    _refuse_nul(data, "")
     return data
+
+
+def _refuse_nul(value: Any, where: str) -> None:
+    """PostgreSQL stores no NUL character in text: refuse it anywhere in the body, naming the field."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ApiError(400, "invalid_field", f"'{where or 'body'}' must not contain a NUL character.")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{where}.{key}" if where else key
+            if "\x00" in key:
+                raise ApiError(400, "invalid_field", f"The field name '{name!r}' must not contain a NUL character.")
+            _refuse_nul(item, name)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul(item, f"{where}[{index}]")
+
+
+def check_url(request: Request) -> None:
+    """Path and query values with a NUL character never reach a query (PostgreSQL would fail on them)."""
+    for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
+        if "\x00" in str(value):
+            raise ApiError(400, "invalid_query", f"'{name}' must not contain a NUL character.")
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "request_too_large", f"The body is larger than the {limit} bytes this endpoint accepts.")
 
 
 def sha256_hex(value: str) -> str:
@@ -93,27 +134,32 @@ def iso(value: datetime | None) -> str | None:
 
 
 def path_int(request: Request, name: str = "id") -> int:
+    """A record id from the path: 1..INT32_MAX, the range of the id columns."""
+    raw = request.path_params.get(name, "")
     try:
-        return int(request.path_params[name])
-    except (KeyError, ValueError):
-        raise ApiError(400, "invalid_id", f"'{request.path_params.get(name)}' is not an id.") from None
+        value: int | None = int(raw)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= INT32_MAX:
+        raise ApiError(400, "invalid_id", f"'{name}' must be an integer from 1 to {INT32_MAX}, not '{raw[:40]}'.")
+    return value
 
 
 def paging(request: Request) -> tuple[int, int]:
-    limit = query_int(request, "limit", 100)
-    offset = query_int(request, "offset", 0)
-    if not 1 <= limit <= _MAX_PAGE or offset < 0:
-        raise ApiError(400, "invalid_query", f"'limit' must be 1..{_MAX_PAGE} and 'offset' >= 0.")
-    return limit, offset
+    return query_int(request, "limit", 100, 1, _MAX_PAGE), query_int(request, "offset", 0, 0, INT32_MAX)
 
 
-def query_int(request: Request, name: str, default: int | None = None) -> int:
+def query_int(request: Request, name: str, default: int | None = None, minimum: int = 0,
+              maximum: int = INT32_MAX) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         if default is None:
             raise ApiError(400, "invalid_query", f"'{name}' is required.")
         return default
     try:
-        return int(raw)
+        value: int | None = int(raw)
     except ValueError:
-        raise ApiError(400, "invalid_query", f"'{name}' must be an integer.") from None
+        value = None
+    if value is None or not minimum <= value <= maximum:
+        raise ApiError(400, "invalid_query", f"'{name}' must be an integer from {minimum} to {maximum}.")
+    return value

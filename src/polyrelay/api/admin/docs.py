@@ -12,32 +12,64 @@ from collections.abc import Callable
 from typing import Any
 
 from polyrelay import __version__
+from polyrelay.api.admin.common import INT32_MAX, INT64_MAX
 
 _ERROR = {
     "description": "Error",
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
+_UPSTREAM_ERROR = {**_ERROR, "description": "The upstream that holds the result failed"}
+_ID = {"type": "integer", "minimum": 1, "maximum": INT32_MAX}
+_ID_OR_ZERO = {"type": "integer", "minimum": 0, "maximum": INT32_MAX}
+_TEXT = {"type": "string"}
 _QUERY_FILTERS = [
-    ("start", "string", "ISO 8601; rows at or after"),
-    ("end", "string", "ISO 8601; rows before"),
-    ("user_id", "integer", "admin only"),
-    ("token_id", "integer", ""),
-    ("model", "string", ""),
-    ("channel_id", "integer", "admin only"),
-    ("status", "string", "an HTTP status code, 'ok' (< 400) or 'error' (>= 400)"),
+    ("start", _TEXT, "ISO 8601; rows at or after"),
+    ("end", _TEXT, "ISO 8601; rows before"),
+    ("user_id", _ID_OR_ZERO, "admin only"),
+    ("token_id", _ID_OR_ZERO, ""),
+    ("model", _TEXT, ""),
+    ("channel_id", _ID_OR_ZERO, "admin only"),
+    ("status", _TEXT, "an HTTP status code, 'ok' (< 400) or 'error' (>= 400)"),
 ]
-_PAGING = [("limit", "integer", "1..1000, default 100"), ("offset", "integer", "default 0")]
+_LIST_ONLY = [("before_id", {"type": "integer", "minimum": 1, "maximum": INT64_MAX}, "rows with a smaller id")]
+_PAGING = [("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "default 100"),
+           ("offset", _ID_OR_ZERO, "default 0")]
 # GET paths (by their last segment) whose query differs from _PAGING.
 _QUERIES = {
-    "tasks": [("family", "string", "midjourney, suno, luma, kling, flux or stability"),
-              ("status", "string", "engine statuses, comma-separated, case-insensitive"),
-              ("limit", "integer", "1..100, default 20"),
-              ("before", "integer", "a submit_time in epoch ms: the previous page's next_before"),
-              ("user_id", "integer", "admin only")],
-    "stats": [("days", "integer", "1..90, default 14"), ("user_id", "integer", "admin only")],
+    "tasks": [("family", _TEXT, "midjourney, suno, luma, kling, flux or stability"),
+              ("status", _TEXT, "engine statuses, comma-separated, case-insensitive"),
+              ("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "default 20"),
+              ("before", {"type": "integer", "minimum": 0, "maximum": 2**62},
+               "a submit_time in epoch ms: the previous page's next_before"),
+              ("user_id", _ID_OR_ZERO, "admin only")],
+    "stats": [("days", {"type": "integer", "minimum": 1, "maximum": 90}, "default 14"),
+              ("user_id", _ID_OR_ZERO, "admin only")],
     "system": [],
     "video": [],
 }
+_CREATES = frozenset({"create_user", "create_token", "my_create_token", "create_channel", "create_group",
+                      "create_codes"})
+_NO_CONTENT = frozenset({"logout", "my_password"})
+
+
+def _responses(handler_name: str) -> dict[str, Any]:
+    """Every status the operation answers: its success, any 4xx (the error names the field), and upstream 5xx."""
+    if handler_name in _CREATES:
+        success = {"201": {"description": "Created"}}
+    elif handler_name in _NO_CONTENT or handler_name.startswith(("delete_", "my_delete_")):
+        success = {"204": {"description": "Done; no content"}}
+    else:
+        success = {"200": {"description": "OK"}}
+    upstream = {"5XX": _UPSTREAM_ERROR} if handler_name == "task_video" else {}
+    return {**success, "4XX": _ERROR, **upstream}
+
+
+def _query(params: list[tuple[str, dict[str, Any], str]]) -> list[dict[str, Any]]:
+    return [{"name": n, "in": "query", "schema": s, "description": d} for n, s, d in params]
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": _ID if name == "id" else {"type": "string"}}
 
 
 def _summary(handler: Callable[..., Any], method: str, path: str) -> tuple[str, str]:
@@ -56,21 +88,18 @@ def schema(routes: list[tuple[str, str, Callable[..., Any], str]]) -> dict[str, 
             "tags": [tag],
             "summary": summary,
             "operationId": handler.__name__,
-            "responses": {"200": {"description": "OK"}, "4XX": _ERROR},
+            "responses": _responses(handler.__name__),
         }
         if description:
             operation["description"] = description
-        parameters = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "integer" if name == "id" else "string"}}
-            for name in re.findall(r"{(\w+)}", path)
-        ]
+        parameters = [_path_parameter(name) for name in re.findall(r"{(\w+)}", path)]
         if method == "GET" and "/logs" in path:
-            parameters += [{"name": n, "in": "query", "schema": {"type": t}, "description": d} for n, t, d in _QUERY_FILTERS]
+            parameters += _query(_QUERY_FILTERS)
         last = path.rsplit("/", 1)[-1]
         if method == "GET" and last in _QUERIES:
-            parameters += [{"name": n, "in": "query", "schema": {"type": t}, "description": d} for n, t, d in _QUERIES[last]]
+            parameters += _query(_QUERIES[last])
         elif method == "GET" and not re.search(r"{\w+}$", path) and not path.endswith(("aggregate", ".csv", "/me")):
-            parameters += [{"name": n, "in": "query", "schema": {"type": t}, "description": d} for n, t, d in _PAGING]
+            parameters += _query(_PAGING + (_LIST_ONLY if last == "logs" else []))
         if parameters:
             operation["parameters"] = parameters
         if method in ("POST", "PATCH", "PUT"):

@@ -10,8 +10,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from polyrelay.api.admin.access import Principal, endpoint
-from polyrelay.api.admin.common import ApiError, engine_of, json_response, read_body, reload_snapshot, run_db
-from polyrelay.api.admin.fields import check_unknown, commit_conflict, field_int, field_str, field_str_list
+from polyrelay.api.admin.common import engine_of, json_response, read_body, reload_snapshot, run_db
+from polyrelay.api.admin.fields import (
+    check_unknown,
+    commit_conflict,
+    field_int,
+    field_number,
+    field_str,
+    field_str_list,
+    field_text,
+)
 from polyrelay.api.admin.records import list_records, record_op
 from polyrelay.store import models
 from polyrelay.store.db import bump_records_version
@@ -22,21 +30,19 @@ def group_json(row: models.Group) -> dict[str, Any]:
             "channels": row.channels, "description": row.description}
 
 
+# A price multiplier of at most x100 keeps any cost times the ratio inside a BigInteger.
+_MAX_RATIO = 100
+
+
 def _apply_group(row: models.Group, data: dict[str, Any]) -> None:
     if "ratio" in data:
-        ratio = data["ratio"]
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or ratio < 0:
-            raise ApiError(400, "invalid_field", "'ratio' must be a number >= 0.")
-        row.ratio_ppm = round(ratio * 1_000_000)
+        row.ratio_ppm = round(field_number(data, "ratio", minimum=0, maximum=_MAX_RATIO) * 1_000_000)
     if "ratio_ppm" in data:
-        row.ratio_ppm = field_int(data, "ratio_ppm", minimum=0)  # type: ignore[assignment]
+        row.ratio_ppm = field_int(data, "ratio_ppm", maximum=_MAX_RATIO * 1_000_000)  # type: ignore[assignment]
     if "channels" in data:
-        row.channels = field_str_list(data, "channels")
+        row.channels = field_str_list(data, "channels", max_len=128)
     if "description" in data:
-        description = data["description"]
-        if not isinstance(description, str):
-            raise ApiError(400, "invalid_field", "'description' must be a string.")
-        row.description = description
+        row.description = field_text(data, "description", max_len=2000)
 
 
 _GROUP_FIELDS = {"ratio", "ratio_ppm", "channels", "description"}

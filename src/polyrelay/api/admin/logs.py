@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from polyrelay.api.admin.access import Principal, endpoint
-from polyrelay.api.admin.common import ApiError, engine_of, iso, json_response, paging, query_int, run_report
+from polyrelay.api.admin.common import INT64_MAX, engine_of, iso, json_response, paging, query_int, run_report
 from polyrelay.api.admin.fields import parse_time
 from polyrelay.store import models
 
@@ -46,7 +46,7 @@ def _log_filters(request: Request, owner: int | None) -> list[Any]:
     elif status == "error":
         clauses.append(log.status_code >= 400)
     elif status:
-        clauses.append(log.status_code == query_int(request, "status"))
+        clauses.append(log.status_code == query_int(request, "status", maximum=999))
     return clauses
 
 
@@ -62,21 +62,17 @@ def _log_json(row: Any, owner: int | None) -> dict[str, Any]:
 async def logs_of(request: Request, owner: int | None) -> Response:
     limit, offset = paging(request)
     clauses = _log_filters(request, owner)
-    before = request.query_params.get("before_id")
+    before = query_int(request, "before_id", INT64_MAX, 1, INT64_MAX)
 
     def work() -> dict[str, Any]:
         log = models.UsageLog
-        query = select(log).where(*clauses)
-        if before:
-            query = query.where(log.id < int(before))
+        query = select(log).where(*clauses, log.id < before)
         with Session(engine_of(request)) as session:
             rows = list(session.scalars(query.order_by(log.id.desc()).limit(limit).offset(offset)))
             total = session.scalar(select(func.count()).select_from(log).where(*clauses))
             return {"data": [_log_json(r, owner) for r in rows], "total": total,
                     "next_before_id": rows[-1].id if len(rows) == limit else None}
 
-    if before is not None and not before.isdigit():
-        raise ApiError(400, "invalid_query", "'before_id' must be an integer.")
     return json_response(await run_report(request, work))
 
 

@@ -14,11 +14,12 @@ from polyrelay.api.admin.common import (
     ApiError, engine_of, json_response, read_body, reload_snapshot, run_db, sha256_hex,
 )
 from polyrelay.api.admin.logs import aggregate_of, csv_of, logs_of
+from polyrelay.api.admin.fields import check_unknown, field_str
 from polyrelay.api.admin.records import fetch_record
 from polyrelay.api.admin.stats import stats_of
 from polyrelay.api.admin.tasks import tasks_of
 from polyrelay.api.admin.tokens import create_token_for, list_tokens_of, token_op
-from polyrelay.api.admin.users import ledger_of, user_json
+from polyrelay.api.admin.users import ledger_of, password_field, user_json
 from polyrelay.billing import accounts
 from polyrelay.store import models
 from polyrelay.store.db import bump_records_version
@@ -58,6 +59,7 @@ async def my_get_token(request: Request, principal: Principal) -> Response:
 
 @endpoint(admin=False)
 async def my_update_token(request: Request, principal: Principal) -> Response:
+    """Change your token's name or your own limits; limits an administrator imposed stay in force."""
     return await token_op(request, _me(principal), "update")
 
 
@@ -90,9 +92,8 @@ async def my_ledger(request: Request, principal: Principal) -> Response:
 async def my_redeem(request: Request, principal: Principal) -> Response:
     user_id = _me(principal)
     data = await read_body(request)
-    code = data.get("code")
-    if not isinstance(code, str) or not code.strip():
-        raise ApiError(400, "invalid_field", "Send the 'code' to redeem.")
+    check_unknown(data, {"code"})
+    code = field_str(data, "code", max_len=256)
 
     def work() -> int | None:
         with Session(engine_of(request)) as session, session.begin():
@@ -125,9 +126,11 @@ async def my_password(request: Request, principal: Principal) -> Response:
     """Change your password; your other console sessions are logged out, this one stays."""
     user_id = _me(principal)
     data = await read_body(request)
-    current, new = data.get("current_password"), data.get("new_password")
-    if not isinstance(current, str) or not isinstance(new, str) or len(new) < 8:
-        raise ApiError(400, "invalid_field", "Send 'current_password' and a 'new_password' of at least 8 characters.")
+    check_unknown(data, {"current_password", "new_password"})
+    current = data.get("current_password")
+    if not isinstance(current, str) or len(current) > 1024:
+        raise ApiError(400, "invalid_field", "'current_password' must be a string of at most 1024 characters.")
+    new = password_field(data, "new_password")
 
     def stored() -> str | None:
         with Session(engine_of(request)) as session:

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from polyrelay.api.admin.access import Principal, endpoint
-from polyrelay.api.admin.common import engine_of, json_response, not_found, read_body, reload_snapshot, run_db
-from polyrelay.api.admin.fields import check_unknown, field_int
+from polyrelay.api.admin.common import ApiError, engine_of, json_response, not_found, read_body, reload_snapshot, run_db
+from polyrelay.api.admin.fields import MAX_MICROS, check_unknown, field_int
 from polyrelay.api.admin.records import fetch_record, list_records
 from polyrelay.billing.meter import Price as PriceValue
 from polyrelay.store import models
@@ -19,6 +19,7 @@ from polyrelay.store.db import bump_records_version
 
 
 _PRICE_FIELDS = PriceValue.field_names()
+_MAX_MODEL = 256  # the column's length
 
 
 def price_json(row: models.Price) -> dict[str, Any]:
@@ -34,9 +35,11 @@ async def list_prices(request: Request, _: Principal) -> Response:
 async def put_price(request: Request, _: Principal) -> Response:
     """Set a model's price (exact name, wildcard, or ``default``); amounts in micro-USD per unit."""
     model = request.path_params["model"]
+    if not 0 < len(model) <= _MAX_MODEL:
+        raise ApiError(400, "invalid_id", f"'model' must be 1 to {_MAX_MODEL} characters.")
     data = await read_body(request)
     check_unknown(data, {f"{name}_micros" for name in _PRICE_FIELDS})
-    values = {name: field_int(data, f"{name}_micros", minimum=0, nullable=True) for name in _PRICE_FIELDS}
+    values = {name: field_int(data, f"{name}_micros", maximum=MAX_MICROS, nullable=True) for name in _PRICE_FIELDS}
 
     def work() -> dict[str, Any]:
         with Session(engine_of(request)) as session, session.begin():

@@ -11,7 +11,6 @@ from starlette.responses import Response
 
 from polyrelay.api.admin.access import Principal, endpoint
 from polyrelay.api.admin.common import (
-    ApiError,
     engine_of,
     iso,
     json_response,
@@ -21,7 +20,7 @@ from polyrelay.api.admin.common import (
     read_body,
     run_db,
 )
-from polyrelay.api.admin.fields import check_unknown, field_datetime, field_int
+from polyrelay.api.admin.fields import MAX_MICROS, check_unknown, field_datetime, field_int, field_text
 from polyrelay.api.admin.records import list_records
 from polyrelay.billing import accounts
 from polyrelay.keys import key_hint
@@ -39,17 +38,15 @@ async def create_codes(request: Request, _: Principal) -> Response:
     """Create ``count`` codes worth ``amount_micros`` each; the codes are shown this once only."""
     data = await read_body(request)
     check_unknown(data, {"amount_micros", "count", "name", "expires_at"})
-    amount = field_int(data, "amount_micros", minimum=1)
-    count = field_int(data, "count", minimum=1) if "count" in data else 1
-    if count > 1000:  # type: ignore[operator]
-        raise ApiError(400, "invalid_field", "'count' must be at most 1000.")
-    name = data.get("name") or ""
+    amount = field_int(data, "amount_micros", minimum=1, maximum=MAX_MICROS)
+    count = field_int(data, "count", minimum=1, maximum=1000) if "count" in data else 1
+    name = field_text(data, "name", max_len=128)
     expires_at = field_datetime(data, "expires_at")
     codes = [accounts.new_code() for _ in range(count)]  # type: ignore[arg-type]
 
     def work() -> list[dict[str, Any]]:
         with Session(engine_of(request)) as session, session.begin():
-            rows = [models.RedemptionCode(name=str(name)[:128], code_hash=accounts.hash_code(c), code_hint=key_hint(c),
+            rows = [models.RedemptionCode(name=name, code_hash=accounts.hash_code(c), code_hint=key_hint(c),
                                           amount_micros=amount, expires_at=expires_at) for c in codes]
             session.add_all(rows)
             session.flush()

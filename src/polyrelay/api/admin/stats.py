@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from polyrelay.api.admin.access import Principal, endpoint
-from polyrelay.api.admin.common import ApiError, engine_of, json_response, query_int, run_report
+from polyrelay.api.admin.common import engine_of, json_response, query_int, run_report
 from polyrelay.api.admin.logs import log_day
 from polyrelay.store import models
 
@@ -24,9 +24,7 @@ _MAX_DAYS = 90
 
 def _window(request: Request) -> list[str]:
     """The window's days, oldest first, ending today (UTC)."""
-    days = query_int(request, "days", 14)
-    if not 1 <= days <= _MAX_DAYS:
-        raise ApiError(400, "invalid_query", f"'days' must be from 1 to {_MAX_DAYS}.")
+    days = query_int(request, "days", 14, 1, _MAX_DAYS)
     today = datetime.now(timezone.utc).date()
     return [(today - timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
 

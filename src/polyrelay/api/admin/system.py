@@ -1,8 +1,8 @@
 """``GET /api/system``: the health of the answering process and of what it depends on.
 
 Database and Redis round trips, the task poller's last round, the batching writer's
-backlog, undelivered callbacks and channels out of rotation. When the database does not
-answer, the counts read from it are reported as 0 (``database.ok`` says why).
+backlog and dead letters, undelivered callbacks and channels out of rotation. When the
+database does not answer, the counts read from it are reported as 0 (``database.ok`` says why).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ def _counts(engine: Engine) -> dict[str, Any]:
         total, on, cool = session.execute(
             select(func.count(), func.sum(case((enabled, 1), else_=0)), func.sum(case((cooling, 1), else_=0)))
         ).one()
-    return {"by_status": by_status, "due": due, "callbacks": callbacks.pending(engine),
+        dead_letters = session.execute(select(func.count()).select_from(models.DeadLetter)).scalar_one()
+    return {"by_status": by_status, "due": due, "callbacks": callbacks.pending(engine), "dead_letters": dead_letters,
             "channels": {"total": int(total), "enabled": int(on or 0), "cooling_down": int(cool or 0)}}
 
 
@@ -59,11 +60,11 @@ async def _database(request: Request) -> dict[str, Any]:
 
 async def _redis(limiter: RateLimiter, configured: bool) -> dict[str, Any]:
     if not configured:
-        return {"configured": False, "ok": None, "latency_ms": None}
+        return {"configured": False, "ok": None, "latency_ms": None, "limits_shared": False}
     try:
-        return {"configured": True, "ok": True, "latency_ms": await limiter.ping()}
+        return {"configured": True, "ok": True, "latency_ms": await limiter.ping(), "limits_shared": limiter.shared}
     except Exception:
-        return {"configured": True, "ok": False, "latency_ms": None}
+        return {"configured": True, "ok": False, "latency_ms": None, "limits_shared": False}
 
 
 @endpoint()
@@ -71,7 +72,8 @@ async def system(request: Request, _: Principal) -> Response:
     """This process's health: database, Redis, task poller, usage writer, callbacks and channels."""
     state = request.app.state
     database = await _database(request)
-    counts = {"by_status": {}, "due": 0, "callbacks": 0, "channels": {"total": 0, "enabled": 0, "cooling_down": 0}}
+    counts = {"by_status": {}, "due": 0, "callbacks": 0, "dead_letters": 0,
+              "channels": {"total": 0, "enabled": 0, "cooling_down": 0}}
     if database["ok"]:
         counts = await run_report(request, _counts, engine_of(request))  # counts scan the tasks table
     poller = state.poller.health()
@@ -84,6 +86,8 @@ async def system(request: Request, _: Principal) -> Response:
         "tasks": {"poller_running": poller.running, "last_round_at": last_round_at,
                   "last_round_ms": poller.last_round_ms, "by_status": counts["by_status"], "due": counts["due"]},
         "writer": {"queued": state.writer.queued()},
+        # Writes the usage writer could not commit, kept in the dead_letters table (docs/billing.md); normally 0.
+        "dead_letters": counts["dead_letters"],
         # Quota held by requests in flight in this process; 0 when idle, or a settlement leaked.
         "reserved_micros": sum(t.reserved_micros for t in state.relay.snapshot.tokens_by_hash.values()),
         "callbacks": {"pending": counts["callbacks"]},

@@ -25,7 +25,15 @@ from polyrelay.api.admin.common import (
     reload_snapshot,
     run_db,
 )
-from polyrelay.api.admin.fields import check_unknown, commit_conflict, field_bool, field_int, field_str
+from polyrelay.api.admin.fields import (
+    MAX_MICROS,
+    check_unknown,
+    commit_conflict,
+    field_bool,
+    field_int,
+    field_str,
+    field_text,
+)
 from polyrelay.api.admin.records import fetch_record, insert_record, list_records
 from polyrelay.billing import accounts
 from polyrelay.store import models
@@ -33,6 +41,7 @@ from polyrelay.store.db import bump_records_version
 
 
 _USER_FIELDS = {"name", "role", "group", "unlimited", "enabled", "password", "rpm_limit", "tpm_limit"}
+_PASSWORD_LENGTHS = (8, 1024)  # an upper bound too: argon2 hashes whatever it is given
 
 
 def user_json(row: models.User) -> dict[str, Any]:
@@ -60,12 +69,18 @@ def _apply_user(row: models.User, data: dict[str, Any], password_hash: str | Non
         row.password_hash = password_hash
 
 
+def password_field(data: dict[str, Any], key: str) -> str:
+    password = data.get(key)
+    shortest, longest = _PASSWORD_LENGTHS
+    if not isinstance(password, str) or not shortest <= len(password) <= longest:
+        raise ApiError(400, "invalid_field", f"'{key}' must be a string of {shortest} to {longest} characters.")
+    return password
+
+
 async def _password_hash(data: dict[str, Any]) -> str | None:
     if "password" not in data:
         return None
-    password = data["password"]
-    if not isinstance(password, str) or len(password) < 8:
-        raise ApiError(400, "invalid_field", "'password' must be a string of at least 8 characters.")
+    password = password_field(data, "password")
     return await asyncio.get_running_loop().run_in_executor(None, accounts.hash_password, password)
 
 
@@ -80,7 +95,7 @@ async def create_user(request: Request, _: Principal) -> Response:
     data = await read_body(request)
     check_unknown(data, _USER_FIELDS | {"balance_micros"})
     field_str(data, "name")
-    initial = field_int(data, "balance_micros", minimum=0) if "balance_micros" in data else 0
+    initial = field_int(data, "balance_micros", maximum=MAX_MICROS) if "balance_micros" in data else 0
     password_hash = await _password_hash(data)
 
     def build(_: Session) -> models.User:
@@ -149,21 +164,17 @@ async def delete_user(request: Request, _: Principal) -> Response:
     return Response(status_code=204)
 
 
+_MAX_NOTE = 1000
+
+
 async def _move_money(request: Request, user_id: int, kind: str) -> Response:
     data = await read_body(request)
     check_unknown(data, {"amount_micros", "note", "request_id"})
-    amount = field_int(data, "amount_micros")
-    assert amount is not None
-    if kind == "topup" and amount <= 0:
-        raise ApiError(400, "invalid_field", "'amount_micros' of a top-up must be positive.")
+    amount = field_int(data, "amount_micros", minimum=1 if kind == "topup" else -MAX_MICROS, maximum=MAX_MICROS)
     if amount == 0:
         raise ApiError(400, "invalid_field", "'amount_micros' must not be 0.")
-    note = data.get("note") or ""
-    if not isinstance(note, str):
-        raise ApiError(400, "invalid_field", "'note' must be a string.")
-    request_id = data.get("request_id") or f"{kind}-{secrets.token_hex(12)}"
-    if not isinstance(request_id, str) or len(request_id) > 64:
-        raise ApiError(400, "invalid_field", "'request_id' must be a string of at most 64 characters.")
+    note = field_text(data, "note", max_len=_MAX_NOTE)
+    request_id = field_text(data, "request_id", max_len=64) or f"{kind}-{secrets.token_hex(12)}"
 
     def work() -> dict[str, Any]:
         with Session(engine_of(request)) as session, session.begin():

@@ -30,7 +30,8 @@ async function keyTable(refresh) {
       { label: t('keys.key'), value: (row) => h('code', {}, row.key_hint) },
       {
         label: t('common.status'),
-        value: (row) => (row.enabled ? badge(t('common.enabled'), 'ok') : badge(t('common.disabled'), 'off')),
+        // active: neither the owner nor an administrator (admin_limits) disabled it
+        value: (row) => (row.active ? badge(t('common.enabled'), 'ok') : badge(t('common.disabled'), 'off')),
       },
       { label: t('keys.usage'), value: usage },
       { label: t('keys.models'), value: (row) => (row.models?.length ? row.models.join(', ') : t('keys.allModels')) },
