@@ -4,6 +4,7 @@ address that a flood cannot reset (shared through Redis), a bounded body, and a 
 from __future__ import annotations
 
 import os
+import ssl
 import statistics
 import subprocess
 import sys
@@ -149,7 +150,7 @@ def test_the_cookie_is_secure_when_configured_and_not_over_plain_http(
 
 
 @pytest.fixture
-def https_gateway(database_factory: Callable[[], str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+def https_gateway(database_factory: Callable[[], str], tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext]]:
     """The gateway app served over real TLS by uvicorn (a self-signed certificate for 127.0.0.1)."""
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
@@ -166,27 +167,27 @@ def https_gateway(database_factory: Callable[[], str], tmp_path: Path) -> Iterat
          "--port", str(port), "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--no-proxy-headers"],
         env={**os.environ, "POLYRELAY_CONFIG_FILE": str(config)}, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
     )
-    url = f"https://127.0.0.1:{port}"
+    url, trusting = f"https://127.0.0.1:{port}", ssl.create_default_context(cafile=str(cert))
 
     def ready() -> bool:
         assert process.poll() is None, (tmp_path / "uvicorn.log").read_text()
         try:
-            return httpx.get(url + "/healthz", verify=str(cert), timeout=1).status_code == 200
+            return httpx.get(url + "/healthz", verify=trusting, timeout=1).status_code == 200
         except httpx.TransportError:
             return False
 
     try:
         wait_until(ready, timeout=30, what="the HTTPS gateway")
-        yield url, cert
+        yield url, trusting
     finally:
         process.terminate()
         process.wait(20)
         log.close()
 
 
-def test_the_cookie_is_secure_when_signing_in_over_https(https_gateway: tuple[str, Path]) -> None:
-    url, cert = https_gateway
-    with httpx.Client(base_url=url, verify=str(cert), timeout=30) as browser:
+def test_the_cookie_is_secure_when_signing_in_over_https(https_gateway: tuple[str, ssl.SSLContext]) -> None:
+    url, trusting = https_gateway
+    with httpx.Client(base_url=url, verify=trusting, timeout=30) as browser:
         response = browser.post("/api/auth/login", json={"name": "known", "password": PASSWORD})
         cookie = _cookie(response)
         assert "; secure" in cookie and "httponly" in cookie and "path=/api" in cookie

@@ -16,7 +16,7 @@ import pytest
 from polyrelay.errors import RelayError
 from polyrelay.providers.base import Call
 from polyrelay.providers import anthropic_chat
-from tests.unit.calls import chat_call
+from tests.unit.calls import chat_call, sse_events
 
 
 def _call(payload: dict[str, Any] | None, model: str = "claude-sonnet-4-5", *, stream: bool = False,
@@ -29,15 +29,6 @@ def request(payload: dict[str, Any], options: dict[str, Any] | None = None, *, s
     return anthropic_chat.chat_request(_call(payload, stream=stream), options or {}, "claude-upstream-id", fetch_images)
 
 
-def sse_events(raw: bytes) -> list[Any]:
-    out: list[Any] = []
-    for block in raw.split(b"\n\n"):
-        if not block:
-            continue
-        assert block.startswith(b"data: "), block
-        data = block[6:]
-        out.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
-    return out
 
 
 def feed(stream: anthropic_chat.ChatStream, event: dict[str, Any]) -> bytes:

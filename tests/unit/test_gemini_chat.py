@@ -15,7 +15,7 @@ import pytest
 from polyrelay.errors import RelayError
 from polyrelay.providers.base import Call
 from polyrelay.providers import gemini_chat
-from tests.unit.calls import chat_call
+from tests.unit.calls import chat_call, sse_events
 
 
 def _call(payload: dict[str, Any] | None, model: str = "gemini-2.5-flash", *, stream: bool = False,
@@ -27,16 +27,6 @@ def request(payload: dict[str, Any], options: dict[str, Any] | None = None) -> d
     return gemini_chat.chat_request(_call(payload), options or {})
 
 
-def sse_events(raw: bytes) -> list[Any]:
-    """The JSON objects (or ``"[DONE]"``) of an OpenAI SSE byte string."""
-    out: list[Any] = []
-    for block in raw.split(b"\n\n"):
-        if not block:
-            continue
-        assert block.startswith(b"data: "), block
-        data = block[6:]
-        out.append("[DONE]" if data == b"[DONE]" else orjson.loads(data))
-    return out
 
 
 def gemini_event(parts: list[dict[str, Any]] | None = None, finish: str | None = None, usage: dict[str, Any] | None = None,
