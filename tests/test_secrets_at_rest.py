@@ -76,9 +76,25 @@ def serve_refused(config_path: Path, env: dict[str, str], cwd: Path) -> str:
     return result.stderr
 
 
+_started: list[Gateway] = []  # gateways started outside gateway_factory: stopped after each test
+
+
+@pytest.fixture(autouse=True)
+def _stop_started_gateways() -> Iterator[None]:
+    yield
+    while _started:
+        _started.pop().stop()
+
+
+def started(config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None) -> Gateway:
+    gateway = start_gateway(config, workdir, env)
+    _started.append(gateway)
+    return gateway
+
+
 def restart(gateway: Gateway, workdir: Path, env: dict[str, str] | None = None) -> Gateway:
     gateway.stop()
-    return start_gateway(yaml.safe_load(gateway.config_path.read_text()), workdir, env)
+    return started(yaml.safe_load(gateway.config_path.read_text()), workdir, env)
 
 
 def test_the_row_holds_ciphertext_while_relaying_and_the_admin_api_work(
@@ -146,7 +162,7 @@ def test_sqlite_without_the_variable_keeps_its_key_in_a_private_file_next_to_the
 ) -> None:
     unset = {SECRET_KEY_ENV: ""}  # empty counts as unset: the way `make run` starts
     database = tmp_path / "data" / "polyrelay.db"
-    gateway = start_gateway(config(upstream, database_url=f"sqlite:///{database}"), tmp_path, unset)
+    gateway = started(config(upstream, database_url=f"sqlite:///{database}"), tmp_path, unset)
     key_file = database.with_name("polyrelay.db.key")
     assert key_file.stat().st_mode & 0o777 == 0o600
     warning = gateway.logs()
@@ -196,7 +212,7 @@ def test_the_migration_encrypts_plaintext_channels_and_the_step_back_decrypts_th
             created_at=sa.func.current_timestamp(), updated_at=sa.func.current_timestamp()))
     assert UPSTREAM_KEY in stored_keys(engine)
 
-    gateway = start_gateway(config(upstream, with_channel=False, database_url=url), tmp_path)  # migrates at start
+    gateway = started(config(upstream, with_channel=False, database_url=url), tmp_path)  # migrates at start
     assert UPSTREAM_KEY not in stored_keys(engine)
     assert relays(gateway, upstream)  # through the channel only the migrated row describes
     gateway.stop()
