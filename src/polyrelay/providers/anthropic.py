@@ -19,10 +19,9 @@ import orjson
 from polyrelay import kinds
 from polyrelay.errors import RelayError
 from polyrelay.providers import anthropic_chat
-from polyrelay.providers.base import Adaptor, Reply, ReplyStream, Services, Target, UpstreamRequest
+from polyrelay.providers.base import Adaptor, Call, Reply, ReplyStream, Services, Target, UpstreamRequest
 from polyrelay.providers.image_parts import policy_for, prefetch
 from polyrelay.providers.streams import ObservedStream, TranslatedStream
-from polyrelay.providers.base import Call
 
 NATIVE_FAMILY = "anthropic"
 DEFAULT_VERSION = "2023-06-01"

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from polyrelay.providers.base import Target, UpstreamRequest
+from polyrelay.providers.base import Call, Target, UpstreamRequest
 from polyrelay.providers.openai import OpenAIAdaptor
-from polyrelay.providers.base import Call
 
 DEFAULT_API_VERSION = "2024-10-21"
 

@@ -20,7 +20,7 @@ from polyrelay.fetch import same_provider
 from polyrelay import kinds
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
-from polyrelay.providers.base import Reply, Target, UpstreamRequest
+from polyrelay.providers.base import Call, Reply, Target, UpstreamRequest
 from polyrelay.providers.imaging import (
     OneImageAdaptor,
     alias_payload,
@@ -28,7 +28,6 @@ from polyrelay.providers.imaging import (
     openai_images,
     parse_size,
 )
-from polyrelay.providers.base import Call
 
 # OpenAI-request fields BFL understands as they are (images.md: the alias's extra fields).
 _PASSED = ("aspect_ratio", "steps", "prompt_upsampling", "seed", "guidance", "safety_tolerance", "output_format",

@@ -22,10 +22,9 @@ from polyrelay.billing import tokenizer
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers import gemini_chat
-from polyrelay.providers.base import Adaptor, Reply, ReplyStream, Services, Target, UpstreamRequest
+from polyrelay.providers.base import Adaptor, Call, Reply, ReplyStream, Services, Target, UpstreamRequest
 from polyrelay.providers.image_parts import policy_for, prefetch
 from polyrelay.providers.streams import ObservedStream, TranslatedStream
-from polyrelay.providers.base import Call
 
 NATIVE_FAMILY = "gemini"
 # google.rpc status -> (HTTP status, OpenAI error type) for OpenAI-format callers.

@@ -18,9 +18,8 @@ import orjson
 from polyrelay import kinds
 from polyrelay import multipart
 from polyrelay.billing.meter import Usage
-from polyrelay.providers.base import Reply, Target, UpstreamRequest
+from polyrelay.providers.base import Call, Reply, Target, UpstreamRequest
 from polyrelay.providers.imaging import ImageAdaptor, json_object
-from polyrelay.providers.base import Call
 
 MODEL_PREFIX = "ideogram-"  # polyrelay's model names: "ideogram-V_2", "ideogram-V_3-TURBO", ...
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")

@@ -18,8 +18,7 @@ import orjson
 
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError, bad_request
-from polyrelay.providers.base import Adaptor, Reply, ReplyStream, Target
-from polyrelay.providers.base import Call
+from polyrelay.providers.base import Adaptor, Call, Reply, ReplyStream, Target
 
 
 def json_object(body: bytes) -> dict[str, Any] | None:

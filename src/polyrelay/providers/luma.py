@@ -19,9 +19,17 @@ from polyrelay import kinds
 from polyrelay.providers.task_http import poll_timeout, request_json
 from polyrelay.store.snapshot import ChannelRecord
 from polyrelay.providers.base import (
-    FAILURE, IN_PROGRESS, SUBMITTED, SUCCESS, Media, TaskUpdate, TaskView, coarse_progress, media_item,
+    FAILURE,
+    IN_PROGRESS,
+    SUBMITTED,
+    SUCCESS,
+    Media,
+    OneByOne,
+    TaskUpdate,
+    TaskView,
+    coarse_progress,
+    media_item,
 )
-from polyrelay.providers.base import OneByOne
 
 TYPE = "luma"
 FAMILY = "luma"

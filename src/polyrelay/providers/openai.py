@@ -19,8 +19,7 @@ from polyrelay import kinds, multipart
 from polyrelay.billing import tokenizer
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
-from polyrelay.providers.base import Adaptor, Reply, ReplyStream, Services, Target, UpstreamRequest
-from polyrelay.providers.base import Call
+from polyrelay.providers.base import Adaptor, Call, Reply, ReplyStream, Services, Target, UpstreamRequest
 from polyrelay.scrub import scrub_bytes
 
 # Only whisper models answer verbose_json, which carries the duration we bill by.
@@ -101,6 +100,7 @@ def _without_echoes(call: Call, body: bytes) -> bytes:
 
 # Kinds whose successful answer is always a JSON object (speech is audio bytes, transcripts may be text).
 _JSON_KINDS = frozenset({kinds.CHAT, kinds.COMPLETIONS, kinds.EMBEDDINGS, kinds.IMAGES, kinds.IMAGE_EDITS})
+
 
 class OpenAIAdaptor(Adaptor):
     type = "openai"

@@ -15,9 +15,8 @@ import orjson
 
 from polyrelay import kinds
 from polyrelay.billing.meter import Usage
-from polyrelay.providers.base import Reply, Target, UpstreamRequest
+from polyrelay.providers.base import Call, Reply, Target, UpstreamRequest
 from polyrelay.providers.imaging import ImageAdaptor, alias_payload, json_object
-from polyrelay.providers.base import Call
 
 GENERATIONS = "/v1/images/generations"
 _RECRAFT_FIELDS = frozenset({

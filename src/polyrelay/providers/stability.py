@@ -17,7 +17,7 @@ from polyrelay import kinds
 from polyrelay import multipart
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
-from polyrelay.providers.base import Reply, Target, UpstreamRequest
+from polyrelay.providers.base import Call, Reply, Target, UpstreamRequest
 from polyrelay.providers.imaging import (
     OneImageAdaptor,
     alias_payload,
@@ -26,7 +26,6 @@ from polyrelay.providers.imaging import (
     openai_images,
     parse_size,
 )
-from polyrelay.providers.base import Call
 
 ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
 _RELAYED_HEADERS = ("finish-reason", "seed")

@@ -18,8 +18,7 @@ import orjson
 from polyrelay import kinds
 from polyrelay.providers.task_http import poll_timeout, request_json
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.providers.base import FAILURE, IN_PROGRESS, SUCCESS, Media, TaskUpdate, TaskView, media_item
-from polyrelay.providers.base import OneByOne
+from polyrelay.providers.base import FAILURE, IN_PROGRESS, SUCCESS, Media, OneByOne, TaskUpdate, TaskView, media_item
 
 TYPE = "stability"
 FAMILY = "stability"
