@@ -12,7 +12,7 @@ from alembic import command
 from sqlalchemy import text
 
 from polyrelay.store.db import alembic_config, create_db_engine, migrate
-from tests.conftest import Gateway
+from tests.conftest import Gateway, wait_until
 from tests.fakes import openai_upstream
 from tests.fakes.server import FakeServer
 
@@ -151,7 +151,9 @@ def test_an_owner_cannot_lift_what_an_administrator_imposed(site: Site) -> None:
     as_owner.patch(mine, json={**lift, "models": ["other"]}, headers=XHR)
     assert site.chat(key).json()["error"]["code"] == "model_not_allowed"  # the owner narrowed it to nothing
     as_owner.patch(mine, json=lift, headers=XHR)
-    spent = int(as_owner.get(mine).json()["used_micros"])
+    # Two calls were served so far; the spend reaches the database with the writer's next flush.
+    spent = wait_until(lambda: (used := int(as_owner.get(mine).json()["used_micros"])) == 2 * PRICE and used,
+                       what="the served calls' spend in the database")
     site.admin.patch(token, json={"limit_micros": spent + PRICE})
     assert site.chat(key).status_code == 200
     as_owner.patch(mine, json={**lift, "limit_micros": 10 * PRICE}, headers=XHR)
