@@ -21,6 +21,7 @@ run: install
 
 services:
 	@bash scripts/services.sh
+	@bash scripts/haproxy.sh
 
 browser:
 	@bash scripts/browser.sh

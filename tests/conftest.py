@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,10 +23,10 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import yaml
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from polyrelay.store.crypto import SECRET_KEY_ENV, generate_secret_key
-from polyrelay.store.db import normalize_url
+from polyrelay.store.db import create_db_engine, migrate, normalize_url
 
 # PostgreSQL gateways refuse to start without the secret key that encrypts upstream keys
 # (docs/configuration.md): one for the session, in this process's environment, so every
@@ -137,47 +139,107 @@ def start_gateway(config: dict[str, Any], workdir: Path, extra_env: dict[str, st
     return gateway
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist, which pyproject.toml's addopts turns on
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Whole groups to a worker: a module's tests on one backend, so a module-scoped gateway starts once per
+    backend, as in a run without workers. (xdist's own ``loadgroup`` marks do not work with pytest 9.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleAndBackend(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module, _, test = nodeid.partition("::")
+            params = test[test.find("[") + 1:-1].split("-") if test.endswith("]") else []
+            backend = next((name for name in BACKENDS if name in params), None)
+            return f"{module}[{backend}]" if backend else module
+
+    return ModuleAndBackend(config, log)
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture(scope="session")
-def database_factory(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], str]]:
-    """Hands out fresh, empty databases of the session's backend; drops them at the end."""
-    created: list[str] = []
-    admin = create_engine(normalize_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT") if backend == "postgresql" else None
+class Databases:
+    """The session's databases of one backend: empty ones, and copies of one migrated template."""
 
-    def new_database() -> str:
-        if admin is None:
-            return f"sqlite:///{tmp_path_factory.mktemp('db') / 'polyrelay.db'}"
+    def __init__(self, backend: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.backend = backend
+        self._tmp = tmp_path_factory
+        self._admin = (create_engine(normalize_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
+                       if backend == "postgresql" else None)
+        self._created: list[str] = []
+        self._template: str | None = None
+
+    def empty(self) -> str:
+        return self._new()
+
+    def migrated(self) -> str:
+        """A fresh database already at the newest schema revision: a gateway starting on it skips its
+        migrations, which are the same for every test (tests of migrations themselves use ``empty``)."""
+        if self._template is None:
+            template = self._new()
+            engine = create_db_engine(template)
+            try:
+                migrate(engine)
+            finally:
+                engine.dispose()  # PostgreSQL copies a template only while no one is connected to it
+            self._template = template
+        return self._new(self._template)
+
+    def _new(self, template: str | None = None) -> str:
+        if self._admin is None:
+            path = self._tmp.mktemp("db") / "polyrelay.db"
+            if template is not None:
+                with closing(sqlite3.connect(make_url(template).database)) as source, closing(sqlite3.connect(path)) as copy:
+                    source.backup(copy)
+            return f"sqlite:///{path}"
         name = f"polyrelay_test_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        created.append(name)
+        copy_of = f' TEMPLATE "{make_url(template).database}"' if template is not None else ""
+        with self._admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"{copy_of}'))
+        self._created.append(name)
         return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
 
-    yield new_database
-    if admin is not None:
-        with admin.connect() as connection:
-            for name in created:
+    def drop_all(self) -> None:
+        if self._admin is None:
+            return
+        with self._admin.connect() as connection:
+            for name in reversed(self._created):  # copies before their template
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        self._admin.dispose()
 
 
 @pytest.fixture(scope="session")
-def gateway_factory(
-    database_factory: Callable[[], str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Callable[..., Gateway]]:
-    """``gateway_factory(config)`` starts polyrelay with ``config`` on a fresh database."""
+def databases(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Databases]:
+    made = Databases(backend, tmp_path_factory)
+    yield made
+    made.drop_all()
+
+
+@pytest.fixture(scope="session")
+def database_factory(databases: Databases) -> Callable[[], str]:
+    """Hands out fresh, empty databases of the session's backend; they are dropped at the end."""
+    return databases.empty
+
+
+@pytest.fixture(scope="module")
+def gateway_factory(databases: Databases, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Gateway]]:
+    """``gateway_factory(config)`` starts polyrelay with ``config`` on a fresh database (at the newest
+    schema revision) unless ``config`` names one. The gateways stop when the module's tests are done:
+    an idle gateway still polls its database and would slow every module after it."""
     started: list[Gateway] = []
 
     def start(config: dict[str, Any], extra_env: dict[str, str] | None = None) -> Gateway:
-        config = {"database_url": database_factory(), **config}
+        if "database_url" not in config:
+            config = {"database_url": databases.migrated(), **config}
         gateway = start_gateway(config, tmp_path_factory.mktemp("gateway"), extra_env)
         started.append(gateway)
         return gateway
 
     yield start
+    for gateway in started:  # all at once: each one's shutdown waits for its last usage flush
+        if gateway.process.poll() is None:
+            gateway.process.terminate()
     for gateway in started:
         gateway.stop()

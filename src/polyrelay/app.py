@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import time
@@ -39,16 +38,20 @@ from polyrelay.api import video as video_api
 from polyrelay.api import openai as openai_api
 from polyrelay.api import recraft as recraft_api
 from polyrelay.api import stability as stability_api
+from polyrelay.api.readiness import Readiness
+from polyrelay.cluster import cluster_id
 from polyrelay.config import Settings, load_settings
 from polyrelay.errors import RelayError
 from polyrelay.fetch import FetchPolicy
 from polyrelay.proxies import TrustedProxies
+from polyrelay.billing.budget import Budgets
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.relay.pipeline import Relay
 from polyrelay.relay.routing import Health, HealthPolicy
 from polyrelay.relay.upstream import UpstreamClient
-from polyrelay.store import crypto, models
+from polyrelay.store import crypto
 from polyrelay.store.db import create_db_engine, migrate
+from polyrelay.store.feed import Feed
 from polyrelay.store.files import FileStore
 from polyrelay.seed import seed_from_settings
 from polyrelay.store.snapshot import Snapshot, load_snapshot
@@ -91,32 +94,13 @@ def _read_snapshot(engine: Engine, previous: Snapshot | None) -> Snapshot:
         return load_snapshot(session, previous)
 
 
-def _records_version(engine: Engine) -> int:
-    with Session(engine) as session:
-        row = session.get(models.Meta, "records_version")
-        return int(row.value) if row else 0
-
-
-async def _refresh_snapshots(relay: Relay, engine: Engine, executor: ThreadPoolExecutor, every_s: float) -> None:
-    """Reload the snapshot whenever another process (or the admin API) bumped the version."""
-    loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(every_s)
-        try:
-            version = await loop.run_in_executor(executor, _records_version, engine)
-            if version != relay.snapshot.version:
-                fresh = await loop.run_in_executor(executor, _read_snapshot, engine, relay.snapshot)
-                relay.snapshot = fresh.adopt(relay.snapshot)  # on the loop: carries reservations and money over
-        except Exception:
-            log.exception("snapshot refresh failed; serving the previous one")
-
-
 def create_app(settings: Settings) -> ASGIApp:
     crypto.install(crypto.load_secret_key(settings.database_url, create=False))  # a worker's parent made the file
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
+        await app.state.files.start()  # a missing bucket or refused store credentials stop the start here
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polyrelay-db")
         engine = create_db_engine(settings.database_url)
         snapshot = await loop.run_in_executor(executor, _read_snapshot, engine, None)
@@ -127,10 +111,13 @@ def create_app(settings: Settings) -> ASGIApp:
         )
         writer = BatchWriter(engine, settings.log_flush_interval_ms / 1000, executor)
         writer.start()
+        budgets = Budgets(engine, executor, settings.budget)
+        writer.on_commit = budgets.committed
+        budgets.start()
         app.state.db, app.state.db_executor = engine, executor  # for the admin API
         # Reports (logs, stats, CSV) can scan many rows: never on the writer's thread, or usage flushes wait.
         app.state.report_executor = reports = ThreadPoolExecutor(max_workers=2, thread_name_prefix="polyrelay-report")
-        limiter = RateLimiter(settings.redis_url, namespace=hashlib.sha256(settings.database_url.encode()).hexdigest()[:12])
+        limiter = RateLimiter(settings.redis_url, namespace=app.state.cluster_id)
         await limiter.start()
         health = Health(
             HealthPolicy(
@@ -145,11 +132,11 @@ def create_app(settings: Settings) -> ASGIApp:
         app.state.relay = relay = Relay(
             snapshot, session, upstream, writer, health, settings.output_estimate_tokens,
             fetch_policy=FetchPolicy(allow_private=settings.allow_private_image_hosts), limiter=limiter,
-            files=app.state.files if settings.files.rehost else None,
+            files=app.state.files if settings.files.rehost else None, budgets=budgets,
         )
-        refresher = asyncio.create_task(
-            _refresh_snapshots(relay, engine, executor, settings.snapshot_refresh_s), name="polyrelay-snapshot"
-        )
+        # Other processes' admin writes, record by record (LISTEN/NOTIFY on PostgreSQL, polled as well).
+        app.state.feed = feed = Feed(relay, engine, executor, settings.snapshot_refresh_s)
+        feed.start()
         app.state.tasks = tasks = TaskEngine(engine, executor, relay, session, settings.tasks, TASK_ADAPTORS)
         poller = Poller(tasks)
         poller.start()
@@ -160,8 +147,9 @@ def create_app(settings: Settings) -> ASGIApp:
             yield
         finally:
             await poller.stop()  # before the writer and the session: it uses both
-            refresher.cancel()
+            await feed.stop()
             await writer.close()
+            await budgets.close()  # after the last flush: committed charges have left the leases
             await limiter.close()
             await session.close()
             await upstream.close()
@@ -173,7 +161,8 @@ def create_app(settings: Settings) -> ASGIApp:
         return JSONResponse({"status": "ok", "version": __version__})
 
     app = Starlette(
-        routes=[Route("/healthz", healthz, methods=["GET"]), *ideogram_api.routes(), *recraft_api.routes(),
+        routes=[Route("/healthz", healthz, methods=["GET"]), Route("/readyz", Readiness().respond, methods=["GET"]),
+                *ideogram_api.routes(), *recraft_api.routes(),
                 *stability_api.routes(), *midjourney_api.routes(),  # before OpenAI's catch-all /v1/{rest:path}
                 *suno_api.routes(), *luma_api.routes(), *kling_api.routes(), *flux_api.routes(),
                 *stability_video_api.routes(), *tasks_api.routes(), *video_api.routes(),  # /v1/...: before the catch-all
@@ -183,6 +172,7 @@ def create_app(settings: Settings) -> ASGIApp:
         exception_handlers={404: _not_found, 405: _method_not_allowed},
     )
     app.state.settings = settings
+    app.state.cluster_id = cluster_id(settings)  # the Redis namespace of limits and sign-in failures
     app.state.files = _file_store(settings)
     edge = _ExactPostPaths(app)
     return TrustedProxies(edge, settings.trusted_proxies) if settings.trusted_proxies else edge
@@ -230,7 +220,8 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
 
 
 def _file_store(settings: Settings) -> FileStore:
-    """The re-hosted files' store; its URLs use ``files.public_base_url`` or the listening address."""
+    """The re-hosted files' store; its URLs use ``files.public_base_url`` (the same on every node) or,
+    on one node, its listening address."""
     base = settings.files.public_base_url
     if not base:
         host = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(settings.host, settings.host)

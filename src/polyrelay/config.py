@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from polyrelay import multipart, proxies
 from polyrelay.api.midjourney_settings import MidjourneySettings
+from polyrelay.billing.budget import BudgetSettings
 from polyrelay.store.files import FileSettings
 from polyrelay.tasks.settings import TaskSettings
 
@@ -131,11 +132,16 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
     tasks: TaskSettings = TaskSettings()  # the asynchronous task engine (see docs/tasks.md)
+    budget: BudgetSettings = BudgetSettings()  # metered money leased to each node (see docs/scaling.md)
     midjourney: MidjourneySettings = MidjourneySettings()
     files: FileSettings = FileSettings()  # re-hosting provider results (see docs/configuration.md)
 
     admin_key: str | None = Field(default=None, description="Bearer key of the admin API (/api/...).")
     redis_url: str | None = Field(default=None, description="Share rate limits between processes through Redis.")
+    cluster_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Namespace of the state nodes share in Redis; absent: derived from database_url (polyrelay.cluster).",
+    )
     session_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     cookie_secure: Literal["auto"] | bool = Field(default="auto", description="Secure session cookie; auto: over HTTPS.")
     sign_in_throttle_entries: int = Field(default=10_000, ge=2, description="Sign-in failure table size per process.")

@@ -2,7 +2,9 @@
 
 Records are upserted by name, so restarting with the same file changes nothing and
 spend already recorded on a token is kept. Records absent from the file are left
-alone: the admin API may have created them.
+alone: the admin API may have created them. Nodes starting at once on one PostgreSQL
+database seed one after the other (``startup_lock``); a row another writer (the admin
+API) inserted meanwhile only makes the whole upsert run again.
 """
 
 from __future__ import annotations
@@ -10,21 +12,36 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from polyrelay.billing.accounts import hash_password, post, verify_password
 from polyrelay.billing.meter import Price, usd_to_micros
 from polyrelay.config import Settings, TokenConfig
 from polyrelay.keys import generate_key, hash_key, key_hint
-from polyrelay.store import models
-from polyrelay.store.db import bump_records_version
+from polyrelay.store import changes, models
+from polyrelay.store.db import bump_records_version, startup_lock
 
 log = logging.getLogger("polyrelay")
 
 
+_ATTEMPTS = 3
+
+
 def seed_from_settings(engine: Engine, settings: Settings) -> list[tuple[str, str]]:
     """Upsert the file's records; return ``(token name, key)`` for keys generated now."""
+    with startup_lock(engine):
+        for _ in range(_ATTEMPTS - 1):
+            try:
+                return _seed(engine, settings)
+            except IntegrityError:
+                log.warning("a config record was written concurrently; seeding again")
+        return _seed(engine, settings)
+
+
+def _seed(engine: Engine, settings: Settings) -> list[tuple[str, str]]:
     generated: list[tuple[str, str]] = []
+    touched: set[changes.Change] = set()
     with Session(engine) as session, session.begin():
         for channel in settings.channels:
             row = session.scalar(select(models.Channel).where(models.Channel.name == channel.name))
@@ -64,6 +81,7 @@ def seed_from_settings(engine: Engine, settings: Settings) -> list[tuple[str, st
             user_row.enabled, user_row.rpm_limit, user_row.tpm_limit = user.enabled, user.rpm_limit, user.tpm_limit
             if user.password is not None and not verify_password(user_row.password_hash, user.password):
                 user_row.password_hash = hash_password(user.password)
+            touched.add(changes.user(user_row.id))
         session.flush()
 
         for token in settings.tokens:
@@ -89,7 +107,8 @@ def seed_from_settings(engine: Engine, settings: Settings) -> list[tuple[str, st
             row.rpm_limit, row.tpm_limit = token.rpm_limit, token.tpm_limit
             if owner is not None:
                 row.user_id = owner
-        session.flush()
+            session.flush()
+            touched.add(changes.token(row.id))
 
         # Tokens without an owner (from the file, or from before accounts existed) get an
         # unlimited user of their own name: the token's quota stays its own limit, as before.
@@ -101,6 +120,7 @@ def seed_from_settings(engine: Engine, settings: Settings) -> list[tuple[str, st
                 session.flush()
                 owner = user_row.id
             row.user_id = owner
+            touched.update((changes.token(row.id), changes.user(owner)))
 
         for model, price in settings.prices.items():
             values = {
@@ -113,7 +133,7 @@ def seed_from_settings(engine: Engine, settings: Settings) -> list[tuple[str, st
             else:
                 session.execute(update(models.Price).where(models.Price.model == model).values(**values))
 
-        bump_records_version(session)
+        bump_records_version(session, changes.CHANNELS, changes.GROUPS, changes.PRICES, *touched)
     return generated
 
 

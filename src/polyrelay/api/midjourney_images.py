@@ -4,110 +4,121 @@ The image is fetched from the URL the task's own upstream result names (never a 
 the caller gives), with the size and time limits of ``midjourney.image_max_bytes`` /
 ``image_timeout_s`` and the SSRF rules of ``polyrelay/fetch.py`` (private addresses only
 when the operator allows them, or when the image lives on the channel's own host),
-then cached on disk, content-addressed:
+then cached, content-addressed, in the files backend (``store.blobs``): under
+``midjourney.image_cache_dir`` on the local disk, or under ``mj-images/`` in the bucket,
+where every node finds what another cached:
 
-    <image_cache_dir>/blobs/<2 hex>/<sha256 of the bytes>      the image
-    <image_cache_dir>/urls/<2 hex>/<sha256 of the upstream URL> {"blob": ..., "type": ...}
+    blobs/<2 hex>/<sha256 of the bytes>      the image
+    urls/<2 hex>/<sha256 of the upstream URL> {"blob": ..., "type": ...}
 
 The cache is bounded by ``image_cache_max_bytes``: when a new image pushes it over, the
-least recently served blobs are deleted. Concurrent requests for one image share one
-download. The route needs no key (image links end up in ``<img>`` tags), like new-api's.
+oldest blobs are deleted (least recently served on disk; first stored in a bucket,
+where reads leave no trace). Concurrent requests for one image share one download. A
+cache that cannot be reached (the object store is down) is skipped: the image is
+downloaded and served all the same. The route needs no key (image links end up in
+``<img>`` tags), like new-api's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+import aiohttp
 import orjson
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 
+from polyrelay.api.files import blob_response, redirect_seconds
 from polyrelay.fetch import FetchError, FetchPolicy, fetch_image
 from polyrelay.providers.base import TaskView
+from polyrelay.store.blobs import BlobStore, BlobUnavailable
+
+log = logging.getLogger("polyrelay.midjourney")
+_HEADERS = {"cache-control": "public, max-age=86400"}
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    data: bytes
+    media_type: str
 
 
 class ImageCache:
-    def __init__(self, directory: Path, max_bytes: int) -> None:
-        self.directory = directory
+    def __init__(self, blobs: BlobStore, max_bytes: int) -> None:
+        self.blobs = blobs
         self.max_bytes = max_bytes
-        self._total: int | None = None  # bytes of blobs, counted once, then kept up to date
-        self._inflight: dict[str, asyncio.Future[tuple[Path, str]]] = {}
+        self._total: int | None = None  # bytes of blobs as this process counts them, listed when it matters
+        self._inflight: dict[str, asyncio.Future[Downloaded]] = {}
 
-    def _pointer(self, url: str) -> Path:
+    @staticmethod
+    def _pointer(url: str) -> str:
         digest = hashlib.sha256(url.encode()).hexdigest()
-        return self.directory / "urls" / digest[:2] / digest
+        return f"urls/{digest[:2]}/{digest}"
 
-    def _blob(self, digest: str) -> Path:
-        return self.directory / "blobs" / digest[:2] / digest
+    @staticmethod
+    def _blob(digest: str) -> str:
+        return f"blobs/{digest[:2]}/{digest}"
 
-    def lookup(self, url: str) -> tuple[Path, str] | None:
+    async def lookup(self, url: str) -> tuple[str, str] | None:
+        """The cached blob's key and media type (it may have been evicted since), or None."""
+        raw = await self.blobs.get(self._pointer(url))
         try:
-            pointer = orjson.loads(self._pointer(url).read_bytes())
-            blob = self._blob(str(pointer["blob"]))
-            os.utime(blob)  # recently served: evicted last
-            return blob, str(pointer["type"])
-        except (OSError, ValueError, KeyError, TypeError):
+            pointer = orjson.loads(raw or b"")
+            return self._blob(str(pointer["blob"])), str(pointer["type"])
+        except (ValueError, KeyError, TypeError):
             return None
 
-    def store(self, url: str, data: bytes, media_type: str) -> Path:
+    async def store(self, url: str, data: bytes, media_type: str) -> None:
         digest = hashlib.sha256(data).hexdigest()
         blob = self._blob(digest)
-        if not blob.exists():
-            _atomic_write(blob, data)
+        if await self.blobs.size(blob) is None:
+            await self.blobs.put(blob, data, media_type)
             if self._total is not None:
                 self._total += len(data)
-        _atomic_write(self._pointer(url), orjson.dumps({"blob": digest, "type": media_type}))
-        self._evict(keep=blob)
-        return blob
+        await self.blobs.put(self._pointer(url), orjson.dumps({"blob": digest, "type": media_type}),
+                             "application/json")
+        await self._evict(keep=blob)
 
-    def _evict(self, keep: Path) -> None:
-        blobs_dir = self.directory / "blobs"
-        if self._total is None:
-            self._total = sum(p.stat().st_size for p in blobs_dir.glob("*/*") if p.is_file())
-        if self._total <= self.max_bytes:
+    async def _evict(self, keep: str) -> None:
+        if self._total is not None and self._total <= self.max_bytes:
             return
-        blobs = sorted((p for p in blobs_dir.glob("*/*") if p.is_file() and p != keep), key=lambda p: p.stat().st_mtime)
-        for blob in blobs:
+        # Listed, not trusted: other processes and nodes add to the same cache.
+        blobs = sorted(await self.blobs.list("blobs"), key=lambda entry: entry.modified)
+        self._total = sum(entry.size for entry in blobs)
+        for entry in blobs:
             if self._total <= self.max_bytes:
                 break
-            try:
-                size = blob.stat().st_size
-                blob.unlink()
-                self._total -= size
-            except OSError:
-                pass  # another process removed it first; pointers to it simply miss
+            if entry.key != keep:
+                await self.blobs.delete(entry.key)  # pointers to it simply miss, and download again
+                self._total -= entry.size
 
-    async def get(self, url: str, policy: FetchPolicy, session) -> tuple[Path, str]:  # type: ignore[no-untyped-def]
-        hit = await asyncio.to_thread(self.lookup, url)
-        if hit is not None:
-            return hit
+    async def download(self, url: str, policy: FetchPolicy, session: aiohttp.ClientSession) -> Downloaded:
+        """Fetch the image and cache it; concurrent calls for one URL share one download."""
         running = self._inflight.get(url)
         if running is not None:
             return await asyncio.shield(running)
-        future: asyncio.Future[tuple[Path, str]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Downloaded] = asyncio.get_running_loop().create_future()
         self._inflight[url] = future
         try:
             data, media_type = await fetch_image(session, url, policy)
-            path = await asyncio.to_thread(self.store, url, data, media_type)
-            future.set_result((path, media_type))
-            return path, media_type
+            image = Downloaded(data, media_type)
+            try:
+                await self.store(url, data, media_type)
+            except (BlobUnavailable, OSError) as exc:  # served all the same, cached next time
+                log.warning("Midjourney image not cached: %s", exc)
+            future.set_result(image)
+            return image
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
             raise
         finally:
             self._inflight.pop(url, None)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
 
 
 def upstream_image_url(task: TaskView, channel_base_url: str | None) -> str:
@@ -125,7 +136,8 @@ def cache_for(request: Request) -> ImageCache:
     cache = getattr(state, "mj_image_cache", None)
     if cache is None:
         settings = state.settings.midjourney
-        cache = state.mj_image_cache = ImageCache(Path(settings.image_cache_dir), settings.image_cache_max_bytes)
+        blobs = state.files.namespace("mj-images", Path(settings.image_cache_dir))
+        cache = state.mj_image_cache = ImageCache(blobs, settings.image_cache_max_bytes)
     return cache
 
 
@@ -135,6 +147,15 @@ async def serve(request: Request, task: TaskView, channel_base_url: str | None) 
     if not url:
         return None
     settings = request.app.state.settings
+    cache = cache_for(request)
+    try:
+        hit = await cache.lookup(url)
+        if hit is not None:
+            response = await blob_response(request, cache.blobs, *hit, _HEADERS, redirect_seconds(request.app.state.files))
+            if response is not None:
+                return response
+    except BlobUnavailable:
+        pass  # logged by the store; the image is downloaded instead
     host = urlsplit(url).hostname
     own_host = bool(channel_base_url) and host == urlsplit(channel_base_url or "").hostname
     policy = FetchPolicy(
@@ -142,8 +163,8 @@ async def serve(request: Request, task: TaskView, channel_base_url: str | None) 
         max_bytes=settings.midjourney.image_max_bytes,
         timeout_s=settings.midjourney.image_timeout_s,
     )
-    path, media_type = await cache_for(request).get(url, policy, request.app.state.tasks.session)
-    return FileResponse(path, media_type=media_type, headers={"cache-control": "public, max-age=86400"})
+    image = await cache.download(url, policy, request.app.state.tasks.session)
+    return Response(image.data, media_type=image.media_type, headers=_HEADERS)
 
 
 __all__ = ["FetchError", "ImageCache", "cache_for", "serve", "upstream_image_url"]

@@ -1,14 +1,16 @@
 """Reserve before the upstream call, settle after: neither a key's limit nor its user's balance
 is overdrawn by more than what real costs exceed their estimates (see docs/billing.md).
 
-Reservations live on the in-memory token and user records, so admission is a few
-integer operations on the event loop (atomic within the process). Settled spend is
-persisted by the batching writer, with a ledger entry, in one transaction.
+Holds live on the in-memory token and user records, so a reservation is a few integer
+operations on the event loop; the money they are held on is this node's budget lease
+(``billing.budget``). Settled spend is persisted by the batching writer, with a ledger
+entry, in one transaction.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from polyrelay.billing.meter import Price
 from polyrelay.errors import RelayError
@@ -27,13 +29,24 @@ class Reservation:
     token: TokenRecord
     micros: int
     user: UserRecord | None = None
+    leases: tuple[Any, ...] = ()  # the budget leases it was held on (billing.budget.Lease)
     open: bool = True
 
-    def settle(self, cost_micros: int) -> None:
+    @classmethod
+    def hold(cls, token: TokenRecord, micros: int, leases: tuple[Any, ...]) -> Reservation:
+        """Add ``micros`` to what the token and its user hold in flight."""
+        user = token.user
+        if user is not None:
+            user.reserved_micros += micros
+        token.reserved_micros += micros
+        return cls(token, micros, user, leases)
+
+    def settle(self, cost_micros: int, committed: bool = False) -> None:
         """Replace the hold by the real cost (0 refunds it). Idempotent.
 
-        Only the in-memory records change here; the caller persists the charge (the relay
-        through the batching writer, the task engine in its own transaction).
+        Only the in-memory records change here; the caller persists the charge: the relay
+        through the batching writer (which tells the budget once committed), the task engine
+        in its own transaction, before this (``committed``: the leases no longer include it).
         """
         if not self.open:
             return
@@ -45,6 +58,9 @@ class Reservation:
         if user is not None:
             user.reserved_micros -= self.micros
             user.balance_micros -= cost_micros
+        if committed:
+            for lease in self.leases:
+                lease.micros = max(lease.micros - cost_micros, 0)
 
 
 def require_price(token: TokenRecord, model: str, price: Price | None) -> None:
@@ -60,33 +76,27 @@ def require_price(token: TokenRecord, model: str, price: Price | None) -> None:
         )
 
 
-def reserve(token: TokenRecord, micros: int, minimum: int | None = None) -> Reservation:
-    """Hold up to ``micros`` on the token's own limit and on its user's balance, or refuse with 429.
+def decide(available: int, micros: int, minimum: int, whose: str, *, capped: bool = True) -> int:
+    """What to hold of ``micros`` when ``available`` is all there is, or refuse with 429.
 
     A call is admitted while what remains covers its ``minimum`` (the part of its cost known
     before the upstream answers, e.g. the prompt); the hold is capped at what remains, so the
-    last cents of a balance stay usable. The overdraw bound that follows: a call admitted on a
-    capped hold may cost its output beyond what remained (see docs/billing.md).
+    last cents of a balance stay usable (``capped=False`` forbids that: another node holds part
+    of the money). The overdraw bound that follows: a call admitted on a capped hold may cost
+    its output beyond what remained (see docs/billing.md).
     """
-    floor = micros if minimum is None else min(minimum, micros)
-    available = token.remaining_micros
-    whose = "this key has"
-    user = token.user
-    if user is not None and not user.unlimited:
-        left = user.balance_micros - user.reserved_micros
-        if available is None or left < available:
-            available, whose = left, "your account has"
-    if available is not None:
-        if available <= 0 or available < floor:
-            raise RelayError(
-                429,
-                f"You exceeded your current quota: {whose} {max(available, 0) / 1_000_000:.6f} USD available "
-                f"and this request costs at least {floor / 1_000_000:.6f} USD.",
-                type="insufficient_quota",
-                code="insufficient_quota",
-            )
-        micros = min(micros, available)
-    if user is not None:
-        user.reserved_micros += micros
-    token.reserved_micros += micros
-    return Reservation(token, micros, user)
+    if available >= micros and available > 0:
+        return micros
+    floor = min(minimum, micros)
+    if available <= 0 or available < floor:
+        raise _insufficient(f"{whose} {max(available, 0) / 1_000_000:.6f} USD available and this request costs at "
+                            f"least {floor / 1_000_000:.6f} USD.")
+    if not capped:
+        raise _insufficient(f"{whose} {available / 1_000_000:.6f} USD available here, this request may cost up to "
+                            f"{micros / 1_000_000:.6f} USD, and the rest is held by requests in flight.")
+    return available
+
+
+def _insufficient(detail: str) -> RelayError:
+    return RelayError(429, f"You exceeded your current quota: {detail}", type="insufficient_quota",
+                      code="insufficient_quota")

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from polyrelay.billing.meter import Price, Usage
-from polyrelay.billing.quota import charge, require_price, reserve
+from polyrelay.billing.budget import Budgets
+from polyrelay.billing.quota import charge, require_price
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.errors import RelayError
 from polyrelay.providers.base import Call
@@ -37,8 +38,8 @@ def caller(snapshot: Snapshot, key: str | None, client_ip: str) -> TokenRecord:
     return token
 
 
-def admit(
-    snapshot: Snapshot, limiter: RateLimiter, outcome: Outcome, kind: str, cost: CostOf, *,
+async def admit(
+    snapshot: Snapshot, limiter: RateLimiter, budgets: Budgets, outcome: Outcome, kind: str, cost: CostOf, *,
     pinned: ChannelRecord | None = None, price_required: bool = True,
 ) -> list[list[ChannelRecord]]:
     """Admit ``outcome``'s call of ``kind`` (its token authenticated): the channels it may try, by priority.
@@ -61,9 +62,9 @@ def admit(
     outcome.price = price = snapshot.price_for(model)
     if price_required:
         require_price(token, model, price)
-    limiter.admit(token)
+    await limiter.acquire(token)
     estimate, minimum = cost(price) if price is not None else (0, 0)
-    outcome.reservation = reserve(token, charge(token, estimate), charge(token, minimum))
+    outcome.reservation = await budgets.reserve(token, charge(token, estimate), charge(token, minimum))
     return groups
 
 

@@ -1,9 +1,10 @@
 """The hot path of one relayed request, for every synchronous API family.
 
 admission (allow-list, channels of the call's kind, group, price rule, rate limit,
-reservation; the key and IP fence were checked before the body was read) -> channels in order -> adaptor call with failover before the
-first byte -> settlement and usage row, exactly once whatever happened. Nothing here
-queries the database: records come from the snapshot, writes go to the batch writer.
+reservation; the key and IP fence were checked before the body was read) -> channels in
+order -> adaptor call with failover before the first byte -> settlement and usage row,
+exactly once whatever happened. Nothing here queries the database: records come from the
+snapshot, money from this node's budget leases, writes go to the batch writer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import aiohttp
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from polyrelay.billing.budget import Budgets
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.errors import RelayError
 from polyrelay.fetch import FetchPolicy
@@ -47,9 +49,12 @@ class Relay:
         fetch_policy: FetchPolicy | None = None,
         limiter: RateLimiter | None = None,
         files: FileStore | None = None,
+        *,
+        budgets: Budgets,
     ) -> None:
         self.snapshot = snapshot
         self.limiter = limiter or RateLimiter()
+        self.budgets = budgets
         self.settler = Settler(writer, self.limiter)
         self.health = health
         self.files = files  # set when the operator re-hosts provider results
@@ -64,7 +69,7 @@ class Relay:
                           token=token)
         try:
             with self.settler.guard(outcome):
-                groups = admit(self.snapshot, self.limiter, outcome, call.kind,
+                groups = await admit(self.snapshot, self.limiter, self.budgets, outcome, call.kind,
                                call_cost(call, self._output_estimate_tokens))
                 tried = await failover.first_answer(
                     call.model, (target_for(channel, call.model) for channel in candidates(groups)),

@@ -144,7 +144,7 @@ class Settler:
             return
         outcome.settled = True
         if outcome.reservation is not None:
-            outcome.reservation.settle(outcome.cost())
+            outcome.reservation.settle(outcome.cost(), committed=True)
 
     @contextmanager
     def guard(self, outcome: Outcome) -> Iterator[None]:

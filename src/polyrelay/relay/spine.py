@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from polyrelay.billing.budget import Budgets
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.relay.routing import Health
 from polyrelay.relay.settlement import Settler
@@ -19,6 +20,7 @@ from polyrelay.store.snapshot import Snapshot
 class Spine(Protocol):
     snapshot: Snapshot  # replaced whole when the records change: read it anew each time
     limiter: RateLimiter
+    budgets: Budgets
     settler: Settler
     health: Health
     files: FileStore | None

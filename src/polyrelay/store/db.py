@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,7 +11,7 @@ from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from polyrelay.store import models
+from polyrelay.store import changes  # also registers the change-log table
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -59,7 +61,7 @@ def alembic_config(engine: Engine) -> Config:
 # The newest migration's revision id. A start-up on an up-to-date database compares it
 # with the stored one and skips loading Alembic (~0.2 s of the time to /healthz);
 # tests/test_migrations.py fails if a new migration is added without updating it.
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0011"
 
 
 def schema_revision(engine: Engine) -> str | None:
@@ -70,19 +72,44 @@ def schema_revision(engine: Engine) -> str | None:
         return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+# Any fixed number: every polyrelay process of one database agrees on it, nothing else uses it.
+_STARTUP_LOCK_KEY = 0x706F6C7972656C61  # "polyrela"
+
+
+@contextmanager
+def startup_lock(engine: Engine) -> Iterator[None]:
+    """One process at a time migrates and seeds a PostgreSQL database, so N nodes can start at
+    once on an empty one. The advisory lock lives on one connection held for the duration (and
+    goes with it if the process dies). SQLite needs none: one file, one process starts it."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _STARTUP_LOCK_KEY})
+        connection.commit()  # hold the session-level lock, not an open transaction
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _STARTUP_LOCK_KEY})
+            connection.commit()
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; safe to call on every start."""
+    """Bring the schema to the newest revision; safe to call on every start, from many nodes at once."""
     if schema_revision(engine) == SCHEMA_HEAD:
         return
-    from alembic import command
+    with startup_lock(engine):
+        if schema_revision(engine) == SCHEMA_HEAD:  # another node did it while we waited
+            return
+        from alembic import command
 
-    command.upgrade(alembic_config(engine), "head")
+        command.upgrade(alembic_config(engine), "head")
 
 
-def bump_records_version(session: Session) -> None:
-    """Tell every gateway process to reload its snapshot (within the caller's transaction)."""
-    row = session.get(models.Meta, "records_version", with_for_update=True)
-    if row is None:
-        session.add(models.Meta(key="records_version", value="1"))
-    else:
-        row.value = str(int(row.value) + 1)
+def bump_records_version(session: Session, *names: changes.Change) -> None:
+    """Tell every gateway process which records changed (within the caller's transaction).
+
+    Name them with ``changes.user(id)``, ``changes.token(id)``, ``changes.CHANNELS``, ``PRICES``,
+    ``GROUPS`` (or ``changes.of_row(row)``); naming nothing makes every process reload everything.
+    """
+    changes.record(session, names)

@@ -15,6 +15,12 @@ polyrelay fetches (private addresses only with ``allow_private_image_hosts``).
 A URL that may not or cannot be re-hosted (foreign host, too large, not an image or
 video, upstream error) is left as it is: the caller still gets the provider's
 working, if expiring, URL, and the call the provider already charged for succeeds.
+So is a file the store cannot take (the object store is down): it is logged.
+
+Where the bytes live is ``files.backend`` (``store.blobs``): a local directory, or an
+S3-compatible bucket shared by every node. File URLs are built from
+``files.public_base_url`` (the balancer's or CDN's address), so every node hands out
+the same URL for the same file.
 """
 
 from __future__ import annotations
@@ -22,18 +28,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from polyrelay.fetch import FetchError, FetchPolicy, pinned_request, same_provider
+from polyrelay.store.blobs import BlobStore, BlobUnavailable, LocalBlobs
 from polyrelay.store.snapshot import ChannelRecord
 
 log = logging.getLogger("polyrelay.files")
@@ -57,22 +63,65 @@ FILE_ID = re.compile(r"^([0-9a-f]{64})\.([a-z0-9]{2,4})$")
 _CHUNK = 256 * 1024
 
 
+class S3Settings(BaseModel):
+    """``files.s3``: the bucket. Credentials come from the environment only (see ``store.s3blobs``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = Field(
+        default=None, description="The store's URL, e.g. http://seaweedfs:8333; empty: AWS S3 of the region.")
+    bucket: str = Field(min_length=1)
+    region: str = "us-east-1"
+    prefix: str = Field(default="", description="Key prefix for everything polyrelay stores in the bucket.")
+    addressing_style: Literal["path", "virtual"] = Field(
+        default="path", description="path: <endpoint>/<bucket>/<key> (SeaweedFS, MinIO); virtual: <bucket>.<host>.")
+    presign_expires_s: int = Field(default=300, ge=1, le=7 * 24 * 3600, description="Lifetime of redirect URLs.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Time for one store request, a streamed body included.")
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+    retries: int = Field(default=2, ge=0, description="Retries of a failed store request (with back-off).")
+
+
 class FileSettings(BaseModel):
     """The ``files:`` section of the config file."""
 
     model_config = ConfigDict(extra="forbid")
 
     rehost: bool = Field(default=False, description="Replace provider result URLs by polyrelay's own /files/ URLs.")
-    dir: Path = Field(default=Path("./data/files"), description="Where re-hosted files are kept.")
+    backend: Literal["local", "s3"] = Field(
+        default="local", description="local: files.dir on this machine; s3: a bucket shared by every node.")
+    dir: Path = Field(default=Path("./data/files"), description="Where re-hosted files are kept (backend local).")
+    s3: S3Settings | None = None
+    serve: Literal["stream", "redirect"] = Field(
+        default="stream", description="s3: stream objects through polyrelay, or redirect to a presigned URL.")
     max_bytes: int = Field(default=50 * 1024 * 1024, gt=0, description="Larger results are not re-hosted.")
     timeout_s: float = Field(default=60.0, gt=0, description="Time for one download, redirects included.")
     max_redirects: int = Field(default=3, ge=0)
     public_base_url: str | None = Field(
-        default=None, description="Scheme and host callers reach polyrelay at; default http://<host>:<port>."
+        default=None, description="Scheme and host callers reach polyrelay at (the balancer's or CDN's URL); "
+        "default http://<host>:<port>. Required with backend s3 and rehost."
     )
     hosts: dict[str, list[str]] = Field(
         default={}, description="Channel type -> extra result hosts ('cdn.example.com' or '*.example.com')."
     )
+
+    @model_validator(mode="after")
+    def _s3_complete(self) -> FileSettings:
+        if self.backend == "s3" and self.s3 is None:
+            raise ValueError("files.backend s3 needs files.s3 with at least a bucket (and endpoint_url off AWS)")
+        if self.backend == "s3" and self.rehost and not self.public_base_url:
+            # Otherwise each node would hand out its own address, and a node's address is no file's home.
+            raise ValueError("files.backend s3 with rehost needs files.public_base_url (the balancer's or CDN's "
+                             "URL), so every node builds the same URL for a file")
+        return self
+
+
+def open_blobs(settings: FileSettings, namespace: str, local_dir: Path) -> BlobStore:
+    """Where one kind of file lives: ``local_dir``, or ``<prefix><namespace>/`` in the bucket."""
+    if settings.backend == "s3" and settings.s3 is not None:
+        from polyrelay.store.s3blobs import open_bucket  # its client loads only on nodes that use S3
+
+        return open_bucket(settings.s3, namespace)
+    return LocalBlobs(local_dir)
 
 
 def media_type_of(head: bytes, declared: str) -> str | None:
@@ -115,24 +164,32 @@ def provider_host(url: str, channel: ChannelRecord, listed: list[str]) -> bool:
 
 
 class FileStore:
-    """The content-addressed directory and the downloads that fill it."""
+    """The content-addressed files and the downloads that fill them."""
 
     def __init__(self, settings: FileSettings, public_base_url: str, allow_private: bool = False) -> None:
         self.settings = settings
-        self.directory = Path(settings.dir).resolve()
+        self.blobs = open_blobs(settings, "files", Path(settings.dir))
         self.public_base_url = public_base_url.rstrip("/")
         self._policy = FetchPolicy(allow_private=allow_private, max_bytes=settings.max_bytes,
                                    timeout_s=settings.timeout_s, max_redirects=settings.max_redirects)
 
+    async def start(self) -> None:
+        """Check the backend once (a missing bucket or refused credentials stop the start)."""
+        await self.blobs.check()
+
+    def namespace(self, name: str, local_dir: Path) -> BlobStore:
+        """Another kind of file in the same backend (the Midjourney image cache)."""
+        return open_blobs(self.settings, name, local_dir)
+
     # -- serving ---------------------------------------------------------------------
 
-    def path_of(self, file_id: str) -> tuple[Path, str] | None:
-        """The file and media type behind an id, or None for a malformed or unknown id."""
+    @staticmethod
+    def locate(file_id: str) -> tuple[str, str] | None:
+        """The key and media type behind an id, or None for a malformed id."""
         match = FILE_ID.match(file_id)
         if match is None or match.group(2) not in MEDIA_TYPES:
             return None
-        path = self.directory / match.group(1)[:2] / file_id
-        return (path, MEDIA_TYPES[match.group(2)]) if path.is_file() else None
+        return _key(file_id), MEDIA_TYPES[match.group(2)]
 
     def url_of(self, file_id: str) -> str:
         return f"{self.public_base_url}/files/{file_id}"
@@ -171,7 +228,7 @@ class FileStore:
                 file_id = await self._download(url, channel, listed, session)
         except TimeoutError:
             reason = f"the download took longer than {self.settings.timeout_s:g} s"
-        except FetchError as exc:
+        except (FetchError, BlobUnavailable) as exc:
             reason = str(exc)
         except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: e.g. a malformed port
             reason = f"the download failed ({type(exc).__name__})"
@@ -187,10 +244,11 @@ class FileStore:
                                     allowed=lambda hop: provider_host(hop, channel, listed))
 
     async def _save(self, response: aiohttp.ClientResponse) -> str:
-        """Stream the body to a temporary file while hashing it, then move it to its content address."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Stream the body to a temporary file while hashing it, then store it under its content address."""
+        scratch = self.blobs.scratch
+        await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
         digest, size, head = hashlib.sha256(), 0, b""
-        handle = tempfile.NamedTemporaryFile(dir=self.directory, prefix=".part-", delete=False)
+        handle = tempfile.NamedTemporaryFile(dir=scratch, prefix=".part-", delete=False)
         temporary = Path(handle.name)
         try:
             with handle:
@@ -206,21 +264,16 @@ class FileStore:
             if media_type is None:
                 raise FetchError("the URL does not serve an image, video or audio file")
             file_id = f"{digest.hexdigest()}.{_EXTENSIONS[media_type]}"
-            final = self.directory / file_id[:2] / file_id
-            if final.is_file():  # the same content again: keep the one copy
-                temporary.unlink()
-            else:
-                await asyncio.to_thread(_install, temporary, final)
+            key = _key(file_id)
+            if await self.blobs.size(key) is None:
+                await self.blobs.put(key, temporary, media_type)  # consumes the temporary file
             return file_id
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        finally:
+            temporary.unlink(missing_ok=True)  # the same content again: the one copy is kept
 
 
-def _install(temporary: Path, final: Path) -> None:
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, final)  # atomic: a reader sees the whole file or none
+def _key(file_id: str) -> str:
+    return f"{file_id[:2]}/{file_id}"  # as <dir>/<2 hex>/<id> on disk: a directory never grows too large
 
 
 def _collect(node: Any, keys: frozenset[str], urls: set[str]) -> None:

@@ -290,3 +290,17 @@ class DeadLetter(Base):
     committed: Mapped[bool] = mapped_column(Boolean, default=False)
     row: Mapped[str] = mapped_column(Text)  # JSON: the usage-log row and its ledger entry, or the channel updates
     error: Mapped[str] = mapped_column(Text, default="")
+
+
+class BudgetLease(Base):
+    """Money of one metered account (``u:<user id>``) or key (``t:<token id>``) that one node may spend
+    without asking the database again (see polyrelay.billing.budget). Rows of a node that stopped
+    renewing them count for nothing once ``expires_at`` has passed."""
+
+    __tablename__ = "budget_leases"
+    __table_args__ = (Index("ix_budget_leases_subject", "subject"),)
+
+    node: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(32), primary_key=True)
+    micros: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)  # epoch milliseconds

@@ -1,8 +1,9 @@
 """The in-memory view of keys, channels and prices that the hot path reads.
 
-Loaded whole from the database at start and again whenever ``meta.records_version``
-changes, so a request never waits on a query. Run-time state (quota reservations,
-channel health, key rotation) lives on these objects and survives a reload.
+Loaded whole from the database at start (``load_snapshot``); after that each admin write's
+records are reloaded alone (``load_changes``, then ``Snapshot.apply``; the change log is
+``store.changes``), so a request never waits on a query. Run-time state (quota reservations,
+channel health, key rotation) lives on these objects and survives a reload, whole or partial.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from sqlalchemy.orm import Session
 
 from polyrelay.billing.meter import Price
 from polyrelay.patterns import ModelPatterns, is_wildcard
-from polyrelay.store import models
+from polyrelay.store import changes, models
+
+
+_GroupView = tuple[int, "frozenset[str] | None"]  # a group's price ratio in ppm and allowed channel names
 
 
 @dataclass(slots=True, eq=False)
@@ -126,6 +130,8 @@ class Snapshot:
     # Database money values read with this snapshot, applied by ``adopt`` on the event loop.
     _db_balances: dict[int, int] = field(default_factory=dict)
     _db_used: dict[int, int] = field(default_factory=dict)
+    token_hashes: dict[int, str] = field(default_factory=dict)  # token id -> its key hash, for partial reloads
+    groups: dict[str, _GroupView] = field(default_factory=dict)
 
     def adopt(self, previous: Snapshot | None) -> Snapshot:
         """Make this freshly loaded snapshot current; call on the event loop, never in a thread.
@@ -162,6 +168,56 @@ class Snapshot:
         self._db_balances, self._db_used = {}, {}
         return self
 
+    def apply(self, delta: Changes) -> Snapshot:
+        """Apply records reloaded by ``load_changes``; on the event loop, like ``adopt``.
+
+        Each reloaded user or token is updated the way ``adopt`` updates it (the record object is
+        kept, its money becomes the database value read minus what this process has not committed
+        yet), so the money invariants of ``adopt`` hold for partial reloads too.
+        """
+        if delta.groups is not None and delta.groups != self.groups:  # every user's terms may change
+            self.groups = delta.groups
+            for record in self.users.values():
+                record.ratio_ppm, record.channels = _group_terms(self.groups, record.group)
+        for user_id, fresh in delta.users.items():
+            if fresh is None:
+                self.users.pop(user_id, None)
+                continue
+            fresh.ratio_ppm, fresh.channels = _group_terms(self.groups, fresh.group)
+            record = self.users.get(user_id)
+            if record is None:
+                record = self.users[user_id] = fresh
+            else:
+                for name in _USER_STATIC:
+                    setattr(record, name, getattr(fresh, name))
+            record.balance_micros = delta.balances[user_id] - record.unflushed_micros
+        for token_id, item in delta.tokens.items():
+            old_hash = self.token_hashes.pop(token_id, None)
+            old = self.tokens_by_hash.pop(old_hash, None) if old_hash is not None else None
+            if item is None:
+                continue
+            key_hash, fresh, owner = item
+            record = fresh if old is None else old
+            if old is not None:
+                for name in _TOKEN_STATIC:
+                    setattr(record, name, getattr(fresh, name))
+            record.used_micros = delta.used[token_id] + record.unflushed_micros
+            record.user = self.users.get(owner) if owner is not None else None
+            self.tokens_by_hash[key_hash] = record
+            self.token_hashes[token_id] = key_hash
+        if delta.channels is not None:
+            old_channels = {c.id: c for c in self.channels}
+            for record in delta.channels:
+                if (old := old_channels.get(record.id)) is not None:
+                    _carry_health(old, record)
+            self.channels = delta.channels
+        if delta.prices is not None:
+            self.prices, self.price_patterns = delta.prices
+        if delta.channels is not None or delta.prices is not None or delta.groups is not None:
+            self.route_cache = {}
+        self.version = delta.version
+        return self
+
     def price_for(self, model: str) -> Price | None:
         """Exact price, else the first matching wildcard, else ``default``, else None."""
         price = self.prices.get(model)
@@ -179,6 +235,30 @@ class Snapshot:
             names.update(channel.models.exact)
             names.update(k for k in channel.model_mapping if not is_wildcard(k))
         return sorted(names)
+
+
+@dataclass(slots=True)
+class Changes:
+    """Records reloaded after some admin writes, up to ``version``; None in a map means deleted,
+    None for a small table means unchanged."""
+
+    version: int
+    users: dict[int, UserRecord | None] = field(default_factory=dict)
+    tokens: dict[int, tuple[str, TokenRecord, int | None] | None] = field(default_factory=dict)  # hash, record, owner
+    balances: dict[int, int] = field(default_factory=dict)
+    used: dict[int, int] = field(default_factory=dict)
+    channels: list[ChannelRecord] | None = None
+    prices: tuple[dict[str, Price], list[tuple[str, Price]]] | None = None
+    groups: dict[str, _GroupView] | None = None
+
+
+def _group_terms(groups: dict[str, _GroupView], name: str) -> _GroupView:
+    return groups.get(name, (1_000_000, None))
+
+
+def _carry_health(old: ChannelRecord, record: ChannelRecord) -> None:
+    record.failures, record.cooldown_until = old.failures, old.cooldown_until
+    record.key_cursor, record.key_rested_until = old.key_cursor, old.key_rested_until
 
 
 class AllOf:
@@ -238,51 +318,118 @@ def load_snapshot(session: Session, previous: Snapshot | None = None) -> Snapsho
 
     Without a ``previous`` snapshot the result is ready to use as it is.
     """
-    version_row = session.get(models.Meta, "records_version")
+    # Read first: a change committed while the rows are read is then applied again later, never missed.
+    version = changes.current_version(session)
     old_channels = {c.id: c for c in previous.channels} if previous else {}
 
-    groups = {row.name: row for row in session.scalars(select(models.Group))}
+    groups = _load_groups(session)
     users: dict[int, UserRecord] = {}
     balances: dict[int, int] = {}
     for row in session.scalars(select(models.User)):
-        group = groups.get(row.group)
-        users[row.id] = UserRecord(
-            id=row.id,
-            name=row.name,
-            role=row.role,
-            group=row.group,
-            enabled=row.enabled,
-            unlimited=row.unlimited,
-            ratio_ppm=group.ratio_ppm if group is not None else 1_000_000,
-            channels=frozenset(group.channels) if group is not None and group.channels is not None else None,
-            rpm_limit=row.rpm_limit,
-            tpm_limit=row.tpm_limit,
-            balance_micros=row.balance_micros,
-        )
+        users[row.id] = _user(row, groups)
         balances[row.id] = row.balance_micros
 
     tokens: dict[str, TokenRecord] = {}
+    token_hashes: dict[int, str] = {}
     used: dict[int, int] = {}
     for row in session.scalars(select(models.Token)):
-        record = TokenRecord(
-            id=row.id,
-            name=row.name,
-            quota_micros=_stricter(row.quota_micros, row.admin_quota_micros),
-            used_micros=row.used_micros,
-            models=_models(row.models, row.admin_models),
-            expires_at=_stricter(_epoch(row.expires_at), _epoch(row.admin_expires_at)),
-            enabled=row.enabled and row.admin_enabled,
-            user=users.get(row.user_id) if row.user_id is not None else None,
-            allowed_ips=_ip_fence(row.allowed_ips, row.admin_allowed_ips),
-            rpm_limit=_stricter(row.rpm_limit, row.admin_rpm_limit),
-            tpm_limit=_stricter(row.tpm_limit, row.admin_tpm_limit),
-        )
+        record = _token(row)
+        record.user = users.get(row.user_id) if row.user_id is not None else None
         used[row.id] = row.used_micros
         tokens[row.key_hash] = record
+        token_hashes[row.id] = row.key_hash
 
-    channels: list[ChannelRecord] = []
-    for row in session.scalars(select(models.Channel).where(models.Channel.enabled.is_(True))):
-        record = ChannelRecord(
+    channels = _load_channels(session)
+    for record in channels:
+        if (old := old_channels.get(record.id)) is not None:
+            _carry_health(old, record)
+    prices, patterns = _load_prices(session)
+
+    return Snapshot(
+        version=version,
+        tokens_by_hash=tokens,
+        channels=channels,
+        prices=prices,
+        price_patterns=patterns,
+        users=users,
+        _db_balances=balances,
+        _db_used=used,
+        token_hashes=token_hashes,
+        groups=groups,
+    )
+
+
+def load_changes(session: Session, since: int) -> Changes | None:
+    """Reload the records changed after version ``since`` (in the DB thread); ``Snapshot.apply``
+    then applies them. None when only ``load_snapshot`` can catch up (see ``changes.pending``)."""
+    todo = changes.pending(session, since)
+    if todo is None:
+        return None
+    result = Changes(todo.version)
+    if todo.groups:
+        result.groups = _load_groups(session)
+    token_rows = list(session.scalars(select(models.Token).where(models.Token.id.in_(todo.tokens)))) if todo.tokens else []
+    # A reloaded token's owner is reloaded with it, so a new token never points at a user this process lacks.
+    user_ids = todo.users | {row.user_id for row in token_rows if row.user_id is not None}
+    if user_ids:
+        user_rows = list(session.scalars(select(models.User).where(models.User.id.in_(user_ids))))
+        groups = result.groups if result.groups is not None else _load_groups(session)
+        result.users = dict.fromkeys(user_ids)
+        for row in user_rows:
+            result.users[row.id] = _user(row, groups)
+            result.balances[row.id] = row.balance_micros
+    result.tokens = dict.fromkeys(todo.tokens)
+    for row in token_rows:
+        result.tokens[row.id] = (row.key_hash, _token(row), row.user_id)
+        result.used[row.id] = row.used_micros
+    if todo.channels:
+        result.channels = _load_channels(session)
+    if todo.prices:
+        result.prices = _load_prices(session)
+    return result
+
+
+def _load_groups(session: Session) -> dict[str, _GroupView]:
+    return {row.name: (row.ratio_ppm, frozenset(row.channels) if row.channels is not None else None)
+            for row in session.scalars(select(models.Group))}
+
+
+def _user(row: models.User, groups: dict[str, _GroupView]) -> UserRecord:
+    ratio_ppm, channels = _group_terms(groups, row.group)
+    return UserRecord(
+        id=row.id,
+        name=row.name,
+        role=row.role,
+        group=row.group,
+        enabled=row.enabled,
+        unlimited=row.unlimited,
+        ratio_ppm=ratio_ppm,
+        channels=channels,
+        rpm_limit=row.rpm_limit,
+        tpm_limit=row.tpm_limit,
+        balance_micros=row.balance_micros,
+    )
+
+
+def _token(row: models.Token) -> TokenRecord:
+    """The token's record without its user (the caller links it)."""
+    return TokenRecord(
+        id=row.id,
+        name=row.name,
+        quota_micros=_stricter(row.quota_micros, row.admin_quota_micros),
+        used_micros=row.used_micros,
+        models=_models(row.models, row.admin_models),
+        expires_at=_stricter(_epoch(row.expires_at), _epoch(row.admin_expires_at)),
+        enabled=row.enabled and row.admin_enabled,
+        allowed_ips=_ip_fence(row.allowed_ips, row.admin_allowed_ips),
+        rpm_limit=_stricter(row.rpm_limit, row.admin_rpm_limit),
+        tpm_limit=_stricter(row.tpm_limit, row.admin_tpm_limit),
+    )
+
+
+def _load_channels(session: Session) -> list[ChannelRecord]:
+    return [
+        ChannelRecord(
             id=row.id,
             name=row.name,
             type=row.type,
@@ -296,11 +443,11 @@ def load_snapshot(session: Session, previous: Snapshot | None = None) -> Snapsho
             connect_timeout_s=row.connect_timeout_s,
             options=dict(row.options or {}),
         )
-        if (old := old_channels.get(row.id)) is not None:
-            record.failures, record.cooldown_until = old.failures, old.cooldown_until
-            record.key_cursor, record.key_rested_until = old.key_cursor, old.key_rested_until
-        channels.append(record)
+        for row in session.scalars(select(models.Channel).where(models.Channel.enabled.is_(True)))
+    ]
 
+
+def _load_prices(session: Session) -> tuple[dict[str, Price], list[tuple[str, Price]]]:
     prices: dict[str, Price] = {}
     patterns: list[tuple[str, Price]] = []
     for row in session.scalars(select(models.Price)):
@@ -311,14 +458,4 @@ def load_snapshot(session: Session, previous: Snapshot | None = None) -> Snapsho
             prices[row.model] = price
     # Longest pattern first: "gpt-4-gizmo-g-*" is more specific than "gpt-4*".
     patterns.sort(key=lambda item: len(item[0]), reverse=True)
-
-    return Snapshot(
-        version=int(version_row.value) if version_row else 0,
-        tokens_by_hash=tokens,
-        channels=channels,
-        prices=prices,
-        price_patterns=patterns,
-        users=users,
-        _db_balances=balances,
-        _db_used=used,
-    )
+    return prices, patterns

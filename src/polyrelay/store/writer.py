@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -41,6 +42,7 @@ from sqlalchemy.orm import Session
 from polyrelay.background import stop_task
 from polyrelay.store import models
 from polyrelay.store.bulk import Bounds, BulkInsert, integer_range
+from polyrelay.store.changes import CHANNELS
 from polyrelay.store.db import bump_records_version
 
 if TYPE_CHECKING:
@@ -158,6 +160,9 @@ class BatchWriter:
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
         self._waiting = False  # the database stopped answering; logged once until it answers again
+        # Told the charges each flush committed (user id -> micro-USD, token id -> micro-USD): the
+        # budget leases they were spent from no longer include them (billing.budget).
+        self.on_commit: Callable[[dict[int, int], dict[int, int]], None] | None = None
 
     def record_usage(
         self, row: dict[str, Any], token_id: int | None, cost_micros: int, charged: Reservation | None = None
@@ -230,13 +235,20 @@ class BatchWriter:
         back replace the in-memory ones. Same loop step, so no charge is counted twice or not at all."""
         users: dict[int, UserRecord] = {}
         tokens: dict[int, TokenRecord] = {}
+        charged: dict[int, int] = {}
+        spent: dict[int, int] = {}
         for part in outcome.done:
             for user_id, micros in part.balances.items():
                 users[user_id] = user = part.users[user_id]
                 user.unflushed_micros -= micros
+                charged[user_id] = charged.get(user_id, 0) + micros
             for token_id, token in part.tokens.items():
                 tokens[token_id] = token
-                token.unflushed_micros -= part.spend.get(token_id, 0)
+                micros = part.spend.get(token_id, 0)
+                token.unflushed_micros -= micros
+                spent[token_id] = spent.get(token_id, 0) + micros
+        if self.on_commit is not None and (charged or spent):
+            self.on_commit(charged, spent)
         for user_id, balance in outcome.balances.items():
             if user_id in users:
                 users[user_id].balance_micros = balance - users[user_id].unflushed_micros
@@ -356,7 +368,7 @@ class BatchWriter:
                 columns = {**columns, "updated_at": datetime.now(timezone.utc)}
                 session.execute(update(models.Channel).where(models.Channel.id == channel_id).values(**columns))
             if any("enabled" in columns for columns in batch.channels.values()):
-                bump_records_version(session)  # a channel left rotation: every process must see it
+                bump_records_version(session, CHANNELS)  # a channel left rotation: every process must see it
             balances = dict(connection.execute(_BALANCES, {"ids": list(batch.users)}).all()) if batch.users else {}
             used = dict(connection.execute(_SPENT, {"ids": list(batch.tokens)}).all()) if batch.tokens else {}
             return balances, used

@@ -1,7 +1,7 @@
 """Durable bookkeeping of notifyHook callbacks, so a restart does not drop them.
 
 ``tasks.notify_due_at`` holds the time of the newest visible change whose callback is
-not delivered yet (set in the same transaction as the change, by ``store.apply`` and
+not delivered yet (set in the same transaction as the change, by ``batch.apply`` (or ``store.apply_each``) and
 ``store.finish``; NULL otherwise). The process that made the change delivers it from
 memory (``notify.Notifier``) and then clears the column, compare-and-set on that time
 (a newer change keeps its own mark). A graceful stop marks its undelivered callbacks as

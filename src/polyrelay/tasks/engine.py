@@ -18,12 +18,14 @@ import aiohttp
 from sqlalchemy import Engine
 
 from polyrelay.relay.spine import Spine
-from polyrelay.tasks import callbacks, store
+from polyrelay.tasks import batch, callbacks, store
 from polyrelay.providers.base import TaskAdaptor, TaskView
 from polyrelay.tasks.notify import Notifier
 from polyrelay.tasks.settings import TaskSettings
 
 T = TypeVar("T")
+_CREATE_BATCH = 500  # most submits one transaction stores
+_CREATE_LINGER_S = 0.005
 
 
 def new_task_id() -> str:
@@ -50,12 +52,47 @@ class TaskEngine:
         # Unique per process start: leases name their holder, a restart never inherits them.
         self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._executor = executor
+        # Submits that arrive while the DB thread stores earlier ones wait here and are stored
+        # together, in one transaction (a group commit; tasks/batch.py).
+        self._creates: list[tuple[dict[str, Any], dict[str, Any], asyncio.Future[TaskView]]] = []
+        self._creating: asyncio.Task[None] | None = None
 
     async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def create(self, row: dict[str, Any], charge_log: dict[str, Any]) -> TaskView:
-        return await self.run_db(store.create, self.db, row, charge_log)
+        """Store a task and its charge; committed (with whatever other submits queued meanwhile) on return."""
+        future: asyncio.Future[TaskView] = asyncio.get_running_loop().create_future()
+        self._creates.append((row, charge_log, future))
+        if self._creating is None:
+            self._creating = asyncio.create_task(self._store_creates(), name="polyrelay-task-creates")
+        return await future
+
+    async def _store_creates(self) -> None:
+        try:
+            while self._creates:
+                # A moment for the submits already in flight to join: one transaction for many is far
+                # cheaper than one each, and a submit's upstream round trip dwarfs this wait.
+                await asyncio.sleep(_CREATE_LINGER_S)
+                queued, self._creates = self._creates[:_CREATE_BATCH], self._creates[_CREATE_BATCH:]
+                try:
+                    results = await self.run_db(batch.create_many, self.db, [(row, log) for row, log, _ in queued])
+                except BaseException as exc:  # the DB thread itself failed: every waiting submit hears it
+                    for *_, future in queued:
+                        if not future.done():
+                            future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("stopped"))
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (*_, future), result in zip(queued, results):
+                    if future.done():  # the submit was cancelled; its task is stored all the same
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._creating = None
 
     async def get(self, task_id: str) -> TaskView | None:
         return await self.run_db(store.get, self.db, task_id)

@@ -1,30 +1,41 @@
 """The poller: claim due tasks under a lease, ask their upstreams in batches, write the results.
 
-One round: claim (one UPDATE) -> group by family, channel and key -> batch queries,
-concurrently, at most ``channel_concurrency`` at once per channel -> apply everything
-in one transaction -> refunds mirrored in memory -> callbacks queued. Young tasks are
-polled every ``poll_interval_s``; older ones back off (x2 after 1 min, x4 after 5
-min, x8 after 30 min); after ``timeout_s`` a task fails and is refunded.
+One round: claim up to ``claim_batch`` due tasks (one UPDATE ... RETURNING) -> group by family,
+channel and key -> batch queries, concurrently, at most ``channel_concurrency`` at once per
+channel -> apply everything in one transaction -> refunds mirrored in memory -> callbacks
+queued. Each tick a node runs rounds back to back while claims come back full, at most
+``claim_parallel`` at once, so it never holds more than ``claim_batch * claim_parallel`` leases
+and several nodes share the due tasks chunk by chunk. A round's leases are renewed every
+``lease_s / 3`` while it works, so ``lease_s`` can be short: a crashed node's tasks are claimed
+again about ``lease_s`` after its last renewal (docs/tasks.md). Young tasks are polled every
+``poll_interval_s``; older ones back off (x2 after 1 min, x4 after 5 min, x8 after 30 min);
+after ``timeout_s`` a task fails and is refunded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 from polyrelay.background import stop_task
 from polyrelay.scrub import scrub, scrub_json
 from polyrelay.store.files import FileStore
 from polyrelay.store.snapshot import ChannelRecord
-from polyrelay.tasks import store
+from polyrelay.tasks import batch, store
 from polyrelay.providers.base import FAILURE, RANK, SUCCESS, TERMINAL, TaskUpdate, TaskView
 from polyrelay.tasks.engine import TaskEngine
 
 log = logging.getLogger("polyrelay.tasks")
 
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
 _BACKOFF = ((60_000, 1), (300_000, 2), (1_800_000, 4))  # (age below ms, interval multiplier)
 
 
@@ -33,6 +44,23 @@ def next_poll_delay_ms(age_ms: int, interval_ms: int) -> int:
         if age_ms < below:
             return interval_ms * factor
     return interval_ms * 8
+
+
+def _scrub_result(result: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``scrub_json(result, keys, credentials=False)``, skipped when no key occurs in the result's JSON.
+
+    A string holding a key holds it verbatim in the JSON text too, unless the key has a character
+    JSON escapes; one search of one string is far cheaper than walking every string of the result.
+    """
+    if any(_JSON_ESCAPED.search(key) for key in keys):
+        return scrub_json(result, keys, credentials=False)
+    try:
+        text = orjson.dumps(result).decode()
+    except (TypeError, orjson.JSONEncodeError):  # not plain JSON (a big int): walk it
+        return scrub_json(result, keys, credentials=False)
+    if scrub(text, keys, credentials=False) == text:
+        return result
+    return scrub_json(result, keys, credentials=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +79,12 @@ class Poller:
         self.last_round: dict[str, float] = {}  # timings of the last round that claimed something, ms
         self._last_round_at: float | None = None
         self._last_round_ms: float | None = None
+        self._held: dict[str, list[str]] = {}  # claim -> task ids, of the rounds at work now
+        self._renewer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="polyrelay-task-poller")
+        self._renewer = asyncio.create_task(self._renew(), name="polyrelay-task-leases")
 
     def health(self) -> PollerHealth:
         """For ``/api/system``: a loop that died or stalls shows as not running or an old last round."""
@@ -63,6 +94,7 @@ class Poller:
     async def stop(self) -> None:
         """Stop between rounds' awaits, then hand our leases back so another process can go on at once."""
         await stop_task(self._task)
+        await stop_task(self._renewer)
         engine = self._engine
         try:
             await engine.run_db(store.release, engine.db, engine.owner + ":")
@@ -73,8 +105,12 @@ class Poller:
         except Exception:
             log.exception("could not hand back undelivered callbacks; they are recovered once stale")
 
+    def tick_s(self) -> float:
+        """The pause between a node's ticks (each tick drains what is due); jittered by +-50 %."""
+        return min(self._engine.settings.poll_interval_s / 2, 5.0)
+
     async def _run(self) -> None:
-        tick = min(self._engine.settings.poll_interval_s / 2, 5.0)
+        tick = self.tick_s()
         while True:
             started = time.perf_counter()
             try:
@@ -90,10 +126,54 @@ class Poller:
                 raise
             except Exception:
                 log.exception("callback bookkeeping failed; retrying next tick")
-            await asyncio.sleep(tick)
+            # Jitter keeps nodes' ticks from locking into one phase, where the first always drains the most.
+            await asyncio.sleep(tick * random.uniform(0.5, 1.5))
+
+    async def _renew(self) -> None:
+        """Keep the leases of rounds at work (a slow upstream, a long re-host) from running out."""
+        engine = self._engine
+        every = engine.settings.lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            if not self._held:
+                continue
+            try:
+                await engine.run_db(store.renew, engine.db, dict(self._held), store.now_ms(),
+                                    int(engine.settings.lease_s * 1000))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("renewing task leases failed; retrying in %ss", every)
 
     async def run_round(self) -> int:
-        """Advance every due task once; returns how many were claimed."""
+        """Advance every due task once, ``claim_batch`` at a time; returns how many were claimed.
+
+        Rounds run back to back while claims come back full, up to ``claim_parallel`` at once,
+        and stop starting new ones after a tick, so callbacks' bookkeeping still runs.
+        """
+        settings = self._engine.settings
+        deadline = time.monotonic() + self.tick_s()
+        claimed = await self._round()
+        if claimed < settings.claim_batch:
+            return claimed
+
+        async def worker() -> int:
+            total = 0
+            while time.monotonic() < deadline:
+                count = await self._round()
+                total += count
+                if count < settings.claim_batch:
+                    break
+            return total
+
+        results = await asyncio.gather(*(worker() for _ in range(settings.claim_parallel)), return_exceptions=True)
+        for result in results:  # every worker has stopped by now: none is left running unwatched
+            if isinstance(result, BaseException):
+                raise result
+        return claimed + sum(r for r in results if isinstance(r, int))
+
+    async def _round(self) -> int:
+        """Claim up to ``claim_batch`` due tasks, poll them, write the results; how many were claimed."""
         engine, settings = self._engine, self._engine.settings
         started = time.perf_counter()
         self._rounds += 1
@@ -103,6 +183,14 @@ class Poller:
         tasks = await engine.run_db(store.claim_due, engine.db, claim, now, lease_ms, settings.claim_batch)
         if not tasks:
             return 0
+        self._held[claim] = [task.id for task in tasks]
+        try:
+            return await self._advance(claim, tasks, started)
+        finally:
+            self._held.pop(claim, None)
+
+    async def _advance(self, claim: str, tasks: list[TaskView], started: float) -> int:
+        engine, settings = self._engine, self._engine.settings
         claimed_at = time.perf_counter()
         groups: dict[tuple[str, int, int, str], list[TaskView]] = defaultdict(list)
         for task in tasks:
@@ -128,7 +216,7 @@ class Poller:
             if age > timeout_ms and (update is None or update.status not in TERMINAL):
                 update = TaskUpdate(status=FAILURE, progress="", fail_reason=f"task timed out after {settings.timeout_s:g}s")
             advances.append(store.Advance(task, update, now + next_poll_delay_ms(age, interval_ms)))
-        changed, settled = await engine.run_db(store.apply, engine.db, claim, advances, now)
+        changed, settled = await engine.run_db(batch.apply, engine.db, claim, advances, now)
         engine.settled(settled)
         engine.changed(changed)
         done = time.perf_counter()
@@ -166,7 +254,7 @@ class Poller:
             for upstream, update in result.items():  # what the upstream says is stored and shown: never our keys
                 update.fail_reason = scrub(update.fail_reason, channel.keys)
                 if update.result:
-                    update.result = scrub_json(update.result, channel.keys, credentials=False)
+                    update.result = _scrub_result(update.result, channel.keys)
                 merged[(channel.id, upstream)] = update
         finished = [u for u in merged.values() if u.status == SUCCESS and u.result] if adaptor.result_url_keys else []
         if finished and (files := engine.spine.files) is not None:

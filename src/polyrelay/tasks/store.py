@@ -18,9 +18,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Engine, case, insert, or_, select, update
+from sqlalchemy import Engine, Row, case, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from polyrelay.billing import accounts
@@ -28,7 +29,9 @@ from polyrelay.store import models
 from polyrelay.providers.base import CANCEL, FAILURE, IN_PROGRESS, RANK, SUCCESS, TERMINAL, TaskUpdate, TaskView
 
 Task = models.Task
+TASKS = Task.__table__
 _VIEW_FIELDS = tuple(f.name for f in fields(TaskView))
+VIEW_COLUMNS = tuple(TASKS.c[name] for name in _VIEW_FIELDS)
 
 
 def now_ms() -> int:
@@ -62,55 +65,79 @@ def create(engine: Engine, row: dict[str, Any], charge_log: dict[str, Any]) -> T
             )
             if user_id is not None:  # the ledger charge and the balance, in the same transaction
                 accounts.post(session, user_id, "charge", -cost, charge_log["request_id"], token_id=row["token_id"])
-        task = session.get(Task, row["id"])
-        assert task is not None
-        return view(task)
+    return view_of(row)
+
+
+def view_of(values: Mapping[str, Any]) -> TaskView:
+    """A view from a row's columns (an inserted row's dict, or a Core result row's mapping)."""
+    return TaskView(**{name: values.get(name) for name in _VIEW_FIELDS if name in values})
+
+
+def view_of_row(row: Row[Any]) -> TaskView:
+    """A view from a row selected as ``VIEW_COLUMNS``, by position (no mapping lookups: the poll path's hot spot)."""
+    return TaskView(*row)
 
 
 def get(engine: Engine, task_id: str) -> TaskView | None:
-    with Session(engine) as session:
-        row = session.get(Task, task_id)
-        return view(row) if row is not None else None
+    with engine.connect() as connection:
+        row = connection.execute(select(*VIEW_COLUMNS).where(TASKS.c.id == task_id)).first()
+    return view_of_row(row) if row is not None else None
 
 
 def list_for_token(
     engine: Engine, family: str, token_id: int, ids: list[str] | None = None, limit: int = 100
 ) -> list[TaskView]:
     """A key's own tasks, newest first; ``ids`` restricts to those (unknown or foreign ids are skipped)."""
-    with Session(engine) as session:
-        query = select(Task).where(Task.family == family, Task.token_id == token_id)
-        if ids is not None:
-            query = query.where(Task.id.in_(ids))
-        query = query.order_by(Task.submit_time.desc()).limit(limit)
-        return [view(row) for row in session.scalars(query)]
+    query = select(*VIEW_COLUMNS).where(TASKS.c.family == family, TASKS.c.token_id == token_id)
+    if ids is not None:
+        query = query.where(TASKS.c.id.in_(ids))
+    query = query.order_by(TASKS.c.submit_time.desc()).limit(limit)
+    with engine.connect() as connection:
+        return [view_of_row(row) for row in connection.execute(query)]
 
 
 def claim_due(engine: Engine, claim: str, now: int, lease_ms: int, limit: int) -> list[TaskView]:
-    """Lease up to ``limit`` due tasks nobody holds (or whose holder's lease ran out).
+    """Lease up to ``limit`` due tasks nobody holds (or whose holder's lease ran out), oldest due first.
 
-    The UPDATE repeats the "unleased" condition, so two claimers racing for a row can't
-    both win: PostgreSQL re-checks it after the row lock, SQLite serialises writers.
-    ``claim`` is unique per round, so the rows it names are exactly the ones won.
+    One statement: ``UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)
+    RETURNING``. On PostgreSQL, a concurrent claimer skips the rows another is taking and
+    takes the next ones rather than queueing behind them; the UPDATE repeats the "unleased"
+    condition, so a row is never won twice. SQLite runs the statement under its write lock.
     """
-    unleased = or_(Task.lease_owner.is_(None), Task.lease_expires_at < now)
-    with Session(engine) as session, session.begin():
-        ids = list(
-            session.scalars(
-                select(Task.id)
-                .where(Task.next_poll_at.is_not(None), Task.next_poll_at <= now, unleased)
-                .order_by(Task.next_poll_at)
-                .limit(limit)
-            )
-        )
-        if not ids:
-            return []
-        session.execute(
-            update(Task)
-            .where(Task.id.in_(ids), unleased, Task.next_poll_at.is_not(None), Task.status.not_in(TERMINAL))
+    t = TASKS
+    unleased = or_(t.c.lease_owner.is_(None), t.c.lease_expires_at < now)
+    due = (
+        select(t.c.id)
+        .where(t.c.next_poll_at.is_not(None), t.c.next_poll_at <= now, unleased)
+        .order_by(t.c.next_poll_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)  # rendered on PostgreSQL only
+    )
+    with engine.begin() as connection:
+        rows = connection.execute(
+            update(t)
+            .where(t.c.id.in_(due.scalar_subquery()), unleased, t.c.next_poll_at.is_not(None),
+                   t.c.status.not_in(TERMINAL))
             .values(lease_owner=claim, lease_expires_at=now + lease_ms)
-            .execution_options(synchronize_session=False)
-        )
-        return [view(row) for row in session.scalars(select(Task).where(Task.lease_owner == claim))]
+            .returning(*VIEW_COLUMNS)
+        ).all()
+    return [view_of_row(row) for row in rows]
+
+
+def renew(engine: Engine, held: dict[str, list[str]], now: int, lease_ms: int) -> int:
+    """Extend the leases rounds still at work hold (claim -> task ids); how many rows are still ours.
+
+    By primary key, so it costs the same however large the table's history grows.
+    """
+    renewed = 0
+    with engine.begin() as connection:
+        for claim, ids in held.items():
+            result = connection.execute(
+                update(TASKS).where(TASKS.c.id.in_(ids), TASKS.c.lease_owner == claim)
+                .values(lease_expires_at=now + lease_ms)
+            )
+            renewed += int(result.rowcount)
+    return renewed
 
 
 @dataclass(slots=True)
@@ -123,12 +150,16 @@ class Advance:
 
 
 def apply(engine: Engine, claim: str, advances: list[Advance], now: int) -> tuple[list[TaskView], list[Settled]]:
-    """Write a poll round's results and release the leases, in one transaction.
+    """Write a poll round's results and release its leases: ``batch.apply`` (batched, falling back to ``apply_each``)."""
+    from polyrelay.tasks import batch  # batch builds on this module's statements, so it is imported here, late
 
-    Returns the tasks whose visible state changed (for callbacks) and those settled now.
-    A row another process changed meanwhile (a cancel, a lost lease) fails its CAS and
-    is left alone.
-    """
+    return batch.apply(engine, claim, advances, now)
+
+
+def apply_each(
+    engine: Engine, claim: str, advances: list[Advance], now: int
+) -> tuple[list[TaskView], list[Settled]]:
+    """``apply``, one compare-and-set per task: the slow path, for a round some other process raced."""
     changed: list[TaskView] = []
     settled: list[Settled] = []
     with Session(engine) as session, session.begin():

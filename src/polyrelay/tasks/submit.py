@@ -103,7 +103,7 @@ async def _run(
     spine = engine.spine
     cost = fixed_cost(order.usage, order.multiplier)
     pinned = channel_and_key(engine, order.parent)[0] if order.parent is not None else None
-    groups = admit(spine.snapshot, spine.limiter, outcome, order.kind, cost, pinned=pinned,
+    groups = await admit(spine.snapshot, spine.limiter, spine.budgets, outcome, order.kind, cost, pinned=pinned,
                    price_required=price_required)
     assert outcome.token is not None
     outcome.fixed_cost = charge(outcome.token, cost(outcome.price)[0]) if outcome.price is not None else 0

@@ -7,9 +7,10 @@ admin key may; any other user reaches only ``/api/me/...``, which never takes a 
 from the request (and ``/api/tasks/{id}/video`` of its own tasks: the gallery's video
 link). Cookie-authenticated writes must carry ``X-Requested-With`` (CSRF).
 
-Every write that changes what the relay reads bumps ``meta.records_version`` in the
-same transaction, and this process reloads its snapshot at once; the others within
-``snapshot_refresh_s``. Errors are ``{"error": {"status", "code", "message"}}``.
+Every write that changes what the relay reads names its records in the change log in the
+same transaction (``bump_records_version``); this process reloads them at once, the others
+when NOTIFY wakes them (PostgreSQL) or within ``snapshot_refresh_s``. Errors are
+``{"error": {"status", "code", "message"}}``.
 Money is integer micro-USD (``*_micros``) in and out.
 """
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import math
 import secrets
 from datetime import datetime, timedelta, timezone
@@ -34,8 +33,7 @@ def _throttle(request: Request) -> LoginThrottle:
     if not hasattr(state, "login_throttle"):
         settings = state.settings
         state.login_throttle = LoginThrottle(
-            max_entries=settings.sign_in_throttle_entries, redis_url=settings.redis_url,
-            namespace=hashlib.sha256(settings.database_url.encode()).hexdigest()[:12],
+            max_entries=settings.sign_in_throttle_entries, redis_url=settings.redis_url, namespace=state.cluster_id,
         )
     return state.login_throttle
 

@@ -10,11 +10,8 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
-
-from polyrelay.store.snapshot import load_snapshot
 
 
 _MAX_PAGE = 1000
@@ -59,15 +56,9 @@ async def run_report(request: Request, fn: Callable[..., Any], *args: Any) -> An
 
 
 async def reload_snapshot(request: Request) -> None:
-    """Make an admin change visible to this process's relay now (others follow within snapshot_refresh_s)."""
-    relay = request.app.state.relay
-
-    def read() -> Any:
-        with Session(engine_of(request)) as session:
-            return load_snapshot(session, relay.snapshot)
-
-    fresh = await run_db(request, read)
-    relay.snapshot = fresh.adopt(relay.snapshot)
+    """Make an admin change visible to this process's relay now: reloads just the records the change
+    log names (other processes get them the same way, woken by NOTIFY on PostgreSQL; store.feed)."""
+    await request.app.state.feed.catch_up()
 
 
 async def read_body(request: Request, limit: int = _MAX_BODY_BYTES) -> dict[str, Any]:

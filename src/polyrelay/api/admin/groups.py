@@ -21,7 +21,7 @@ from polyrelay.api.admin.fields import (
     field_text,
 )
 from polyrelay.api.admin.records import list_records, record_op
-from polyrelay.store import models
+from polyrelay.store import changes, models
 from polyrelay.store.db import bump_records_version
 
 
@@ -66,7 +66,7 @@ async def create_group(request: Request, _: Principal) -> Response:
             row = models.Group(name=name, ratio_ppm=1_000_000, channels=None, description="")
             _apply_group(row, data)
             session.add(row)
-            bump_records_version(session)
+            bump_records_version(session, changes.GROUPS)
             session.flush()
             return group_json(row)
 

@@ -21,7 +21,7 @@ from polyrelay.api.admin.tasks import tasks_of
 from polyrelay.api.admin.tokens import create_token_for, list_tokens_of, token_op
 from polyrelay.api.admin.users import ledger_of, password_field, user_json
 from polyrelay.billing import accounts
-from polyrelay.store import models
+from polyrelay.store import changes, models
 from polyrelay.store.db import bump_records_version
 
 
@@ -99,7 +99,7 @@ async def my_redeem(request: Request, principal: Principal) -> Response:
         with Session(engine_of(request)) as session, session.begin():
             credited = accounts.redeem(session, user_id, code)
             if credited is not None:
-                bump_records_version(session)
+                bump_records_version(session, changes.user(user_id))
             return credited
 
     credited = await run_db(request, work)

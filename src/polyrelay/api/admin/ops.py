@@ -17,7 +17,7 @@ from polyrelay.billing import accounts
 from polyrelay.patterns import ModelPatterns, is_wildcard
 from polyrelay.keys import generate_key, hash_key, key_hint
 from polyrelay.providers.base import Call, new_request_id
-from polyrelay.store import models
+from polyrelay.store import changes, models
 from polyrelay.store.db import bump_records_version
 from polyrelay.store.snapshot import ChannelRecord
 
@@ -135,7 +135,7 @@ def create_user(engine: Engine, name: str, *, role: str = "user", group: str = "
         session.flush()
         if balance_micros:
             accounts.post(session, row.id, "topup", balance_micros, f"initial-{row.id}", "initial balance")
-        bump_records_version(session)
+        bump_records_version(session, changes.user(row.id))
         return row.id
 
 
@@ -148,7 +148,9 @@ def create_key(engine: Engine, user: str, name: str | None, *, limit_micros: int
         if user_id is None:
             raise LookupError(f"no user named '{user}'")
         token_name = name or f"{user}-{key_hint(key)[-4:]}"
-        session.add(models.Token(name=token_name, key_hash=hash_key(key), key_hint=key_hint(key), user_id=user_id,
-                                 quota_micros=limit_micros, used_micros=0, models=models_allowed, enabled=True))
-        bump_records_version(session)
+        token = models.Token(name=token_name, key_hash=hash_key(key), key_hint=key_hint(key), user_id=user_id,
+                             quota_micros=limit_micros, used_micros=0, models=models_allowed, enabled=True)
+        session.add(token)
+        session.flush()
+        bump_records_version(session, changes.token(token.id))
     return token_name, key

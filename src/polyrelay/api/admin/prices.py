@@ -14,7 +14,7 @@ from polyrelay.api.admin.common import ApiError, engine_of, json_response, not_f
 from polyrelay.api.admin.fields import MAX_MICROS, check_unknown, field_int
 from polyrelay.api.admin.records import fetch_record, list_records
 from polyrelay.billing.meter import Price as PriceValue
-from polyrelay.store import models
+from polyrelay.store import changes, models
 from polyrelay.store.db import bump_records_version
 
 
@@ -49,7 +49,7 @@ async def put_price(request: Request, _: Principal) -> Response:
                 session.add(row)
             for name, value in values.items():
                 setattr(row, name, value)
-            bump_records_version(session)
+            bump_records_version(session, changes.PRICES)
             session.flush()
             return price_json(row)
 
@@ -72,7 +72,7 @@ async def delete_price(request: Request, _: Principal) -> Response:
         with Session(engine_of(request)) as session, session.begin():
             if session.execute(delete(models.Price).where(models.Price.model == model)).rowcount != 1:
                 raise not_found(f"The price of '{model}'")
-            bump_records_version(session)
+            bump_records_version(session, changes.PRICES)
 
     await run_db(request, work)
     await reload_snapshot(request)

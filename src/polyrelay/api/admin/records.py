@@ -1,7 +1,7 @@
 """One implementation of GET, PATCH and DELETE on a single record, shared by channels, groups and tokens.
 
-Each writes in one transaction that bumps ``records_version``, then reloads this
-process's snapshot; a missing record is a 404 and an update that collides a 409.
+Each writes in one transaction that names the changed record in the change log, then
+reloads it in this process's snapshot; a missing record is a 404 and an update that collides a 409.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from polyrelay.api.admin.common import engine_of, json_response, not_found, reload_snapshot, run_db
 from polyrelay.api.admin.fields import commit_conflict
+from polyrelay.store import changes
 from polyrelay.store.db import bump_records_version
 
 Row = TypeVar("Row")
@@ -43,7 +44,7 @@ async def record_op(
                 return to_json(row)
             if op == "delete":
                 session.delete(row)
-                bump_records_version(session)
+                bump_records_version(session, changes.of_row(row))
                 return None
             apply(row)
             try:
@@ -52,7 +53,7 @@ async def record_op(
                 if conflict is None:
                     raise
                 raise commit_conflict(conflict) from None
-            bump_records_version(session)
+            bump_records_version(session, changes.of_row(row))
             return to_json(row)
 
     result = await run_db(request, work)
@@ -102,7 +103,7 @@ async def insert_record(request: Request, build: Callable[[Session], Row], confl
                 raise commit_conflict(conflict) from None
             if after is not None:
                 after(session, row)
-            bump_records_version(session)
+            bump_records_version(session, changes.of_row(row))
             return to_json(row)
 
     result: dict[str, Any] = await run_db(request, work)

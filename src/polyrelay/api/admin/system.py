@@ -90,6 +90,7 @@ async def system(request: Request, _: Principal) -> Response:
         "dead_letters": counts["dead_letters"],
         # Quota held by requests in flight in this process; 0 when idle, or a settlement leaked.
         "reserved_micros": sum(t.reserved_micros for t in state.relay.snapshot.tokens_by_hash.values()),
+        "leased_micros": state.relay.budgets.leased_micros(),
         "callbacks": {"pending": counts["callbacks"]},
         "channels": counts["channels"],
     })

@@ -151,7 +151,7 @@ class LoginThrottle:
         self._table = FailureTable(WINDOW_S, max_entries, clock)
         self._clock = clock
         self._redis_url = redis_url
-        # Processes share counts when they share the namespace (one per database, like the rate limiter).
+        # Processes share counts when they share the namespace: the cluster_id, like the rate limiter's.
         self._prefix = f"polyrelay:signin:{namespace}:"
         self._redis: Any = None
         self._script: Any = None

@@ -36,7 +36,7 @@ from polyrelay.api.admin.fields import (
 )
 from polyrelay.api.admin.records import fetch_record, insert_record, list_records
 from polyrelay.billing import accounts
-from polyrelay.store import models
+from polyrelay.store import changes, models
 from polyrelay.store.db import bump_records_version
 
 
@@ -137,7 +137,7 @@ async def update_user(request: Request, _: Principal) -> Response:
                 raise commit_conflict(f"A user named '{data.get('name')}'") from None
             if data.get("enabled") is False or password_hash is not None:
                 session.execute(delete(models.WebSession).where(models.WebSession.user_id == user_id))
-            bump_records_version(session)
+            bump_records_version(session, changes.user(user_id))
             return user_json(row)
 
     result = await run_db(request, work)
@@ -154,10 +154,11 @@ async def delete_user(request: Request, _: Principal) -> Response:
         with Session(engine_of(request)) as session, session.begin():
             if session.get(models.User, user_id) is None:
                 raise not_found(f"User {user_id}")
+            tokens = session.scalars(select(models.Token.id).where(models.Token.user_id == user_id)).all()
             session.execute(delete(models.Token).where(models.Token.user_id == user_id))
             session.execute(delete(models.WebSession).where(models.WebSession.user_id == user_id))
             session.execute(delete(models.User).where(models.User.id == user_id))
-            bump_records_version(session)
+            bump_records_version(session, changes.user(user_id), *map(changes.token, tokens))
 
     await run_db(request, work)
     await reload_snapshot(request)
@@ -182,7 +183,7 @@ async def _move_money(request: Request, user_id: int, kind: str) -> Response:
             if row is None:
                 raise not_found(f"User {user_id}")
             applied = accounts.post(session, user_id, kind, amount, request_id, note)
-            bump_records_version(session)
+            bump_records_version(session, changes.user(user_id))
             session.refresh(row)
             return {"applied": applied, "request_id": request_id, "user": user_json(row)}
 
