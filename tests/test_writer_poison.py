@@ -87,15 +87,20 @@ def system(gateway: Gateway) -> dict[str, Any]:
     return response.json()
 
 
-def admin_typo(gateway: Gateway, sql: str, **params: Any) -> None:
-    """Write a value straight into the database, then make one ordinary admin change, which
-    reloads the gateway's records (the typo included) before it answers."""
+def admin_typo(gateway: Gateway, sql: str, table: str, **params: Any) -> None:
+    """Write a value straight into the database, then make one ordinary admin change to the same table
+    (``prices`` or ``groups``, which processes reload whole on any change), so the gateway has the typo
+    before it answers."""
     with gateway.db.begin() as connection:
         connection.execute(text(sql), params)
-    payer_id = gateway.query("SELECT id FROM users WHERE name = 'payer'")[0].id
-    response = httpx.patch(f"{gateway.url}/api/users/{payer_id}", json={"enabled": True},
-                           headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=20)
-    assert response.status_code == 200
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    if table == "prices":
+        response = httpx.put(f"{gateway.url}/api/prices/unrelated-model", json={"per_request_micros": 1},
+                             headers=admin, timeout=20)
+    else:
+        response = httpx.post(f"{gateway.url}/api/groups", json={"name": "unrelated-group"}, headers=admin,
+                              timeout=20)
+    assert response.status_code in (200, 201), response.text
 
 
 def assert_a_later_request_is_charged(gateway: Gateway) -> None:
@@ -151,7 +156,8 @@ def test_a_nul_byte_in_the_model_name_is_dropped_and_charged(gateway: Gateway, u
 
 
 def test_a_price_past_bigint_is_booked_at_the_maximum_and_a_balance_past_it_is_kept_aside(gateway: Gateway, upstream: FakeServer) -> None:
-    admin_typo(gateway, "INSERT INTO prices (model, per_request, input_per_mtok) VALUES ('typo', :m, :m)", m=BIGINT_MAX)
+    admin_typo(gateway, "INSERT INTO prices (model, per_request, input_per_mtok) VALUES ('typo', :m, :m)", "prices",
+               m=BIGINT_MAX)
     first = chat(gateway, WHALE_KEY, "typo")
     assert gateway.usage_row(first).cost_micros == BIGINT_MAX  # the cost was past BIGINT: clamped
     assert charge_of(gateway, first) == -BIGINT_MAX
@@ -173,7 +179,7 @@ def test_a_price_past_bigint_is_booked_at_the_maximum_and_a_balance_past_it_is_k
 
 
 def test_a_huge_group_ratio_is_booked_at_the_maximum(gateway: Gateway, upstream: FakeServer) -> None:
-    admin_typo(gateway, "UPDATE groups SET ratio_ppm = :r WHERE name = 'whales'", r=BIGINT_MAX)
+    admin_typo(gateway, "UPDATE groups SET ratio_ppm = :r WHERE name = 'whales'", "groups", r=BIGINT_MAX)
     request_id = chat(gateway, WHALE_KEY, "pricey")  # 10 USD x 9.2e12 is past BIGINT
     assert gateway.usage_row(request_id).cost_micros == BIGINT_MAX
     assert charge_of(gateway, request_id) == -BIGINT_MAX

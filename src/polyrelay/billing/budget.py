@@ -68,6 +68,8 @@ class Lease:
     used_at: float = 0.0  # monotonic time of the last hold
     dry_until: float = 0.0  # the last grant found the subject exhausted: calls are decided without asking till then
     dry_mark: int = 0  # the lowest ``headroom()`` since: a top-up or refund seen since ends the wait at once
+    commits: int = 0  # committed charges taken out of the lease so far
+    dry_commits: int = 0  # ``commits`` at the exhausted grant: one committed since may have freed money
     alone: bool = False  # no other node held any of the subject at the last grant
 
     def free(self) -> int:
@@ -85,9 +87,18 @@ class Lease:
         record = self.record
         return record.balance_micros if self.key[0] == "u" else -record.used_micros  # type: ignore[union-attr]
 
+    def spent(self, micros: int) -> None:
+        """A charge the database now holds: it no longer needs this lease."""
+        self.micros = max(self.micros - micros, 0)
+        self.commits += 1
+
     def dry(self, now: float) -> bool:
-        """Exhausted at the last grant, and nothing seen since says there is more."""
-        if self.dry_until <= now or not self.current():
+        """Exhausted at the last grant, and nothing seen since says there is more.
+
+        A grant can find the money short only because a charge committed while it was asked for
+        counted twice (in the balance and still in this node's row): after a commit, ask again.
+        """
+        if self.dry_until <= now or not self.current() or self.commits != self.dry_commits:
             return False
         headroom = self.headroom()
         if headroom > self.dry_mark:
@@ -177,6 +188,7 @@ class Budgets:
         # A grant or renewal reads what each lease gave back since its row was written, writes the row, and
         # records what it wrote: one at a time, or two would both give back the same money.
         self._writing = asyncio.Lock()
+        self._ahead: set[asyncio.Task[None]] = set()  # grants asked ahead of the calls (kept referenced)
 
     # --- hot path ---------------------------------------------------------------------------
 
@@ -198,12 +210,17 @@ class Budgets:
             await asyncio.gather(*(asyncio.shield(f) for f in pending.values()))
             if self._covers(leases, need):
                 return self._hold(token, estimate, leases)
-        short = tuple(lease for lease in leases if lease.free() < need or not lease.current())
-        now = time.monotonic()
-        if not short or not all(lease.dry(now) for lease in short):
-            await self._ask(short or leases, need)
-            if time.monotonic() >= self._valid_until:
-                raise _unavailable()
+        short = tuple(lease for lease in leases if lease.free() < need or not lease.current()) or leases
+        if not all(lease.dry(time.monotonic()) for lease in short):
+            for _ in range(2):
+                commits = [lease.commits for lease in short]
+                await self._ask(short, need)
+                if time.monotonic() >= self._valid_until:
+                    raise _unavailable()
+                if self._covers(leases, need):
+                    return self._hold(token, estimate, leases)
+                if commits == [lease.commits for lease in short]:
+                    break  # else a charge committed meanwhile may have counted twice in that grant: once more
         free = min(lease.free() for lease in leases)
         if free >= need:
             return self._hold(token, estimate, leases)
@@ -247,7 +264,9 @@ class Budgets:
         low = micros * self._settings.calls_per_grant // 4
         running_low = tuple(lease for lease in leases if lease.free() < low and not lease.dry(now))
         if running_low and not any(lease.key in self._asking for lease in running_low):
-            asyncio.get_running_loop().create_task(self._ask_quietly(running_low, micros))  # the next calls' share
+            ahead = asyncio.get_running_loop().create_task(self._ask_quietly(running_low, micros))  # the next calls'
+            self._ahead.add(ahead)
+            ahead.add_done_callback(self._ahead.discard)
         return reservation
 
     # --- grants -----------------------------------------------------------------------------
@@ -257,6 +276,8 @@ class Budgets:
             await self._ask(leases, estimate)
         except RelayError:
             pass  # the call that needs it will ask again, and say so
+        except Exception:
+            log.exception("budget grant asked ahead failed")
 
     async def _ask(self, leases: tuple[Lease, ...], estimate: int) -> list[_Grant]:
         """One transaction granting each lease what the next ``calls_per_grant`` calls need."""
@@ -267,6 +288,7 @@ class Budgets:
         target = estimate * self._settings.calls_per_grant
         try:
             async with self._writing:
+                commits = [lease.commits for lease in leases]
                 asks = [_Ask(lease.key, want=max(target - lease.free(), 0), must=max(estimate - lease.free(), 0),
                              busy=lease.busy(), returned=lease.micros - lease.written, shrink=not lease.current())
                         for lease in leases]
@@ -283,12 +305,12 @@ class Budgets:
                 if self._asking.get(lease.key) is future:
                     del self._asking[lease.key]
             future.set_result(None)
-        for lease, grant in zip(leases, grants):
+        for lease, grant, seen in zip(leases, grants, commits):
             if grant.key[0] == "t":
                 lease.basis = lease.record.quota_micros  # type: ignore[union-attr]
             lease.alone = grant.others <= 0
             if grant.left <= 0:  # the subject is exhausted for now: the next calls don't ask again at once
-                lease.dry_until, lease.dry_mark = started + _DRY_S, lease.headroom()
+                lease.dry_until, lease.dry_mark, lease.dry_commits = started + _DRY_S, lease.headroom(), seen
         self._renewed(started)  # the grant's transaction renewed every lease of this node
         return grants
 
@@ -344,8 +366,8 @@ class Budgets:
         for kind, charges in (("u", users), ("t", tokens)):
             for row_id, micros in charges.items():
                 lease = self._leases.get((kind, row_id))
-                if lease is not None:
-                    lease.micros = max(lease.micros - micros, 0)
+                if lease is not None and micros:
+                    lease.spent(micros)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="polyrelay-budget-leases")
@@ -353,6 +375,8 @@ class Budgets:
     async def close(self) -> None:
         """Give every lease back; after the writer's last flush, whose charges left them."""
         await stop_task(self._task)
+        for ahead in list(self._ahead):
+            await stop_task(ahead)
         loop = asyncio.get_running_loop()
         try:
             async with self._writing:

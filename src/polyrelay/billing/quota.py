@@ -58,9 +58,9 @@ class Reservation:
         if user is not None:
             user.reserved_micros -= self.micros
             user.balance_micros -= cost_micros
-        if committed:
+        if committed and cost_micros:
             for lease in self.leases:
-                lease.micros = max(lease.micros - cost_micros, 0)
+                lease.spent(cost_micros)
 
 
 def require_price(token: TokenRecord, model: str, price: Price | None) -> None:
