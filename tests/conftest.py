@@ -15,7 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +37,22 @@ os.environ.setdefault(SECRET_KEY_ENV, generate_secret_key())
 T = TypeVar("T")
 BACKENDS = [b for b in os.environ.get("POLYRELAY_TEST_BACKENDS", "sqlite,postgresql").split(",") if b]
 POSTGRES_ADMIN_URL = os.environ.get("POLYRELAY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextmanager
+def empty_postgres_database(prefix: str = "polyrelay_test") -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for the block (for tests of migrating one); dropped after it,
+    whatever connections are still open."""
+    admin = create_engine(normalize_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def free_port() -> int:

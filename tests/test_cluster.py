@@ -19,12 +19,10 @@ import aiohttp
 import httpx
 import pytest
 from aiohttp import web
-from sqlalchemy import create_engine, text
 
 from polyrelay.billing.meter import usd_to_micros
-from polyrelay.store.db import normalize_url
 from tests.cluster import Cluster, start_cluster
-from tests.conftest import BACKENDS, POSTGRES_ADMIN_URL, wait_until
+from tests.conftest import BACKENDS, empty_postgres_database, wait_until
 from tests.fakes import bfl_upstream, midjourney_proxy, openai_upstream
 from tests.fakes.server import KNOBS, FakeServer
 from tests.s3server import S3Server, start_seaweedfs
@@ -74,14 +72,8 @@ def fakes() -> Iterator[dict[str, FakeServer]]:
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for the module (the nodes migrate it at once)."""
-    admin = create_engine(normalize_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
-    name = f"polyrelay_cluster_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with empty_postgres_database("polyrelay_cluster") as url:
+        yield url
 
 
 def _config(database_url: str, fakes: dict[str, FakeServer], s3: S3Server) -> dict[str, Any]:

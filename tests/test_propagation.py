@@ -18,13 +18,13 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from polyrelay.store import changes, models
-from polyrelay.store.db import SCHEMA_HEAD, bump_records_version, create_db_engine, migrate, normalize_url
+from polyrelay.store.db import SCHEMA_HEAD, bump_records_version, create_db_engine, migrate
 from polyrelay.store.snapshot import load_changes, load_snapshot
-from tests.conftest import BACKENDS, POSTGRES_ADMIN_URL, Gateway, free_port, wait_until
+from tests.conftest import BACKENDS, Gateway, empty_postgres_database, free_port, wait_until
 from tests.fakes import openai_upstream
 from tests.fakes.server import FakeServer
 
@@ -127,11 +127,9 @@ def test_a_new_channel_and_a_new_price_serve_on_the_other_gateway(
     reaches(b, bound, lambda: chat(b, KEYS["metered"], model) == 200, "the new price")
 
 
-def test_a_dropped_listener_reconnects_and_misses_nothing(
-    pair: tuple[Gateway, Gateway, float], backend: str
-) -> None:
-    if backend != "postgresql":
-        pytest.skip("SQLite has no listener: the tests above already run on the poll alone")
+@pytest.mark.skipif("postgresql" not in BACKENDS, reason="only PostgreSQL gateways listen")
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # SQLite: the tests above run on the poll alone
+def test_a_dropped_listener_reconnects_and_misses_nothing(pair: tuple[Gateway, Gateway, float]) -> None:
     a, b, bound = pair
     killed = a.query("SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity "
                      "WHERE datname = current_database() AND query LIKE 'LISTEN %'")
@@ -206,14 +204,8 @@ def test_a_reader_behind_a_pruned_log_or_an_unnamed_change_reloads_everything(tm
 
 @pytest.fixture
 def empty_postgres() -> Iterator[str]:
-    admin_engine = create_engine(normalize_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
-    name = f"polyrelay_test_{uuid.uuid4().hex[:12]}"
-    with admin_engine.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    with admin_engine.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin_engine.dispose()
+    with empty_postgres_database("polyrelay_test") as url:
+        yield url
 
 
 START_TIMEOUT_S = 120.0  # three interpreters importing and migrating at once on a shared, busy machine

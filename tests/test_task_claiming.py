@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,7 +21,7 @@ from aiohttp import web
 from sqlalchemy import create_engine, text
 
 from polyrelay.store.db import normalize_url
-from tests.conftest import POSTGRES_ADMIN_URL, Gateway, start_gateway, wait_until
+from tests.conftest import Gateway, empty_postgres_database, start_gateway, wait_until
 from tests.fakes import midjourney_proxy
 from tests.fakes.server import KNOBS, FakeServer
 
@@ -63,14 +62,8 @@ def upstream() -> Iterator[FakeServer]:
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    admin = create_engine(normalize_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
-    name = f"polyrelay_claiming_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with empty_postgres_database("polyrelay_claiming") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

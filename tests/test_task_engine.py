@@ -20,7 +20,7 @@ from polyrelay.app import prepare_database
 from polyrelay.config import Settings
 from polyrelay.store.db import create_db_engine
 from polyrelay.store.snapshot import load_snapshot
-from polyrelay.tasks import store
+from polyrelay.tasks import batch, store
 from polyrelay.providers.base import FAILURE, IN_PROGRESS, SUBMITTED, TaskUpdate
 from polyrelay.tasks.engine import TaskEngine, new_task_id
 from polyrelay.tasks.poller import Poller
@@ -99,7 +99,7 @@ def test_racing_settlements_refund_exactly_once(db: Engine, database_factory: Ca
         claimed = store.claim_due(engine, claim, store.now_ms() + 10_000, 60_000, 10)
         if claimed:
             advance = store.Advance(claimed[0], TaskUpdate(status=FAILURE, fail_reason="upstream said no"), None)
-            results.extend(store.apply(engine, claim, [advance], store.now_ms())[1])
+            results.extend(batch.apply(engine, claim, [advance], store.now_ms())[1])
 
     threads = [threading.Thread(target=cancel if i % 2 else poll, args=(e,) if i % 2 else (e, i))
                for i, e in enumerate(engines)]

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Update, bindparam, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from polyrelay.providers.base import IN_PROGRESS, RANK, SUCCESS, TERMINAL, TaskView
+from polyrelay.providers.base import SUCCESS, TERMINAL, TaskView
 from polyrelay.store import models
 from polyrelay.tasks import store
 from polyrelay.tasks.store import TASKS, Advance, Settled
@@ -115,22 +115,8 @@ def _apply(connection: Connection, claim: str, advances: list[Advance], now: int
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     written: list[tuple[Advance, dict[str, Any], bool]] = []
     for advance in advances:
-        task, new = advance.task, advance.update
-        values: dict[str, Any] = {"next_poll_at": advance.next_poll_at, "updated_at": now}
-        visible = new is not None and (new.status != task.status or new.progress != task.progress)
-        if new is not None:
-            values.update(
-                status=new.status,
-                progress=new.progress,
-                fail_reason=new.fail_reason[:4000],
-                start_time=task.start_time or new.start_time or (now if RANK[new.status] >= RANK[IN_PROGRESS] else None),
-            )
-            if new.result is not None:
-                values["result"] = new.result
-            if visible and task.notify_hook:
-                values["notify_due_at"] = now  # a callback is owed (tasks/callbacks.py)
-            if new.status in TERMINAL:
-                values.update(next_poll_at=None, finish_time=new.finish_time or now)
+        task = advance.task
+        values, visible = store.advance_values(advance, now)
         params = {"b_id": task.id, "b_claim": claim, "b_old": task.status}
         params.update({"b_" + key: value for key, value in values.items()})
         shapes.setdefault(tuple(sorted(values)), []).append(params)

@@ -149,11 +149,25 @@ class Advance:
     next_poll_at: int | None
 
 
-def apply(engine: Engine, claim: str, advances: list[Advance], now: int) -> tuple[list[TaskView], list[Settled]]:
-    """Write a poll round's results and release its leases: ``batch.apply`` (batched, falling back to ``apply_each``)."""
-    from polyrelay.tasks import batch  # batch builds on this module's statements, so it is imported here, late
-
-    return batch.apply(engine, claim, advances, now)
+def advance_values(advance: Advance, now: int) -> tuple[dict[str, Any], bool]:
+    """The columns a poll's verdict sets on its task (its lease aside), and whether callers see a change."""
+    task, new = advance.task, advance.update
+    values: dict[str, Any] = {"next_poll_at": advance.next_poll_at, "updated_at": now}
+    visible = new is not None and (new.status != task.status or new.progress != task.progress)
+    if new is not None:
+        values.update(
+            status=new.status,
+            progress=new.progress,
+            fail_reason=new.fail_reason[:4000],
+            start_time=task.start_time or new.start_time or (now if RANK[new.status] >= RANK[IN_PROGRESS] else None),
+        )
+        if new.result is not None:
+            values["result"] = new.result
+        if visible and task.notify_hook:
+            values["notify_due_at"] = now  # a callback is owed (tasks/callbacks.py)
+        if new.status in TERMINAL:
+            values.update(next_poll_at=None, finish_time=new.finish_time or now)
+    return values, visible
 
 
 def apply_each(
@@ -165,27 +179,8 @@ def apply_each(
     with Session(engine) as session, session.begin():
         for advance in advances:
             task, new = advance.task, advance.update
-            values: dict[str, Any] = {
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "poll_count": Task.poll_count + 1,
-                "next_poll_at": advance.next_poll_at,
-                "updated_at": now,
-            }
-            visible = new is not None and (new.status != task.status or new.progress != task.progress)
-            if new is not None:
-                values.update(
-                    status=new.status,
-                    progress=new.progress,
-                    fail_reason=new.fail_reason[:4000],
-                    start_time=task.start_time or new.start_time or (now if RANK[new.status] >= RANK[IN_PROGRESS] else None),
-                )
-                if new.result is not None:
-                    values["result"] = new.result
-                if visible and task.notify_hook:
-                    values["notify_due_at"] = now  # a callback is owed (tasks/callbacks.py)
-                if new.status in TERMINAL:
-                    values.update(next_poll_at=None, finish_time=new.finish_time or now)
+            values, visible = advance_values(advance, now)
+            values.update(lease_owner=None, lease_expires_at=None, poll_count=Task.poll_count + 1)
             result = session.execute(
                 update(Task)
                 .where(Task.id == task.id, Task.lease_owner == claim, Task.status == task.status,
