@@ -158,6 +158,9 @@ _EXPIRED = delete(_LEASES).where(_LEASES.c.expires_at < bindparam("before"))
 # How long an exhausted subject's calls are decided on what the node has, without a transaction each; a top-up
 # this node sees (its own admin API, or the change feed) ends it, another node's key limit raised waits this long.
 _DRY_S = 0.5
+# Where money is plenty, a grant takes at least this fraction of what is free, so a busy node asks
+# rarely; where it is scarce, at most half of it, so nodes sharing it each get a part.
+_PLENTY_SHARE = 16
 _UNLIMITED = 1 << 62  # what an unlimited subject "has": any grant fits
 
 
@@ -319,8 +322,8 @@ class Budgets:
 
         The node's own row first learns what the node gave back since it was last written (its
         committed charges and idle money), so the grant sees everything that is free. Beyond what
-        this call must have, a grant takes at most half of what is free, so nodes sharing scarce
-        money each get a part rather than the first taking all.
+        this call must have, a grant takes the next calls' share or a sixteenth of what is free,
+        whichever is more, but at most half of it.
         """
         grants: list[_Grant] = []
         with Session(self._engine) as session, session.begin():
@@ -344,7 +347,8 @@ class Budgets:
                 mine = max((was or 0) + ask.returned, 0)
                 free = has - others - mine
                 if free >= 0:
-                    delta = min(free, max(ask.must, min(ask.want, free // 2)))
+                    want = max(ask.want, free // _PLENTY_SHARE)
+                    delta = min(free, max(ask.must, min(want, free // 2)))
                 elif ask.shrink:  # a key's limit was lowered under its lease: keep only what is in use
                     delta = min(max(free, ask.busy - mine), 0)
                 else:  # charges the writer committed since the ask was made count twice for a moment
