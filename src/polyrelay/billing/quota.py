@@ -10,7 +10,7 @@ entry, in one transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 from polyrelay.billing.meter import Price
 from polyrelay.errors import RelayError
@@ -24,16 +24,22 @@ def charge(token: TokenRecord, micros: int) -> int:
     return (micros * user.ratio_ppm + 500_000) // 1_000_000
 
 
+class Spendable(Protocol):
+    """What a hold is held on (``billing.budget.Lease``): told when a charge is committed."""
+
+    def spent(self, micros: int) -> None: ...
+
+
 @dataclass(slots=True)
 class Reservation:
     token: TokenRecord
     micros: int
     user: UserRecord | None = None
-    leases: tuple[Any, ...] = ()  # the budget leases it was held on (billing.budget.Lease)
+    leases: tuple[Spendable, ...] = ()  # the budget leases it was held on
     open: bool = True
 
     @classmethod
-    def hold(cls, token: TokenRecord, micros: int, leases: tuple[Any, ...]) -> Reservation:
+    def hold(cls, token: TokenRecord, micros: int, leases: tuple[Spendable, ...]) -> Reservation:
         """Add ``micros`` to what the token and its user hold in flight."""
         user = token.user
         if user is not None:

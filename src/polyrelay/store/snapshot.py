@@ -51,12 +51,6 @@ class UserRecord:
     rl_requests: int = 0
     rl_tokens: int = 0
 
-    @property
-    def remaining_micros(self) -> int | None:
-        if self.unlimited:
-            return None
-        return self.balance_micros - self.reserved_micros
-
 
 @dataclass(slots=True, eq=False)
 class TokenRecord:
@@ -77,12 +71,6 @@ class TokenRecord:
     rl_window: int = 0
     rl_requests: int = 0
     rl_tokens: int = 0
-
-    @property
-    def remaining_micros(self) -> int | None:
-        if self.quota_micros is None:
-            return None
-        return self.quota_micros - self.used_micros - self.reserved_micros
 
     @property
     def metered(self) -> bool:
