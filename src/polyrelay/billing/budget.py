@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -50,6 +50,13 @@ class BudgetSettings(BaseModel):
                          description="A lease not renewed for this long counts for nothing on other nodes.")
     idle_s: float = Field(default=3.0, ge=0, le=600,
                           description="The free part of a lease unused for this long goes back to the account.")
+
+    @model_validator(mode="after")
+    def _renewed_before_expiry(self) -> BudgetSettings:
+        # A node stops spending its leases 2 x renew_s before they expire: there must be time left to spend them.
+        if self.ttl_s <= 2 * self.renew_s:
+            raise ValueError("budget.ttl_s must be more than twice budget.renew_s")
+        return self
 
 
 _Record = UserRecord | TokenRecord
