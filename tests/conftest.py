@@ -41,18 +41,13 @@ POSTGRES_ADMIN_URL = os.environ.get("POLYRELAY_TEST_POSTGRES_URL", "postgresql:/
 
 @contextmanager
 def empty_postgres_database(prefix: str = "polyrelay_test") -> Iterator[str]:
-    """A fresh, empty PostgreSQL database for the block (for tests of migrating one); dropped after it,
-    whatever connections are still open."""
-    admin = create_engine(normalize_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    """A fresh, empty PostgreSQL database for the block, whatever the session's backend (for tests of
+    several nodes migrating one); dropped after it, whatever connections are still open."""
+    made = Databases("postgresql", None, prefix)
     try:
-        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+        yield made.empty()
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        made.drop_all()
 
 
 def free_port() -> int:
@@ -179,9 +174,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 class Databases:
     """The session's databases of one backend: empty ones, and copies of one migrated template."""
 
-    def __init__(self, backend: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    def __init__(self, backend: str, tmp_path_factory: pytest.TempPathFactory | None,
+                 prefix: str = "polyrelay_test") -> None:
         self.backend = backend
-        self._tmp = tmp_path_factory
+        self._tmp = tmp_path_factory  # where SQLite files go; PostgreSQL needs none
+        self._prefix = prefix
         self._admin = (create_engine(normalize_url(POSTGRES_ADMIN_URL), isolation_level="AUTOCOMMIT")
                        if backend == "postgresql" else None)
         self._created: list[str] = []
@@ -205,12 +202,13 @@ class Databases:
 
     def _new(self, template: str | None = None) -> str:
         if self._admin is None:
+            assert self._tmp is not None, "SQLite databases are files: give Databases a tmp_path_factory"
             path = self._tmp.mktemp("db") / "polyrelay.db"
             if template is not None:
                 with closing(sqlite3.connect(make_url(template).database)) as source, closing(sqlite3.connect(path)) as copy:
                     source.backup(copy)
             return f"sqlite:///{path}"
-        name = f"polyrelay_test_{uuid.uuid4().hex[:12]}"
+        name = f"{self._prefix}_{uuid.uuid4().hex[:12]}"
         copy_of = f' TEMPLATE "{make_url(template).database}"' if template is not None else ""
         with self._admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"{copy_of}'))

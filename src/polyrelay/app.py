@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -51,10 +50,9 @@ from polyrelay.relay.routing import Health, HealthPolicy
 from polyrelay.relay.upstream import UpstreamClient
 from polyrelay.store import crypto
 from polyrelay.store.db import create_db_engine, migrate
-from polyrelay.store.feed import Feed
+from polyrelay.store.feed import Feed, read_snapshot
 from polyrelay.store.files import FileStore
 from polyrelay.seed import seed_from_settings
-from polyrelay.store.snapshot import Snapshot, load_snapshot
 from polyrelay.store.writer import BatchWriter
 from polyrelay.tasks.engine import TaskEngine
 from polyrelay.tasks.poller import Poller
@@ -89,11 +87,6 @@ def prepare_database(settings: Settings) -> list[tuple[str, str]]:
         engine.dispose()
 
 
-def _read_snapshot(engine: Engine, previous: Snapshot | None) -> Snapshot:
-    with Session(engine) as session:
-        return load_snapshot(session, previous)
-
-
 def create_app(settings: Settings) -> ASGIApp:
     crypto.install(crypto.load_secret_key(settings.database_url, create=False))  # a worker's parent made the file
 
@@ -103,7 +96,7 @@ def create_app(settings: Settings) -> ASGIApp:
         await app.state.files.start()  # a missing bucket or refused store credentials stop the start here
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polyrelay-db")
         engine = create_db_engine(settings.database_url)
-        snapshot = await loop.run_in_executor(executor, _read_snapshot, engine, None)
+        snapshot = await loop.run_in_executor(executor, read_snapshot, engine)
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(total=None),

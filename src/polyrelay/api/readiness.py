@@ -14,9 +14,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+
+from polyrelay.store.db import ping
 
 _CACHE_S = 1.0
 _TIMEOUT_S = 2.0
@@ -58,15 +60,10 @@ class Readiness:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(_TIMEOUT_S):
-                await loop.run_in_executor(self._executor, _select_one, engine)
+                await loop.run_in_executor(self._executor, ping, engine)
         except Exception:
             return False
         return True
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)
-
-
-def _select_one(engine: Engine) -> None:
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))

@@ -221,7 +221,8 @@ class Budgets:
             if self._covers(leases, need):
                 return self._hold(token, estimate, leases)
         short = tuple(lease for lease in leases if lease.free() < need or not lease.current()) or leases
-        if not all(lease.dry(time.monotonic()) for lease in short):
+        now = time.monotonic()
+        if now >= self._valid_until or not all(lease.dry(now) for lease in short):
             for _ in range(2):
                 commits = [lease.commits for lease in short]
                 await self._ask(short, need)
@@ -232,8 +233,6 @@ class Budgets:
                 if commits == [lease.commits for lease in short]:
                     break  # else a charge committed meanwhile may have counted twice in that grant: once more
         free = min(lease.free() for lease in leases)
-        if free >= need:
-            return self._hold(token, estimate, leases)
         # The last money: held short of the estimate only by a node that holds all of it (one such call at a time).
         alone = all(lease.alone for lease in leases if lease.free() < need)
         try:

@@ -49,6 +49,12 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+def ping(engine: Engine) -> None:
+    """Raise unless the database answers a trivial query (health and readiness probes)."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
 def alembic_config(engine: Engine) -> Config:
     from alembic.config import Config  # deferred: only migrations need Alembic, not worker processes
 

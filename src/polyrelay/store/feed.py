@@ -33,6 +33,12 @@ class Holder(Protocol):
     snapshot: Snapshot
 
 
+def read_snapshot(engine: Engine, previous: Snapshot | None = None) -> Snapshot:
+    """Every hot-path record, read whole (in the DB thread); ``Snapshot.adopt`` then makes it current."""
+    with Session(engine) as session:
+        return load_snapshot(session, previous)
+
+
 class Feed:
     def __init__(self, holder: Holder, engine: Engine, executor: ThreadPoolExecutor, every_s: float) -> None:
         self.holder, self.engine, self.executor, self.every_s = holder, engine, executor, every_s
@@ -69,8 +75,7 @@ class Feed:
             return load_changes(session, since)
 
     def _read_all(self, previous: Snapshot) -> Snapshot:
-        with Session(self.engine) as session:
-            return load_snapshot(session, previous)
+        return read_snapshot(self.engine, previous)
 
     def _prune(self) -> None:
         with Session(self.engine) as session, session.begin():

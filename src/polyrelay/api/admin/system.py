@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, select, text
+from sqlalchemy import Engine, and_, case, func, select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,15 +22,11 @@ from polyrelay.api.admin.access import Principal, endpoint
 from polyrelay.api.admin.common import engine_of, json_response, run_db, run_report
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.store import models
+from polyrelay.store.db import ping
 from polyrelay.tasks import callbacks, queries
 from polyrelay.tasks.store import now_ms
 
 _TIMEOUT_S = 5.0
-
-
-def _select_one(engine: Engine) -> None:
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
 
 
 def _counts(engine: Engine) -> dict[str, Any]:
@@ -51,7 +47,7 @@ async def _database(request: Request) -> dict[str, Any]:
     engine = engine_of(request)
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(run_db(request, _select_one, engine), _TIMEOUT_S)
+        await asyncio.wait_for(run_db(request, ping, engine), _TIMEOUT_S)
         ok = True
     except Exception:
         ok = False
