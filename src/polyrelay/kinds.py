@@ -15,8 +15,14 @@ EMBEDDINGS = "embeddings"
 IMAGES = "images"  # OpenAI image generations (DALL·E format)
 IMAGE_EDITS = "image-edits"  # OpenAI image edits and variations (multipart uploads)
 AUDIO = "audio"  # OpenAI speech, transcriptions, translations
+RESPONSES = "responses"  # OpenAI Responses API
+MODERATIONS = "moderations"
+RERANK = "rerank"  # Jina/Cohere rerank
 CLAUDE = "claude"  # Anthropic Messages, as the anthropic SDK sends it
+CLAUDE_COUNT = "claude-count"  # Anthropic count_tokens
 GEMINI = "gemini"  # Gemini generateContent, as the google-genai SDK sends it
+GEMINI_COUNT = "gemini-count"  # Gemini countTokens
+GEMINI_EMBED = "gemini-embed"  # Gemini embedContent and batchEmbedContents
 IDEOGRAM = "ideogram"
 STABILITY = "stability"  # Stability's own image endpoints
 RECRAFT = "recraft"
@@ -37,6 +43,16 @@ _OPENAI_ENDPOINTS = {
     "audio.speech": AUDIO,
     "audio.transcriptions": AUDIO,
     "audio.translations": AUDIO,
+    "responses": RESPONSES,
+    "moderations": MODERATIONS,
+    "rerank": RERANK,
+}
+# Endpoints of a native family that are not its main kind.
+_NATIVE_ENDPOINTS = {
+    ("anthropic", "messages.count_tokens"): CLAUDE_COUNT,
+    ("gemini", "gemini.countTokens"): GEMINI_COUNT,
+    ("gemini", "gemini.embedContent"): GEMINI_EMBED,
+    ("gemini", "gemini.batchEmbedContents"): GEMINI_EMBED,
 }
 # Families whose every endpoint is one kind: the family's own protocol.
 _NATIVE_FAMILIES = {"anthropic": CLAUDE, "gemini": GEMINI, "ideogram": IDEOGRAM, "stability": STABILITY,
@@ -47,4 +63,4 @@ def of_call(family: str, endpoint: str) -> str:
     """The kind of a synchronous call; "" for a pair no adaptor serves (routing then finds no channel)."""
     if family == "openai":
         return _OPENAI_ENDPOINTS.get(endpoint, "")
-    return _NATIVE_FAMILIES.get(family, "")
+    return _NATIVE_ENDPOINTS.get((family, endpoint)) or _NATIVE_FAMILIES.get(family, "")

@@ -171,8 +171,17 @@ class Adaptor(ABC):
         """
         return reply
 
+    def speaks(self, kind: str, channel: ChannelRecord) -> bool:
+        """Whether ``channel`` serves ``kind`` itself; a kind it does not speak may still reach it through
+        a dialect bridge (``relay.bridge``). Override where a channel option says what the upstream lacks."""
+        return kind in self.kinds
+
     def content_type(self, response: aiohttp.ClientResponse) -> str:
         return response.headers.get("Content-Type", "application/octet-stream")
+
+    def stream_content_type(self, call: Call, response: aiohttp.ClientResponse) -> str:
+        """The content type of a streamed reply to ``call``."""
+        return self.content_type(response)
 
 
 # --- task adaptors ------------------------------------------------------------

@@ -24,8 +24,8 @@ from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.errors import RelayError
 from polyrelay.fetch import FetchPolicy
 from polyrelay.providers.base import Adaptor, Call, Reply, ReplyStream, Services, Target
-from polyrelay.providers.registry import adaptor_for
 from polyrelay.relay import failover
+from polyrelay.relay.bridge import adaptor_for
 from polyrelay.relay.admission import admit, call_cost
 from polyrelay.relay.routing import Health, candidates, target_for
 from polyrelay.relay.settlement import CLIENT_GONE, Outcome, Settler, note_attempt
@@ -78,7 +78,7 @@ class Relay:
                 if not isinstance(answer, Reply):
                     return self._streamed(call, target, answer, outcome)
                 if self.files is not None:
-                    answer = await self._rehosted(target, answer, self.files)
+                    answer = await self._rehosted(call, target, answer, self.files)
         except RelayError as error:
             error.headers = {**error.headers, "x-request-id": call.request_id}  # refusals are logged too
             raise
@@ -89,8 +89,8 @@ class Relay:
         return Response(answer.body, status_code=answer.status, headers=headers)
 
     def _streamed(self, call: Call, target: Target, answer: UpstreamResponse, outcome: Outcome) -> Response:
-        adaptor = adaptor_for(target.channel.type)
-        headers = {"x-request-id": call.request_id, "content-type": adaptor.content_type(answer)}
+        adaptor = adaptor_for(target.channel, call.kind)
+        headers = {"x-request-id": call.request_id, "content-type": adaptor.stream_content_type(call, answer)}
         if call.sse:
             headers["cache-control"] = "no-cache"
             headers["x-accel-buffering"] = "no"  # ask reverse proxies not to buffer the stream
@@ -115,13 +115,13 @@ class Relay:
         return _RelayedStream(self._stream(call, replay, outcome, close), close, status_code=answer.status,
                               headers=headers)
 
-    async def _rehosted(self, target: Target, reply: Reply, files: FileStore) -> Reply:
+    async def _rehosted(self, call: Call, target: Target, reply: Reply, files: FileStore) -> Reply:
         """The reply with its result URLs moved to polyrelay's file store (see ``store.files``).
 
         After the upstream succeeded, so it never fails the call: a URL that cannot be
         re-hosted is kept as the provider gave it.
         """
-        keys = adaptor_for(target.channel.type).result_url_keys
+        keys = adaptor_for(target.channel, call.kind).result_url_keys
         if not keys or reply.status >= 300 or "json" not in reply.content_type:
             return reply
         try:
@@ -134,7 +134,7 @@ class Relay:
         return Reply(reply.status, body, reply.content_type, reply.usage, reply.headers)
 
     async def _attempt(self, call: Call, target: Target) -> Reply | UpstreamResponse:
-        adaptor = adaptor_for(target.channel.type)
+        adaptor = adaptor_for(target.channel, call.kind)
         await adaptor.prepare(call, target, self._services)
         jobs = adaptor.jobs(call)
         if jobs == 1:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from polyrelay.providers.base import Target
-from polyrelay.providers.registry import kinds_of
+from polyrelay.relay.bridge import serves
 from polyrelay.store.snapshot import ChannelRecord, Snapshot
 from polyrelay.store.writer import BatchWriter
 
@@ -42,13 +42,13 @@ def _weighted_order(channels: list[ChannelRecord]) -> list[ChannelRecord]:
 
 
 def routes(snapshot: Snapshot, kind: str, model: str) -> list[list[ChannelRecord]]:
-    """Channels whose type serves ``kind`` and that serve ``model``, by priority, highest first (memoised)."""
+    """Channels whose type serves ``kind`` (natively or through a dialect bridge) and that serve ``model``, by priority, highest first (memoised)."""
     key = (kind, model)
     groups = snapshot.route_cache.get(key)
     if groups is None:
         by_priority: dict[int, list[ChannelRecord]] = {}
         for channel in snapshot.channels:
-            if kind in kinds_of(channel.type) and channel.serves(model):
+            if serves(channel.type, kind) and channel.serves(model):
                 by_priority.setdefault(channel.priority, []).append(channel)
         groups = [by_priority[p] for p in sorted(by_priority, reverse=True)]
         if len(snapshot.route_cache) < 10_000:  # bound memory against callers inventing names
