@@ -139,14 +139,15 @@ def _video(client: httpx.Client, key: str) -> httpx.Response:
 
 
 FAMILIES = [
-    # Chat may be served by the anthropic and gemini channels too (they translate it, and have no model list).
+    # Chat, Claude and Gemini calls may be served by any of the chat channels (they translate, and have no model
+    # list), each answering in the caller's dialect.
     Family("openai", "gpt-4o-mini", "openai", _openai_chat,
            lambda r: _is_json(r)["object"] == "chat.completion" and r.json()["choices"][0]["message"]["content"]
            in CHAT_REPLIES, other_channel="midjourney"),
     Family("claude", "claude-3-5-haiku", "anthropic", _claude,
-           lambda r: _is_json(r)["content"][0]["text"] == "".join(anthropic_upstream.CHAT_REPLY)),
+           lambda r: _is_json(r)["content"][0]["text"] in CHAT_REPLIES),
     Family("gemini", "gemini-1.5-flash", "google", _gemini,
-           lambda r: _is_json(r)["candidates"][0]["content"]["parts"] == [{"text": "".join(gemini_upstream.CHAT_REPLY)}]),
+           lambda r: _is_json(r)["candidates"][0]["content"]["parts"][0]["text"] in CHAT_REPLIES),
     Family("ideogram", "ideogram-V_2", "ideogram", _ideogram, lambda r: len(_is_json(r)["data"]) == 1),
     Family("stability", "stable-image-core", "stability", _stability,
            lambda r: r.content == stability_upstream.IMAGE and r.headers["content-type"] == "image/png"),

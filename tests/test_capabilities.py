@@ -3,8 +3,9 @@
 An operator adds ``midjourney``, ``ideogram`` and ``suno`` channels without a model list next to an
 ``openai`` channel that lists its models, all at the same priority. "No model list" means every
 model *of the kinds that type serves*: a chat must never land on a Midjourney channel (HTTP 500
-today), an unknown model is a clean 404, and a native Claude or Gemini request for a model only an
-``openai`` channel serves is refused in the caller's dialect without reaching any upstream.
+today), an unknown model is a clean 404, a native Claude or Gemini request for a model only an
+``openai`` channel serves is translated to chat there, and one for an image model is refused in the
+caller's dialect without reaching any upstream.
 """
 
 from __future__ import annotations
@@ -163,29 +164,39 @@ def test_the_reference_remix_call_in_a_mixed_config(mixed: Mixed) -> None:
     assert {r.headers["Api-Key"] for r in mixed.fakes["ideogram"].requests[-6:]} == {IDEOGRAM_KEY}
 
 
-def test_claude_native_for_a_model_only_openai_serves_is_refused_unsent(mixed: Mixed) -> None:
+def test_claude_and_gemini_calls_for_an_openai_model_are_translated_only_there(mixed: Mixed) -> None:
     before = mixed.received()
     with mixed.logging_no_traceback():
-        for _ in range(4):
+        for _ in range(3):
+            claude = httpx.post(mixed.gateway.url + "/v1/messages", timeout=30,
+                                headers={"x-api-key": ALICE, "anthropic-version": "2023-06-01"},
+                                json={"model": "gpt-4o-mini", "max_tokens": 64, "messages": HI})
+            assert claude.status_code == 200, claude.text
+            assert claude.json()["content"][0]["text"] == REPLY
+            gemini = httpx.post(mixed.gateway.url + "/v1beta/models/gpt-4o-mini:generateContent", timeout=30,
+                                headers={"x-goog-api-key": ALICE},
+                                json={"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]})
+            assert gemini.status_code == 200, gemini.text
+            assert gemini.json()["candidates"][0]["content"]["parts"][0]["text"] == REPLY
+    assert mixed.since(before) == {"openai": ["POST /v1/chat/completions"] * 6}
+
+
+def test_claude_and_gemini_calls_for_an_image_model_are_refused_unsent(mixed: Mixed) -> None:
+    before = mixed.received()
+    with mixed.logging_no_traceback():
+        for _ in range(3):
             response = httpx.post(mixed.gateway.url + "/v1/messages", timeout=30,
                                   headers={"x-api-key": ALICE, "anthropic-version": "2023-06-01"},
-                                  json={"model": "gpt-4o-mini", "max_tokens": 64, "messages": HI})
+                                  json={"model": "ideogram-V_1", "max_tokens": 64, "messages": HI})
             assert response.status_code == 404, response.text
             body = response.json()
             assert set(body) == {"type", "error"} and body["type"] == "error", body
-            assert body["error"]["type"] == "not_found_error" and "gpt-4o-mini" in body["error"]["message"], body
-    assert mixed.since(before) == {}
-
-
-def test_gemini_native_for_a_model_only_openai_serves_is_refused_unsent(mixed: Mixed) -> None:
-    before = mixed.received()
-    with mixed.logging_no_traceback():
-        for _ in range(4):
-            response = httpx.post(mixed.gateway.url + "/v1beta/models/gpt-4o-mini:generateContent", timeout=30,
+            assert body["error"]["type"] == "not_found_error" and "ideogram-V_1" in body["error"]["message"], body
+            response = httpx.post(mixed.gateway.url + "/v1beta/models/ideogram-V_1:generateContent", timeout=30,
                                   headers={"x-goog-api-key": ALICE},
                                   json={"contents": [{"role": "user", "parts": [{"text": "Hi"}]}]})
             assert response.status_code == 404, response.text
             assert set(response.json()) == {"error"}, response.text
             error = response.json()["error"]
-            assert (error["code"], error["status"]) == (404, "NOT_FOUND") and "gpt-4o-mini" in error["message"], error
+            assert (error["code"], error["status"]) == (404, "NOT_FOUND") and "ideogram-V_1" in error["message"], error
     assert mixed.since(before) == {}

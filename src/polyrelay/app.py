@@ -23,6 +23,7 @@ from polyrelay import __version__
 from polyrelay import console
 from polyrelay.api import admin as admin_api
 from polyrelay.api import anthropic as anthropic_api
+from polyrelay.api import dialect
 from polyrelay.api import gemini as gemini_api
 from polyrelay.api import ideogram as ideogram_api
 from polyrelay.api import midjourney as midjourney_api
@@ -30,12 +31,14 @@ from polyrelay.api import files as files_api
 from polyrelay.api import flux as flux_api
 from polyrelay.api import kling as kling_api
 from polyrelay.api import luma as luma_api
+from polyrelay.api import models as models_api
 from polyrelay.api import stability_video as stability_video_api
 from polyrelay.api import suno as suno_api
 from polyrelay.api import tasks as tasks_api
 from polyrelay.api import video as video_api
 from polyrelay.api import openai as openai_api
 from polyrelay.api import recraft as recraft_api
+from polyrelay.api import responses as responses_api
 from polyrelay.api import stability as stability_api
 from polyrelay.api.readiness import Readiness
 from polyrelay.cluster import cluster_id
@@ -159,8 +162,12 @@ def create_app(settings: Settings) -> ASGIApp:
                 *stability_api.routes(), *midjourney_api.routes(),  # before OpenAI's catch-all /v1/{rest:path}
                 *suno_api.routes(), *luma_api.routes(), *kling_api.routes(), *flux_api.routes(),
                 *stability_video_api.routes(), *tasks_api.routes(), *video_api.routes(),  # /v1/...: before the catch-all
-                *anthropic_api.routes(), *gemini_api.routes(),  # /v1/messages: before the catch-all too
-                *files_api.routes(), *admin_api.routes(), *console.routes(), *openai_api.routes()],
+                *models_api.routes(), *anthropic_api.routes(), *gemini_api.routes(),  # before the catch-all too
+                *files_api.routes(), *admin_api.routes(), *console.routes(), *responses_api.routes(),
+                *openai_api.routes(),
+                # OpenAI answers any method on an unknown or known /v1 path with 404 "Invalid URL"; so do we, in
+                # the shape of the SDK that asked (``api.dialect``).
+                Route("/v1/{rest:path}", _not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])],
         lifespan=lifespan,
         exception_handlers={404: _not_found, 405: _method_not_allowed},
     )
@@ -202,14 +209,14 @@ class _ExactPostPaths:
         await self.app(scope, receive, send)
 
 
-async def _not_found(request: Request, exc: Exception) -> Response:
-    return await openai_api.not_found(request)
+async def _not_found(request: Request, exc: Exception | None = None) -> Response:
+    return dialect.error_response(request, RelayError(404, f"Invalid URL ({request.method} {request.url.path}).",
+                                                      code="unknown_url"))
 
 
 async def _method_not_allowed(request: Request, exc: Exception) -> Response:
-    return openai_api.error_response(
-        RelayError(405, f"Method {request.method} is not allowed on {request.url.path}.", code="method_not_allowed")
-    )
+    return dialect.error_response(request, RelayError(
+        405, f"Method {request.method} is not allowed on {request.url.path}.", code="method_not_allowed"))
 
 
 def _file_store(settings: Settings) -> FileStore:

@@ -1,4 +1,4 @@
-"""A wire-accurate fake of Anthropic's Messages API (``POST /v1/messages``).
+"""A wire-accurate fake of Anthropic's Messages API (``POST /v1/messages`` and ``/v1/messages/count_tokens``).
 
 Shapes follow Anthropic's API reference: ``x-api-key`` and ``anthropic-version``
 headers; a message object with content blocks, ``stop_reason`` and ``usage``
@@ -38,7 +38,11 @@ KEYS = web.AppKey("anthropic_keys", set)
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
 _TOP_LEVEL = {"model", "messages", "max_tokens", "system", "temperature", "top_p", "top_k", "stop_sequences",
-              "stream", "tools", "tool_choice", "metadata", "thinking", "service_tier"}
+              "stream", "tools", "tool_choice", "metadata", "thinking", "service_tier", "output_config",
+              "cache_control", "speed", "inference_geo", "container", "diagnostics"}
+# What ``messages.count_tokens`` takes (the SDK sends these, never max_tokens or sampling fields).
+_COUNT_TOP_LEVEL = {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config",
+                    "cache_control", "speed"}
 _MEDIA = {"image/jpeg", "image/png", "image/gif", "image/webp"}
 
 
@@ -62,8 +66,10 @@ def _validate(body: dict[str, Any]) -> str | None:
     previous = None
     for i, message in enumerate(messages):
         role = message.get("role")
+        if role == "system":  # the SDK's SystemMessageParam: a system prompt in place, outside the alternation
+            continue
         if role not in ("user", "assistant"):
-            return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+            return f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'"
         if role == previous:
             return "messages: roles must alternate between \"user\" and \"assistant\""
         previous = role
@@ -96,6 +102,29 @@ def _validate(body: dict[str, Any]) -> str | None:
         if set(tool) - {"name", "description", "input_schema"} or "input_schema" not in tool:
             return "tools: each tool needs name and input_schema only"
     return None
+
+
+def count_of(body: dict[str, Any]) -> int:
+    """The fake's token count of a request: a word count of its text, 5 per tool definition, 85 per image."""
+    words = len(str(body.get("system") or "").split()) + 5 * len(body.get("tools") or ())
+    for message in body["messages"]:
+        for block in _blocks(message["content"]):
+            words += len(block["text"].split()) if block["type"] == "text" else 85 if block["type"] == "image" else 5
+    return words
+
+
+async def count_tokens(request: web.Request) -> web.Response:
+    if request.headers.get("x-api-key") not in request.app[KEYS]:
+        return error(401, "invalid x-api-key")
+    if not request.headers.get("anthropic-version"):
+        return error(400, "anthropic-version: header is required")
+    body = orjson.loads(await request.read())
+    for key in body:
+        if key not in _COUNT_TOP_LEVEL:
+            return error(400, f"{key}: Extra inputs are not permitted")
+    if (problem := _validate({**body, "max_tokens": 1})) is not None:  # the same rules for messages and tools
+        return error(400, problem)
+    return web.Response(body=orjson.dumps({"input_tokens": count_of(body)}), content_type="application/json")
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
@@ -199,4 +228,5 @@ def create_app(keys: set[str]) -> web.Application:
     app[KEYS] = keys
     app[KNOBS] = {}
     app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/messages/count_tokens", count_tokens)
     return app

@@ -2,10 +2,16 @@
 
 Shapes follow Google's REST reference: ``models/{model}:generateContent``,
 ``:streamGenerateContent?alt=sse`` (``data: {...}\\r\\n\\r\\n`` events, usageMetadata on
-every event), ``:batchEmbedContents``; errors ``{"error":{code,message,status,details}}``,
-a bad key answering 400 INVALID_ARGUMENT with reason API_KEY_INVALID, as the real one does.
-Requests are validated strictly (unknown fields, empty parts, JSON-Schema extras in
-schemas) so a translation that drifts from the wire format fails the tests.
+every event), ``:countTokens``, ``:embedContent``, ``:batchEmbedContents``, under ``/v1`` and
+``/v1beta``; errors ``{"error":{code,message,status,details}}``, a bad key answering 400
+INVALID_ARGUMENT with reason API_KEY_INVALID, as the real one does. Requests are validated
+strictly (unknown fields, empty parts, JSON-Schema extras in OpenAPI schemas) so a
+translation that drifts from the wire format fails the tests. As Google's protobuf JSON
+parser does, a field is accepted in camelCase or snake_case and bytes in standard or
+URL-safe base64: the google-genai SDK (3.6, recorded) sends ``inline_data.mime_type``,
+``thinking_config.thinking_budget`` and ``parameters_json_schema`` in snake_case and
+image bytes URL-safe; the values of Struct fields (``args``, ``response``,
+``parametersJsonSchema``) and the names in ``properties`` are kept as sent.
 
 The reply depends on the request: a functionResponse in the last turn -> the tool
 answer; tools offered -> a functionCall; JSON mode -> a JSON object; inline images ->
@@ -19,6 +25,8 @@ HTTP status: every request is refused with it, the message repeating the key it 
 from __future__ import annotations
 
 import base64
+import binascii
+import re
 from typing import Any
 
 import orjson
@@ -37,11 +45,21 @@ KEYS = web.AppKey("gemini_keys", set)
 
 _RPC = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
         500: "INTERNAL", 503: "UNAVAILABLE"}
-_TOP_LEVEL = {"contents", "systemInstruction", "generationConfig", "tools", "toolConfig", "safetySettings",
+_TOP_LEVEL = {"model", "contents", "systemInstruction", "generationConfig", "tools", "toolConfig", "safetySettings",
               "cachedContent"}
 _GENERATION = {"temperature", "topP", "topK", "maxOutputTokens", "stopSequences", "candidateCount",
-               "responseMimeType", "responseSchema", "seed", "presencePenalty", "frequencyPenalty"}
-_PART_KINDS = {"text", "inlineData", "functionCall", "functionResponse", "fileData"}
+               "responseMimeType", "responseSchema", "responseJsonSchema", "responseModalities", "seed",
+               "presencePenalty", "frequencyPenalty", "responseLogprobs", "logprobs", "thinkingConfig",
+               "speechConfig", "mediaResolution", "enableEnhancedCivicAnswers", "imageConfig"}
+_THINKING = {"thinkingBudget", "includeThoughts", "thinkingLevel"}
+_PART_KINDS = {"text", "inlineData", "functionCall", "functionResponse", "fileData", "executableCode",
+               "codeExecutionResult"}
+_PART_META = {"thought", "thoughtSignature", "videoMetadata"}
+_DECLARATION = {"name", "description", "parameters", "parametersJsonSchema", "response", "responseJsonSchema",
+                "behavior"}
+_EMBED_REQUEST = {"model", "content", "taskType", "title", "outputDimensionality"}
+_STRUCTS = {"args", "response", "parametersJsonSchema", "responseJsonSchema"}  # google.protobuf.Struct values
+IMAGE_TOKENS = 258
 _SCHEMA_KEYS = {"type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems", "properties",
                 "required", "minProperties", "maxProperties", "minLength", "maxLength", "pattern", "example",
                 "anyOf", "propertyOrdering", "default", "items", "minimum", "maximum"}
@@ -59,6 +77,32 @@ def _invalid(problem: str) -> web.Response:
     return error(400, f"Invalid JSON payload received. {problem}")
 
 
+def _camel(name: str) -> str:
+    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), name)
+
+
+def proto(value: Any, key: str = "") -> Any:
+    """A request as Google's parser reads it: every field name camelCase, Struct values and property names as sent."""
+    if isinstance(value, list):
+        return [proto(item, key) for item in value]
+    if not isinstance(value, dict) or key in _STRUCTS:
+        return value
+    if key == "properties":
+        return {name: proto(schema) for name, schema in value.items()}
+    return {_camel(k): proto(v, _camel(k)) for k, v in value.items()}
+
+
+def decoded(data: Any) -> bytes:
+    """Bytes from standard or URL-safe base64, as protobuf JSON takes either; ValueError otherwise."""
+    if not isinstance(data, str):
+        raise ValueError("bytes must be a base64 string")
+    text = data.replace("-", "+").replace("_", "/").rstrip("=")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _check_schema(schema: Any, where: str) -> str | None:
     if not isinstance(schema, dict):
         return None
@@ -74,41 +118,61 @@ def _check_schema(schema: Any, where: str) -> str | None:
     return None
 
 
-def _validate(body: dict[str, Any]) -> str | None:
-    for key in body:
-        if key not in _TOP_LEVEL:
-            return f'Unknown name "{key}": Cannot find field.'
-    contents = body.get("contents")
+def _validate_contents(contents: Any) -> str | None:
     if not isinstance(contents, list) or not contents:
         return "contents is not specified"
     for i, content in enumerate(contents):
-        if content.get("role") not in ("user", "model"):
+        if content.get("role", "user") not in ("user", "model"):
             return f"contents[{i}].role must be user or model"
         parts = content.get("parts")
         if not isinstance(parts, list) or not parts:
             return f"contents[{i}].parts must not be empty"
         for j, part in enumerate(parts):
             kinds = set(part) & _PART_KINDS
-            if len(kinds) != 1 or set(part) - _PART_KINDS - {"thought", "thoughtSignature"}:
+            if len(kinds) != 1 or set(part) - _PART_KINDS - _PART_META:
                 return f"contents[{i}].parts[{j}] must have exactly one data field"
             if "inlineData" in part:
                 data = part["inlineData"]
                 if set(data) != {"mimeType", "data"}:
                     return f"contents[{i}].parts[{j}].inlineData needs mimeType and data"
-                base64.b64decode(data["data"], validate=True)
+                try:
+                    decoded(data["data"])
+                except ValueError:
+                    return f"Invalid value at 'contents[{i}].parts[{j}].inline_data.data' (TYPE_BYTES), Base64 decoding failed"
+            if "functionCall" in part and set(part["functionCall"]) - {"name", "args", "id"}:
+                return f"contents[{i}].parts[{j}].functionCall has an unknown field"
             if "functionResponse" in part and not isinstance(part["functionResponse"].get("response"), dict):
                 return f"contents[{i}].parts[{j}].functionResponse.response must be an object"
+    return None
+
+
+def _validate(body: dict[str, Any]) -> str | None:
+    for key in body:
+        if key not in _TOP_LEVEL:
+            return f'Unknown name "{key}": Cannot find field.'
+    if (problem := _validate_contents(body.get("contents"))) is not None:
+        return problem
     system = body.get("systemInstruction")
     if system is not None and not (isinstance(system, dict) and system.get("parts")):
         return "systemInstruction must be a Content with parts"
-    for key in body.get("generationConfig") or {}:
+    config = body.get("generationConfig") or {}
+    for key in config:
         if key not in _GENERATION:
             return f'Unknown name "{key}" at \'generation_config\': Cannot find field.'
-    if (schema := (body.get("generationConfig") or {}).get("responseSchema")) is not None:
+    for key in config.get("thinkingConfig") or {}:
+        if key not in _THINKING:
+            return f'Unknown name "{key}" at \'generation_config.thinking_config\': Cannot find field.'
+    if "responseSchema" in config and "responseJsonSchema" in config:
+        return "response_schema and response_json_schema cannot both be set"
+    if (schema := config.get("responseSchema")) is not None:
         if (problem := _check_schema(schema, "generation_config.response_schema")) is not None:
             return problem
     for tool in body.get("tools") or ():
         for declaration in tool.get("functionDeclarations") or ():
+            if unknown := set(declaration) - _DECLARATION:
+                return f'Unknown name "{unknown.pop()}" at \'tools.function_declarations\': Cannot find field.'
+            if "parameters" in declaration and "parametersJsonSchema" in declaration:
+                return "parameters and parameters_json_schema cannot both be set"
             if (problem := _check_schema(declaration.get("parameters"), "tools.function_declarations")) is not None:
                 return problem
     return None
@@ -128,7 +192,7 @@ def _answer(body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     if config.get("responseMimeType") == "application/json":
         return [{"text": JSON_REPLY}], "STOP"
     if images:
-        sizes = ", ".join(f"{i['mimeType']} {len(base64.b64decode(i['data']))} bytes" for i in images)
+        sizes = ", ".join(f"{i['mimeType']} {len(decoded(i['data']))} bytes" for i in images)
         return [{"text": f"I see {len(images)} image(s): {sizes}."}], "STOP"
     if config.get("maxOutputTokens") == 2:
         return [{"text": "".join(CHAT_REPLY[:2])}], "MAX_TOKENS"
@@ -164,9 +228,11 @@ async def model_action(request: web.Request) -> web.StreamResponse:
     if (denied := _authorized(request)) is not None:
         return denied
     model, _, action = request.match_info["target"].partition(":")
-    body = orjson.loads(await request.read())
-    if action == "batchEmbedContents":
-        return _embed(model, body)
+    body = proto(orjson.loads(await request.read()))
+    if action in ("embedContent", "batchEmbedContents"):
+        return _embed(model, action, body)
+    if action == "countTokens":
+        return _count(body)
     if action not in ("generateContent", "streamGenerateContent"):
         return error(404, f"Method {action} not found.")
     if model == "gemini-rejects":
@@ -187,7 +253,10 @@ async def model_action(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, model: str, parts: list[dict[str, Any]], finish: str) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    """SSE with ``alt=sse``; else, as Google does, one JSON array written element by element."""
+    sse = request.query.get("alt") == "sse"
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream" if sse else
+                                           "application/json; charset=UTF-8"})
     await response.prepare(request)
     if "text" in parts[0]:
         words = parts[0]["text"].split(" ")
@@ -202,7 +271,12 @@ async def _stream(request: web.Request, model: str, parts: list[dict[str, Any]],
             candidate["finishReason"] = finish
         event = {"candidates": [candidate], "usageMetadata": _usage(sent), "modelVersion": model,
                  "responseId": "fake-response-id"}
-        await response.write(b"data: " + orjson.dumps(event) + b"\r\n\r\n")
+        if sse:
+            await response.write(b"data: " + orjson.dumps(event) + b"\r\n\r\n")
+        else:
+            await response.write((b"[" if i == 0 else b"\n,\r\n") + orjson.dumps(event))
+    if not sse:
+        await response.write(b"]")
     await response.write_eof()
     return response
 
@@ -211,13 +285,48 @@ def embedding_vector(index: int) -> list[float]:
     return [round(0.25 * (index + 1) * (i + 1), 6) for i in range(EMBEDDING_DIM)]
 
 
-def _embed(model: str, body: dict[str, Any]) -> web.Response:
-    requests = body.get("requests") or []
-    for request in requests:
-        if request.get("model") != f"models/{model}":
-            return error(400, f"Model {request.get('model')} does not match the URL's model models/{model}.")
-    data = {"embeddings": [{"values": embedding_vector(i)} for i, _ in enumerate(requests)]}
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
+def _count(body: dict[str, Any]) -> web.Response:
+    """countTokens: a word per token, ``IMAGE_TOKENS`` per image, as a function of the request alone."""
+    if unknown := set(body) - {"contents", "generateContentRequest"}:
+        return _invalid(f'Unknown name "{unknown.pop()}": Cannot find field.')
+    if ("contents" in body) == ("generateContentRequest" in body):
+        return _invalid("exactly one of contents and generate_content_request must be set")
+    request = body.get("generateContentRequest") or {"contents": body["contents"]}
+    if (problem := _validate(request)) is not None:
+        return _invalid(problem)
+    parts = [p for c in request["contents"] for p in c["parts"]]
+    text = sum(len(p["text"].split()) for p in parts if "text" in p)
+    images = IMAGE_TOKENS * sum(1 for p in parts if "inlineData" in p)
+    details = [{"modality": "TEXT", "tokenCount": text}] + ([{"modality": "IMAGE", "tokenCount": images}] if images else [])
+    return web.Response(body=orjson.dumps({"totalTokens": text + images, "promptTokensDetails": details}),
+                        content_type="application/json")
+
+
+def _embed_one(model: str, request: dict[str, Any], index: int, batch: bool) -> tuple[dict[str, Any] | None, str | None]:
+    if unknown := set(request) - _EMBED_REQUEST:
+        return None, f'Unknown name "{unknown.pop()}": Cannot find field.'
+    if batch and request.get("model") != f"models/{model}":
+        return None, f"Model {request.get('model')} does not match the URL's model models/{model}."
+    parts = (request.get("content") or {}).get("parts")
+    if not isinstance(parts, list) or not parts or any(set(p) != {"text"} for p in parts):
+        return None, "content must hold text parts"
+    vector = embedding_vector(index)[: request.get("outputDimensionality") or EMBEDDING_DIM]
+    return {"values": vector}, None
+
+
+def _embed(model: str, action: str, body: dict[str, Any]) -> web.Response:
+    if action == "embedContent":
+        embedding, problem = _embed_one(model, body, 0, batch=False)
+        return _invalid(problem) if embedding is None else web.json_response({"embedding": embedding})
+    if set(body) != {"requests"} or not isinstance(body["requests"], list) or not body["requests"]:
+        return _invalid("requests is not specified")
+    embeddings = []
+    for index, request in enumerate(body["requests"]):
+        embedding, problem = _embed_one(model, request, index, batch=True)
+        if embedding is None:
+            return error(400, str(problem))
+        embeddings.append(embedding)
+    return web.Response(body=orjson.dumps({"embeddings": embeddings}), content_type="application/json")
 
 
 def create_app(keys: set[str]) -> web.Application:

@@ -2,7 +2,7 @@
 
 Shapes follow the official OpenAPI spec: chat completions (JSON and SSE chunks with
 the include_usage chunk), completions, embeddings (float and base64), images,
-speech (binary), transcriptions/translations (json, verbose_json, text, srt, vtt).
+speech (binary), transcriptions/translations (json, verbose_json, text, srt, vtt), moderations.
 
 Knobs, in the ``app[KNOBS]`` dict (``FakeServer.knobs``), set before or during a test:
 - ``fail_with``: answer every request with this HTTP status and an OpenAI error body.
@@ -21,6 +21,11 @@ Knobs, in the ``app[KNOBS]`` dict (``FakeServer.knobs``), set before or during a
   ``data: {"error": {...}}`` repeating the key (as some OpenAI-compatible servers do).
 The model ``slow-stream`` streams a chunk every 20 ms for a long time; when the
 client goes away, ``knobs["stream_cancelled"]`` (a threading.Event) is set.
+Chat with ``tools`` answers one tool call (streamed as OpenAI does: id and name first, then
+the arguments in pieces), and ``TOOL_ANSWER`` once the last message is its ``tool`` result;
+images (``image_url`` parts) are described in the reply; the model ``fake-reasoner`` thinks
+aloud first, DeepSeek-style (``reasoning_content``).
+The Responses API (``/v1/responses`` and its stored-response calls) is ``tests/fakes/openai_responses.py``.
 Multipart requests are parsed and kept in ``app[FORMS]`` (field name -> bytes for
 files, str for text fields), so tests can compare what arrived upstream.
 """
@@ -38,6 +43,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.forms import read_form
+from tests.fakes import openai_responses
 from tests.fakes.echo import echoed
 from tests.fakes.server import KNOBS
 
@@ -48,6 +54,10 @@ EMBEDDING_DIM = 8
 SPEECH_BYTES = b"ID3" + bytes(range(256)) * 64  # a fake MP3, 16 KiB
 TRANSCRIPT = "The quick brown fox jumps over the lazy dog."
 AUDIO_SECONDS = 7.25
+TOOL_ANSWER = "It is sunny in Paris."
+TOOL_CALL_ID = "call_abc123"
+REASONER = "fake-reasoner"
+REASONING = ["The user", " greets me."]
 
 
 KEYS = web.AppKey("keys", set)
@@ -120,24 +130,25 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if (canned := knobs.get("reply_with")) is not None:
         content_type, raw = canned
         return web.Response(body=raw, status=200, headers={"Content-Type": content_type})
-    tools = body.get("tools")
-    if tools:
+    if (tool := _tool_called(body)) is not None:
         message: dict[str, Any] = {
             "role": "assistant",
             "content": None,
             "tool_calls": [
                 {
-                    "id": "call_abc123",
+                    "id": TOOL_CALL_ID,
                     "type": "function",
-                    "function": {"name": tools[0]["function"]["name"], "arguments": '{"city":"Paris"}'},
+                    "function": {"name": tool, "arguments": '{"city":"Paris"}'},
                 }
             ],
             "refusal": None,
         }
         finish = "tool_calls"
     else:
-        message = {"role": "assistant", "content": "".join(CHAT_REPLY), "refusal": None}
+        message = {"role": "assistant", "content": "".join(_text_reply(body)), "refusal": None}
         finish = "stop"
+    if model == REASONER:
+        message["reasoning_content"] = "".join(REASONING)
     data: dict[str, Any] = {
         "id": "chatcmpl-fake123",
         "object": "chat.completion",
@@ -149,6 +160,27 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if (usage := _usage(request.app, PROMPT_TOKENS, COMPLETION_TOKENS)) is not None:
         data["usage"] = usage
     return _json(data)
+
+
+def _tool_called(body: dict[str, Any]) -> str | None:
+    """The tool the reply calls: the first one offered, unless the last message is a tool's result."""
+    tools, messages = body.get("tools"), body.get("messages") or [{}]
+    if not tools or body.get("tool_choice") == "none" or messages[-1].get("role") == "tool":
+        return None
+    return str(tools[0]["function"]["name"])
+
+
+def _text_reply(body: dict[str, Any]) -> list[str]:
+    messages = body.get("messages") or [{}]
+    if messages[-1].get("role") == "tool":
+        return [TOOL_ANSWER]
+    images = [part["image_url"]["url"] for m in messages if isinstance(m.get("content"), list)
+              for part in m["content"] if part.get("type") == "image_url"]
+    if images:
+        described = [f"{url.split(';')[0][5:]} {len(base64.b64decode(url.split(',', 1)[1]))} bytes"
+                     if url.startswith("data:") else url for url in images]
+        return [f"I see {len(images)} image(s): ", ", ".join(described), "."]
+    return CHAT_REPLY
 
 
 def _chunk(model: str, created: int, delta: dict[str, Any], finish: str | None, with_usage: bool) -> bytes:
@@ -170,9 +202,15 @@ async def _chat_stream(request: web.Request, body: dict[str, Any], created: int)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage")) and not request.app[KNOBS].get("omit_usage")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
     await response.prepare(request)
-    pieces = CHAT_REPLY if model != "slow-stream" else ["tick "] * 2000
+    pieces = _text_reply(body) if model != "slow-stream" else ["tick "] * 2000
+    tool = _tool_called(body)
     try:
         await response.write(_chunk(model, created, {"role": "assistant", "content": ""}, None, include_usage))
+        if model == REASONER:
+            for thought in REASONING:
+                await response.write(_chunk(model, created, {"reasoning_content": thought}, None, include_usage))
+        if tool is not None:
+            return await _tool_stream(request, response, body, created, tool, include_usage)
         if request.app[KNOBS].get("echo_in_stream"):
             refusal = {"error": {"message": echoed(request), "type": "invalid_request_error", "code": "invalid_api_key"}}
             await response.write(b"data: " + orjson.dumps(refusal) + b"\n\n")
@@ -202,6 +240,26 @@ async def _chat_stream(request: web.Request, body: dict[str, Any], created: int)
     except (ConnectionResetError, asyncio.CancelledError):
         request.app[KNOBS]["stream_cancelled"].set()
         raise
+    await response.write_eof()
+    return response
+
+
+async def _tool_stream(request: web.Request, response: web.StreamResponse, body: dict[str, Any], created: int,
+                       tool: str, include_usage: bool) -> web.StreamResponse:
+    """A tool call as OpenAI streams it: id, name and empty arguments first, then the arguments in pieces."""
+    model = body["model"]
+    opening = {"index": 0, "id": TOOL_CALL_ID, "type": "function", "function": {"name": tool, "arguments": ""}}
+    await response.write(_chunk(model, created, {"tool_calls": [opening]}, None, include_usage))
+    for piece in ('{"city"', ':"Paris"}'):
+        delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+        await response.write(_chunk(model, created, delta, None, include_usage))
+    await response.write(_chunk(model, created, {}, "tool_calls", include_usage))
+    if include_usage:
+        usage_chunk = {"id": "chatcmpl-fake123", "object": "chat.completion.chunk", "created": created, "model": model,
+                       "system_fingerprint": "fp_fake", "choices": [],
+                       "usage": _usage(request.app, PROMPT_TOKENS, COMPLETION_TOKENS)}
+        await response.write(b"data: " + orjson.dumps(usage_chunk) + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
     await response.write_eof()
     return response
 
@@ -274,8 +332,11 @@ async def embeddings(request: web.Request) -> web.Response:
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
     as_base64 = body.get("encoding_format") == "base64"
     data = []
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (not isinstance(dimensions, int) or not 1 <= dimensions <= EMBEDDING_DIM):
+        return error(400, f"Invalid value for 'dimensions': {dimensions}.", "invalid_request_error", "invalid_value")
     for index, _ in enumerate(inputs):
-        vector = embedding_vector(index)
+        vector = embedding_vector(index)[: dimensions or EMBEDDING_DIM]
         value: Any = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode() if as_base64 else vector
         data.append({"object": "embedding", "index": index, "embedding": value})
     usage = {"prompt_tokens": 5 * len(inputs), "total_tokens": 5 * len(inputs)}
@@ -347,6 +408,64 @@ async def transcriptions(request: web.Request) -> web.Response:
     return error(400, f"Invalid response_format {response_format!r}.", "invalid_request_error")
 
 
+# Moderation models the fake knows, by the name a request may use, and the snapshot each resolves to.
+MODERATION_MODELS = {
+    "omni-moderation-latest": "omni-moderation-2024-09-26",
+    "omni-moderation-2024-09-26": "omni-moderation-2024-09-26",
+    "text-moderation-latest": "text-moderation-007",
+    "text-moderation-stable": "text-moderation-007",
+}
+MODERATION_CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit",
+                         "illicit/violent", "self-harm", "self-harm/instructions", "self-harm/intent", "sexual",
+                         "sexual/minors", "violence", "violence/graphic")
+FLAGGED_WORD = "kill"  # text containing it is flagged for violence
+
+
+def _moderation_result(texts: list[str], images: int) -> dict[str, Any]:
+    violent = any(FLAGGED_WORD in text.lower() for text in texts)
+    kinds = ["text"] * bool(texts) + ["image"] * bool(images)
+    return {
+        "flagged": violent,
+        "categories": {name: violent and name == "violence" for name in MODERATION_CATEGORIES},
+        "category_scores": {name: 0.91 if violent and name == "violence" else 0.0001 for name in MODERATION_CATEGORIES},
+        "category_applied_input_types": {name: kinds if name in ("violence", "sexual", "self-harm") else kinds[:1]
+                                         for name in MODERATION_CATEGORIES},
+    }
+
+
+async def moderations(request: web.Request) -> web.Response:
+    """``input`` a string, strings (one result each) or text/image_url parts (one result for all)."""
+    if (denied := _authorized(request)) is not None:
+        return denied
+    body = orjson.loads(await request.read())
+    if unknown := set(body) - {"input", "model"}:
+        return error(400, f"Unrecognized request argument supplied: {sorted(unknown)[0]}", "invalid_request_error")
+    model = body.get("model", "omni-moderation-latest")
+    if model not in MODERATION_MODELS:
+        return error(404, f"The model `{model}` does not exist or you do not have access to it.",
+                     "invalid_request_error", "model_not_found")
+    value = body.get("input")
+    if value is None:
+        return error(400, "Missing required parameter: 'input'.", "invalid_request_error")
+    if isinstance(value, str):
+        results = [_moderation_result([value], 0)]
+    elif isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+        results = [_moderation_result([item], 0) for item in value]
+    elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        texts = [item["text"] for item in value if item.get("type") == "text" and isinstance(item.get("text"), str)]
+        images = [item for item in value if item.get("type") == "image_url"
+                  and isinstance((item.get("image_url") or {}).get("url"), str)]
+        if len(texts) + len(images) != len(value):
+            return error(400, "Invalid value for 'input': each part must be a text or image_url object.",
+                         "invalid_request_error")
+        if images and not model.startswith("omni-"):
+            return error(400, f"The model `{model}` does not support image inputs.", "invalid_request_error")
+        results = [_moderation_result(texts, len(images))]
+    else:
+        return error(400, "Invalid type for 'input'.", "invalid_request_error")
+    return _json({"id": "modr-fake123", "model": MODERATION_MODELS[model], "results": results})
+
+
 def create_app(keys: set[str]) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[KEYS] = keys
@@ -361,4 +480,6 @@ def create_app(keys: set[str]) -> web.Application:
     app.router.add_post("/v1/audio/speech", speech)
     app.router.add_post("/v1/audio/transcriptions", transcriptions)
     app.router.add_post("/v1/audio/translations", transcriptions)
+    openai_responses.install(app, _authorized)
+    app.router.add_post("/v1/moderations", moderations)
     return app

@@ -47,7 +47,8 @@ def test_a_channel_without_models_serves_only_the_kinds_of_its_type() -> None:
     assert routes(snapshot, kinds.CHAT, "nope") == []
     assert routes(snapshot, kinds.MIDJOURNEY, "mj_imagine") == [[mj]]
     assert routes(snapshot, kinds.IDEOGRAM, "V_2") == [[ideogram]]
-    assert routes(snapshot, kinds.CLAUDE, "gpt-4o-mini") == []  # an OpenAI channel does not speak Claude
+    assert routes(snapshot, kinds.CLAUDE, "gpt-4o-mini") == [[openai]]  # Claude Messages through the chat bridge
+    assert routes(snapshot, kinds.CLAUDE_COUNT, "gpt-4o-mini") == []  # ... but no upstream counts Claude tokens
 
 
 def test_routes_group_by_priority_highest_first() -> None:

@@ -1,80 +1,74 @@
-"""The Anthropic API family (``POST /v1/messages``), for callers using Claude's SDK.
+"""The Anthropic API family (``/v1/messages`` and ``/v1/messages/count_tokens``), for callers using Claude's SDK.
 
-The body goes to an ``anthropic`` channel untouched except a mapped model name; the
-caller's ``anthropic-version`` and ``anthropic-beta`` headers travel with it. Keys
-come from ``x-api-key`` (or a Bearer header); errors are Anthropic's
-``{"type":"error","error":{"type","message"}}``, whose ``type`` the SDK classifies by.
+On an ``anthropic`` channel the body goes untouched except a mapped model name; the
+caller's ``anthropic-version`` and ``anthropic-beta`` headers travel with it. Any other
+channel that serves chat gets it through the Claude dialect (``dialects.claude``).
+Token counting is free: relayed to an Anthropic channel when one serves the model, else
+counted here. Keys come from ``x-api-key`` (or a Bearer header); every answer under
+``/v1/messages`` that is not a success, unknown sub-paths and wrong methods included, is
+Anthropic's ``{"type":"error","error":{"type","message"}}``, whose ``type`` the SDK classifies by.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
+import asyncio
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from polyrelay.api.common import bearer_key, json_body, new_call, relay_endpoint
+from polyrelay import kinds
+from polyrelay.api.common import bearer_key, client_ip, json_body, new_call, read_body, relay_endpoint
+from polyrelay.dialects import claude
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers.base import Call
+from polyrelay.relay.admission import caller, channel_groups
+from polyrelay.relay.auth import check_model_allowed
+from polyrelay.relay.pipeline import Relay
 
 FAMILY = "anthropic"
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
 _PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
-
-
-def _error_body(error: RelayError) -> dict[str, Any]:
-    known = set(_TYPES.values()) | {"api_error"}
-    kind = error.code if error.code in known else _TYPES.get(error.status, "api_error" if error.status >= 500
-                                                              else "invalid_request_error")
-    return {"type": "error", "error": {"type": kind, "message": error.message}}
+_JSON = "application/json"
+_OTHER_METHODS = ["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def error_response(error: RelayError) -> Response:
     """Anthropic's error object; an upstream's own error type (kept in ``code``) wins."""
-    return Response(orjson.dumps(_error_body(error)), status_code=error.status, media_type="application/json",
+    return Response(orjson.dumps(claude.error_body(error)), status_code=error.status, media_type=_JSON,
                     headers=error.headers)
 
 
 def stream_error(error: RelayError) -> bytes:
     """Anthropic's ``error`` event, which its SDK raises mid-stream."""
-    return b"event: error\ndata: " + orjson.dumps(_error_body(error)) + b"\n\n"
+    return b"event: error\ndata: " + orjson.dumps(claude.error_body(error)) + b"\n\n"
 
 
 def _key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or bearer_key(request)
 
 
-def _call(request: Request, body: bytes) -> Call:
+def _call(request: Request, body: bytes, endpoint: str = "messages") -> Call:
     payload = json_body(body, "The request body is not valid JSON")
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise bad_request("model: Field required", param="model")
-    stream = payload.get("stream") is True
+    stream = endpoint == "messages" and payload.get("stream") is True
     limit = payload.get("max_tokens")
     call = new_call(
         request,
         FAMILY,
-        "messages",
+        endpoint,
         request.url.path,
         model,
         body,
-        content_type="application/json",
+        content_type=_JSON,
         payload=payload,
         stream=stream,
         sse=stream,
         max_output_tokens=limit if isinstance(limit, int) and limit > 0 else None,
         stream_error=stream_error,
+        free=endpoint == "messages.count_tokens",
     )
     for name in _PASSED_HEADERS:
         if value := request.headers.get(name):
@@ -85,5 +79,37 @@ def _call(request: Request, body: bytes) -> Call:
 messages = relay_endpoint(_call, error_response, _key)
 
 
+async def count_tokens(request: Request) -> Response:
+    """``input_tokens`` of a Messages request, free: an Anthropic channel's own count when one serves the
+    model for this key, else a local estimate when a channel of another type does (see ``claude.count_tokens``)."""
+    try:
+        relay: Relay = request.app.state.relay
+        token = caller(relay.snapshot, _key(request), client_ip(request))
+        call = _call(request, await read_body(request), "messages.count_tokens")
+        check_model_allowed(token, call.model)
+        if channel_groups(relay.snapshot, token, kinds.CLAUDE_COUNT, call.model) or not channel_groups(
+                relay.snapshot, token, kinds.CLAUDE, call.model):
+            return await relay.handle(call, token)  # a model nobody serves: admission's 404
+        # BPE on a long prompt (and the tokenizer's first load) would stall the loop.
+        counted = await asyncio.to_thread(claude.count_tokens, call.payload or {})
+        return Response(orjson.dumps({"input_tokens": counted}), media_type=_JSON,
+                        headers={"x-request-id": call.request_id})
+    except RelayError as error:
+        return error_response(error)
+
+
+async def not_found(request: Request) -> Response:
+    return error_response(RelayError(404, f"Not found: {request.method} {request.url.path}", code="not_found_error"))
+
+
+async def method_not_allowed(request: Request) -> Response:
+    return error_response(RelayError(405, f"Method {request.method} is not allowed on {request.url.path}; use POST."))
+
+
 def routes() -> list[BaseRoute]:
-    return [Route("/v1/messages", messages, methods=["POST"])]
+    # The POST routes first, then every other method on them, then anything else under /v1/messages/.
+    return [Route("/v1/messages", messages, methods=["POST"]),
+            Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+            Route("/v1/messages", method_not_allowed, methods=_OTHER_METHODS),
+            Route("/v1/messages/count_tokens", method_not_allowed, methods=_OTHER_METHODS),
+            Route("/v1/messages/{rest:path}", not_found, methods=["POST", *_OTHER_METHODS])]

@@ -1,13 +1,19 @@
-"""The Gemini API family (``/v1beta/models/{model}:generateContent|streamGenerateContent``).
+"""The Gemini API family (``/v1`` and ``/v1beta``: ``models/{model}:{action}``), for callers using Google's SDK.
 
-For callers using Google's SDK: the body goes to a ``gemini`` channel untouched (the
-model lives in the URL, so mapping never touches the body). Keys come from
-``x-goog-api-key`` or ``?key=``, as Google's clients send them; errors are Google's
-``{"error":{"code","message","status"}}``.
+Actions: ``generateContent``, ``streamGenerateContent`` (SSE with ``alt=sse``, else one
+JSON array), ``countTokens``, ``embedContent``, ``batchEmbedContents``. On a ``gemini``
+channel the body goes untouched (the model lives in the URL, so mapping never touches
+it); any other channel gets it through the Gemini dialects (``dialects.gemini``,
+``dialects.gemini_embed``). Token counting is free: relayed to a Gemini channel when one
+serves the model, else counted here. The google-genai SDK (3.x) defaults to ``/v1``.
+Keys come from ``x-goog-api-key`` or ``?key=``, as Google's clients send them; every
+error under ``/v1beta`` (unknown paths too) and of ``/v1/models/{model}:{action}`` is
+Google's ``{"error":{"code","message","status"}}``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -15,39 +21,31 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from polyrelay.api.common import bearer_key, json_body, new_call, relay_endpoint
+from polyrelay import kinds
+from polyrelay.api.common import bearer_key, client_ip, json_body, new_call, read_body, relay_endpoint
+from polyrelay.dialects.gemini import RPC_CODES, rpc_status
+from polyrelay.dialects.gemini_request import count_tokens as local_count
 from polyrelay.errors import RelayError
 from polyrelay.providers.base import Call
+from polyrelay.relay.admission import caller, channel_groups
+from polyrelay.relay.auth import check_model_allowed
+from polyrelay.relay.pipeline import Relay
 
 FAMILY = "gemini"
-_ACTIONS = ("generateContent", "streamGenerateContent")
-_RPC_STATUS = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    405: "UNIMPLEMENTED",
-    409: "ABORTED",
-    413: "INVALID_ARGUMENT",
-    429: "RESOURCE_EXHAUSTED",
-    499: "CANCELLED",
-    500: "INTERNAL",
-    501: "UNIMPLEMENTED",
-    502: "UNAVAILABLE",
-    503: "UNAVAILABLE",
-    504: "DEADLINE_EXCEEDED",
-}
+_ACTIONS = frozenset({"generateContent", "streamGenerateContent", "countTokens", "embedContent",
+                      "batchEmbedContents"})
+_JSON = "application/json"
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def _error_body(error: RelayError) -> dict[str, Any]:
-    status = error.code if error.code in _RPC_STATUS.values() else None
-    status = status or _RPC_STATUS.get(error.status, "INTERNAL" if error.status >= 500 else "FAILED_PRECONDITION")
+    status = error.code if error.code in RPC_CODES else rpc_status(error.status)
     return {"error": {"code": error.status, "message": error.message, "status": status}}
 
 
 def error_response(error: RelayError) -> Response:
     """Google's error object; an upstream's own google.rpc status (kept in ``code``) wins."""
-    return Response(orjson.dumps(_error_body(error)), status_code=error.status, media_type="application/json",
+    return Response(orjson.dumps(_error_body(error)), status_code=error.status, media_type=_JSON,
                     headers=error.headers)
 
 
@@ -61,14 +59,15 @@ def _key(request: Request) -> str | None:
 
 
 def _call(request: Request, body: bytes) -> Call:
-    model, sep, action = request.path_params["target"].rpartition(":")
-    if not sep or not model or action not in _ACTIONS:
-        raise RelayError(404, f"Invalid URL ({request.method} {request.url.path}): expected "
-                              "models/{model}:generateContent or :streamGenerateContent.", code="unknown_url")
+    model, action = request.path_params["model"], request.path_params["action"]
+    if action not in _ACTIONS:
+        raise RelayError(404, f"Invalid URL ({request.method} {request.url.path}): models/{{model}} has no method "
+                              f"{action!r}; expected one of {', '.join(sorted(_ACTIONS))}.", code="unknown_url")
     payload = json_body(body, "Invalid JSON payload received")
     stream = action == "streamGenerateContent"
-    config: Any = payload.get("generationConfig")
-    limit = config.get("maxOutputTokens") if isinstance(config, dict) else None
+    sse = stream and request.query_params.get("alt") == "sse"
+    config: Any = payload.get("generationConfig") or payload.get("generation_config")
+    limit = (config.get("maxOutputTokens") or config.get("max_output_tokens")) if isinstance(config, dict) else None
     call = new_call(
         request,
         FAMILY,
@@ -76,19 +75,52 @@ def _call(request: Request, body: bytes) -> Call:
         request.url.path,
         model,
         body,
-        content_type="application/json",
+        content_type=_JSON,
         payload=payload,
         stream=stream,
-        sse=stream and request.query_params.get("alt") == "sse",
+        sse=sse,
         max_output_tokens=limit if isinstance(limit, int) and limit > 0 else None,
-        stream_error=stream_error if stream and request.query_params.get("alt") == "sse" else None,
+        # The JSON-array form has no event to end on: a broken one is cut (and so no longer parses).
+        stream_error=stream_error if sse else None,
+        free=action == "countTokens",
     )
     call.extra["action"] = action
     return call
 
 
-generate = relay_endpoint(_call, error_response, _key)
+_relayed = relay_endpoint(_call, error_response, _key)
+
+
+async def model_action(request: Request) -> Response:
+    if request.path_params["action"] == "countTokens":
+        return await _count_tokens(request)
+    return await _relayed(request)
+
+
+async def _count_tokens(request: Request) -> Response:
+    """``totalTokens``, free: a Gemini channel's own count when one serves the model for this key, else a
+    local estimate when a channel of another type serves it (``gemini_request.count_tokens``)."""
+    try:
+        relay: Relay = request.app.state.relay
+        token = caller(relay.snapshot, _key(request), client_ip(request))
+        call = _call(request, await read_body(request))
+        check_model_allowed(token, call.model)
+        if channel_groups(relay.snapshot, token, kinds.GEMINI_COUNT, call.model) or not channel_groups(
+                relay.snapshot, token, kinds.GEMINI, call.model):
+            return await relay.handle(call, token)  # a model nobody serves: admission's 404
+        # BPE on a long prompt (and the tokenizer's first load) would stall the loop.
+        counted = await asyncio.to_thread(local_count, call)
+        return Response(orjson.dumps(counted), media_type=_JSON, headers={"x-request-id": call.request_id})
+    except RelayError as error:
+        return error_response(error)
+
+
+async def not_found(request: Request) -> Response:
+    return error_response(RelayError(404, f"Invalid URL ({request.method} {request.url.path}).", code="unknown_url"))
 
 
 def routes() -> list[BaseRoute]:
-    return [Route("/v1beta/models/{target}", generate, methods=["POST"])]
+    # ``/v1/models/{model}:{action}`` must come before the OpenAI family's ``/v1/{rest:path}``; a POST to
+    # ``/v1/models/{model}`` without an action still reaches OpenAI's 404.
+    return [Route(f"/{version}/models/{{model}}:{{action}}", model_action, methods=["POST"])
+            for version in ("v1", "v1beta")] + [Route("/v1beta/{rest:path}", not_found, methods=_ALL_METHODS)]

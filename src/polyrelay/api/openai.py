@@ -6,23 +6,20 @@ handed to the relay untouched.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from polyrelay import multipart
 from polyrelay.api import common
-from polyrelay.api.common import bearer_key, form_parts, json_body, new_call
+from polyrelay.api.common import form_parts, json_body, new_call
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers.chat_in import max_output_tokens
-from polyrelay.relay.auth import authenticate
 from polyrelay.providers.base import Call
-from polyrelay.relay.pipeline import Relay
 
 FAMILY = "openai"
 MAX_IMAGES = 10  # OpenAI's bound on 'n'; also bounds the concurrent jobs of one-image-per-request upstreams
@@ -87,9 +84,49 @@ def json_call(endpoint: str, default_model: str | None = None) -> Callable[[Requ
                 raise bad_request("You must provide the text to speak as 'input'.", param="input")
             call.characters = len(text)
             call.stream = True  # audio bytes flow through as they are produced
+        elif endpoint == "moderations":
+            _check_moderation_input(payload.get("input"))
+        elif endpoint == "rerank":
+            _check_rerank(payload)
         return call
 
     return parse
+
+
+def _check_moderation_input(value: Any) -> None:
+    """OpenAI's three input forms; the parts themselves are the upstream's to judge."""
+    if value is None:
+        raise bad_request("Missing required parameter: 'input'.", param="input")
+    if isinstance(value, str):
+        return
+    if isinstance(value, list) and value and (
+        all(isinstance(item, str) for item in value) or all(isinstance(item, dict) for item in value)
+    ):
+        return
+    raise bad_request("'input' must be a string, an array of strings or an array of text and image_url objects.",
+                      param="input")
+
+
+def _check_rerank(payload: dict[str, Any]) -> None:
+    """Jina's rerank request, checked here so every rerank upstream refuses it alike (and none is paid for it)."""
+    query = payload.get("query")
+    if query is None:
+        raise bad_request("Missing required parameter: 'query'.", param="query")
+    if not isinstance(query, str) or not query:
+        raise bad_request("'query' must be a non-empty string.", param="query")
+    documents = payload.get("documents")
+    if not isinstance(documents, list) or not documents:
+        raise bad_request("'documents' must be a non-empty array of strings or {\"text\": ...} objects.",
+                          param="documents")
+    for index, document in enumerate(documents):
+        if not isinstance(document, str) and not (isinstance(document, dict) and isinstance(document.get("text"), str)):
+            raise bad_request(f"'documents[{index}]' must be a string or an object with a string 'text'.",
+                              param=f"documents[{index}]")
+    top_n = payload.get("top_n")
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise bad_request("'top_n' must be a positive integer.", param="top_n")
+    if not isinstance(payload.get("return_documents", True), bool):
+        raise bad_request("'return_documents' must be a boolean.", param="return_documents")
 
 
 def multipart_call(endpoint: str, default_model: str) -> Callable[[Request, bytes], Call]:
@@ -127,45 +164,6 @@ def relay_endpoint(parse: Callable[[Request, bytes], Call]) -> Callable[[Request
     return common.relay_endpoint(parse, error_response)
 
 
-def _model_object(model: str) -> dict[str, Any]:
-    return {"id": model, "object": "model", "created": _STARTED, "owned_by": "polyrelay"}
-
-
-_STARTED = int(time.time())
-
-
-def _visible_models(request: Request) -> list[str]:
-    relay: Relay = request.app.state.relay
-    token = authenticate(relay.snapshot, bearer_key(request))
-    names = relay.snapshot.model_names()
-    return [name for name in names if token.models is None or name in token.models]
-
-
-async def list_models(request: Request) -> Response:
-    try:
-        data = [_model_object(name) for name in _visible_models(request)]
-    except RelayError as error:
-        return error_response(error)
-    return JSONResponse({"object": "list", "data": data})
-
-
-async def retrieve_model(request: Request) -> Response:
-    model = request.path_params["model"]
-    try:
-        if model not in _visible_models(request):
-            raise RelayError(404, f"The model '{model}' does not exist or you do not have access to it.",
-                             code="model_not_found", param="model")
-    except RelayError as error:
-        return error_response(error)
-    return JSONResponse(_model_object(model))
-
-
-async def not_found(request: Request) -> Response:
-    return error_response(
-        RelayError(404, f"Invalid URL ({request.method} {request.url.path}).", code="unknown_url")
-    )
-
-
 def routes() -> list[BaseRoute]:
     post = ["POST"]
     return [
@@ -180,7 +178,6 @@ def routes() -> list[BaseRoute]:
               methods=post),
         Route("/v1/audio/translations", relay_endpoint(multipart_call("audio.translations", "whisper-1")),
               methods=post),
-        Route("/v1/models", list_models, methods=["GET"]),
-        Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
-        Route("/v1/{rest:path}", not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        Route("/v1/moderations", relay_endpoint(json_call("moderations", "omni-moderation-latest")), methods=post),
+        Route("/v1/rerank", relay_endpoint(json_call("rerank")), methods=post),
     ]

@@ -25,6 +25,8 @@ class Usage:
     images: int = 0
     seconds: float = 0.0
     characters: int = 0
+    # Cohere bills rerank in search units (one query over up to 100 documents); each is one ``per_request``.
+    search_units: int = 0
     source: str = "upstream"  # "upstream" | "counted" (local tokenizer) | "request" (from the call itself)
 
 
@@ -36,7 +38,7 @@ class Price:
     output_per_mtok: int | None = None
     cached_input_per_mtok: int | None = None  # cache reads; None: input_per_mtok
     cache_write_per_mtok: int | None = None  # cache writes (creation); None: input_per_mtok
-    per_request: int | None = None
+    per_request: int | None = None  # per search unit where the upstream counts them (see ``Usage``)
     per_image: int | None = None
     per_second: int | None = None
     per_mchar: int | None = None
@@ -64,7 +66,7 @@ class Price:
             + usage.characters * (self.per_mchar or 0)
         )
         total = (per_million + 500_000) // 1_000_000
-        total += self.per_request or 0
+        total += (self.per_request or 0) * max(1, usage.search_units)
         total += usage.images * (self.per_image or 0)
         if self.per_second and usage.seconds:
             total += (round(usage.seconds * 1000) * self.per_second + 500) // 1000

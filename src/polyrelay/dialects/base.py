@@ -30,6 +30,11 @@ class Dialect(ABC):
     def reply(self, call: Call, pivot: dict[str, Any], usage: Usage | None) -> bytes:
         """The caller's reply body from the pivot's (a ``chat.completion`` or embeddings list)."""
 
+    def needs_native(self, call: Call) -> tuple[str, str] | None:
+        """(why, field) when ``call`` can only be served natively (it refers to state an upstream keeps):
+        routing then skips bridged channels, and answers 400 with ``why`` when no native one is left."""
+        return None
+
     def stream(self, call: Call) -> StreamTranslator:
         """A translator fed the pivot's SSE events (``chat.completion.chunk`` data, ``[DONE]``, error
         objects) that writes the caller's stream; its ``usage`` is not used (the pivot stream's is)."""

@@ -1,8 +1,8 @@
 """Anthropic (Claude Messages API) channels.
 
 OpenAI-format chat callers are translated by ``anthropic_chat``; Claude-SDK callers
-on the native ``/v1/messages`` path pass through untouched except the key, the
-mapped model name and the ``anthropic-version``/``anthropic-beta`` headers they sent.
+on the native ``/v1/messages`` and ``/v1/messages/count_tokens`` paths pass through untouched
+except the key, the mapped model name and the ``anthropic-version``/``anthropic-beta`` headers they sent.
 
 Channel options: ``version`` (``anthropic-version`` when the caller sent none, default
 ``2023-06-01``), ``beta`` (an ``anthropic-beta`` value), ``default_max_tokens`` (4096),
@@ -34,7 +34,7 @@ def _fetches_images(target: Target) -> bool:
 
 class AnthropicAdaptor(Adaptor):
     type = "anthropic"
-    kinds = frozenset({kinds.CHAT, kinds.CLAUDE})  # chat through anthropic_chat
+    kinds = frozenset({kinds.CHAT, kinds.CLAUDE, kinds.CLAUDE_COUNT})  # chat through anthropic_chat
 
     async def prepare(self, call: Call, target: Target, services: Services) -> None:
         if call.family != NATIVE_FAMILY and call.endpoint == "chat.completions" and _fetches_images(target):
@@ -50,6 +50,8 @@ class AnthropicAdaptor(Adaptor):
         if beta := call.extra.get("anthropic-beta") or options.get("beta"):
             headers["anthropic-beta"] = beta
         url = f"{target.channel.base_url}/v1/messages"
+        if call.kind == kinds.CLAUDE_COUNT:
+            url += "/count_tokens"
         if call.family == NATIVE_FAMILY:
             body = call.body
             if target.upstream_model != call.model and call.payload is not None:

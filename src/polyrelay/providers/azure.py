@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from polyrelay import kinds
 from polyrelay.providers.base import Call, Target, UpstreamRequest
 from polyrelay.providers.openai import OpenAIAdaptor
 
@@ -20,6 +21,9 @@ DEFAULT_API_VERSION = "2024-10-21"
 
 class AzureAdaptor(OpenAIAdaptor):
     type = "azure"
+    # Azure moderates with its separate Content Safety API; its Responses API lives outside the deployment
+    # URLs, so its channels serve Responses through the chat bridge.
+    kinds = OpenAIAdaptor.kinds - {kinds.MODERATIONS, kinds.RESPONSES}
 
     def build_request(self, call: Call, target: Target) -> UpstreamRequest:
         options = target.channel.options

@@ -51,6 +51,7 @@ class Call:
     parts: list[Part] | None = None  # the parts of a multipart body, with their byte spans
     extra: dict[str, Any] = field(default_factory=dict)
     kind: str = ""  # see ``polyrelay.kinds``; derived from family and endpoint when not given
+    free: bool = False  # never charged and needs no price (token counting): admitted, routed and logged as any call
     # The family's error event for a stream the upstream broke after its first byte (None: the stream is cut).
     stream_error: Callable[[RelayError], bytes] | None = None
 

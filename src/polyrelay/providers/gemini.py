@@ -1,8 +1,10 @@
 """Google Gemini (``generativelanguage`` API) channels.
 
 Two kinds of caller reach them: OpenAI-format callers (chat and embeddings, fully
-translated by ``gemini_chat``) and Google-SDK callers on the native ``/v1beta`` path
-(the body passes through untouched; only the key and the model in the URL change).
+translated by ``gemini_chat``) and Google-SDK callers on the native paths
+(generateContent, countTokens, embedContent, batchEmbedContents: the body passes through
+untouched; only the key and the model in the URL change, and the model named in a
+batch's requests, which Google checks against the URL's).
 
 Channel options: ``version`` (default ``v1beta``), ``safety_settings`` (a threshold
 string for every category, or Gemini's own list), ``allow_private_image_hosts``.
@@ -45,7 +47,8 @@ _JSON = "application/json"
 
 class GeminiAdaptor(Adaptor):
     type = "gemini"
-    kinds = frozenset({kinds.CHAT, kinds.EMBEDDINGS, kinds.GEMINI})  # chat through gemini_chat
+    # chat and embeddings through gemini_chat; the native kinds pass through
+    kinds = frozenset({kinds.CHAT, kinds.EMBEDDINGS, kinds.GEMINI, kinds.GEMINI_COUNT, kinds.GEMINI_EMBED})
 
     async def prepare(self, call: Call, target: Target, services: Services) -> None:
         if call.family != NATIVE_FAMILY and call.endpoint == "chat.completions":
@@ -57,7 +60,7 @@ class GeminiAdaptor(Adaptor):
         headers = {"x-goog-api-key": target.key, "Content-Type": _JSON}
         if call.family == NATIVE_FAMILY:
             url = f"{model_url}:{call.extra['action']}" + ("?alt=sse" if call.sse else "")
-            return UpstreamRequest("POST", url, headers, call.body)
+            return UpstreamRequest("POST", url, headers, _native_body(call, target.upstream_model))
         if call.endpoint == "chat.completions":
             body = gemini_chat.chat_request(call, options)
             url = model_url + (":streamGenerateContent?alt=sse" if call.stream else ":generateContent")
@@ -73,6 +76,9 @@ class GeminiAdaptor(Adaptor):
         data = orjson.loads(body)
         if call.family == NATIVE_FAMILY:
             usage = gemini_chat.usage_of(data.get("usageMetadata") if isinstance(data, dict) else None)
+            if usage is None and call.kind == kinds.GEMINI_EMBED:  # Google reports no tokens for embeddings
+                prompt = tokenizer.count_text(call.model, "\n".join(_embedded_texts(call.payload or {})))
+                return Reply(response.status, body, _JSON, Usage(prompt_tokens=prompt, source="counted"))
             return Reply(response.status, body, _JSON, usage[0] if usage else Usage(source="request"))
         if call.endpoint == "embeddings":
             return _embedding_reply(call, data)
@@ -112,6 +118,24 @@ def gemini_error(status: int, body: bytes) -> RelayError:
     _, type_ = _STATUS.get(rpc_status, (status, "upstream_error"))
     return RelayError(status, str(error.get("message") or f"Upstream answered HTTP {status}."), type=type_,
                       code=rpc_status or None)
+
+
+def _native_body(call: Call, upstream_model: str) -> bytes:
+    """The caller's body, but for a batch whose requests name a mapped model: Google wants the URL's there."""
+    if call.endpoint != "gemini.batchEmbedContents" or upstream_model == call.model:
+        return call.body
+    payload = call.payload or {}
+    requests = [{**r, "model": f"models/{upstream_model}"} if isinstance(r, dict) and "model" in r else r
+                for r in payload.get("requests") or ()]
+    return orjson.dumps({**payload, "requests": requests})
+
+
+def _embedded_texts(payload: dict[str, Any]) -> list[str]:
+    """The texts of an embedContent or batchEmbedContents body."""
+    requests = payload.get("requests") if isinstance(payload.get("requests"), list) else [payload]
+    return [part["text"] for request in requests if isinstance(request, dict)
+            for part in (request.get("content") or {}).get("parts") or () if isinstance(part, dict)
+            and isinstance(part.get("text"), str)]
 
 
 def _embedding_request(call: Call, model: str) -> dict[str, Any]:

@@ -20,7 +20,10 @@ from polyrelay.billing import tokenizer
 from polyrelay.billing.meter import Usage
 from polyrelay.errors import RelayError
 from polyrelay.providers.base import Adaptor, Call, Reply, ReplyStream, Services, Target, UpstreamRequest
+from polyrelay.providers.openai_responses import METHOD, ResponsesUsageWatcher
+from polyrelay.providers.streams import ObservedStream
 from polyrelay.scrub import scrub_bytes
+from polyrelay.store.snapshot import ChannelRecord
 
 # Only whisper models answer verbose_json, which carries the duration we bill by.
 _DURATION_MODELS = ("whisper",)
@@ -87,6 +90,16 @@ def _completion_text(choices: list[Any]) -> str:
     return "".join(pieces)
 
 
+def _moderated_text(value: Any) -> str:
+    """The text of a moderation input (a string, strings, or text and image parts), for billing by token."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        return ""
+    return "\n".join(item if isinstance(item, str) else str(item.get("text") or "") for item in value
+                     if isinstance(item, (str, dict)))
+
+
 _CHANNEL_KEYS = "channel_keys"  # in ``Call.extra``: the keys of the channel answering now
 
 
@@ -99,23 +112,31 @@ def _without_echoes(call: Call, body: bytes) -> bytes:
 
 
 # Kinds whose successful answer is always a JSON object (speech is audio bytes, transcripts may be text).
-_JSON_KINDS = frozenset({kinds.CHAT, kinds.COMPLETIONS, kinds.EMBEDDINGS, kinds.IMAGES, kinds.IMAGE_EDITS})
+_JSON_KINDS = frozenset({kinds.CHAT, kinds.COMPLETIONS, kinds.EMBEDDINGS, kinds.IMAGES, kinds.IMAGE_EDITS,
+                         kinds.MODERATIONS, kinds.RESPONSES})
 
 
 class OpenAIAdaptor(Adaptor):
     type = "openai"
-    kinds = frozenset({kinds.CHAT, kinds.COMPLETIONS, kinds.EMBEDDINGS, kinds.IMAGES, kinds.IMAGE_EDITS, kinds.AUDIO})
+    kinds = frozenset({kinds.CHAT, kinds.COMPLETIONS, kinds.EMBEDDINGS, kinds.IMAGES, kinds.IMAGE_EDITS, kinds.AUDIO,
+                       kinds.MODERATIONS, kinds.RESPONSES})
 
     async def prepare(self, call: Call, target: Target, services: Services) -> None:
         call.extra[_CHANNEL_KEYS] = target.channel.keys  # for ``_without_echoes``
 
+    def speaks(self, kind: str, channel: ChannelRecord) -> bool:
+        # Many OpenAI-compatible servers lack the Responses API: ``responses: false`` has it bridged through chat.
+        if kind == kinds.RESPONSES and channel.options.get("responses") is False:
+            return False
+        return kind in self.kinds
+
     def build_request(self, call: Call, target: Target) -> UpstreamRequest:
-        return UpstreamRequest(
-            method="POST",
-            url=target.channel.base_url + call.path,
-            headers={"Authorization": f"Bearer {target.key}", "Content-Type": call.content_type},
-            body=self._body(call, target),
-        )
+        url = target.channel.base_url + call.path
+        headers = {"Authorization": f"Bearer {target.key}"}
+        if (method := call.extra.get(METHOD)) is not None:  # about a stored response: no body
+            return UpstreamRequest(method=method, url=url, headers=headers)
+        headers["Content-Type"] = call.content_type
+        return UpstreamRequest(method="POST", url=url, headers=headers, body=self._body(call, target))
 
     def _body(self, call: Call, target: Target) -> bytes | list[bytes | memoryview]:
         if call.parts is not None:
@@ -127,7 +148,8 @@ class OpenAIAdaptor(Adaptor):
         if target.upstream_model != call.model:
             payload = {**payload, "model": target.upstream_model}
             changed = True
-        if call.sse and target.channel.options.get("stream_usage", True) and not call.include_usage:
+        if (call.sse and target.channel.options.get("stream_usage", True) and not call.include_usage
+                and call.kind != kinds.RESPONSES):  # a Responses stream always ends with its usage
             payload = {**payload, "stream_options": {**(payload.get("stream_options") or {}), "include_usage": True}}
             changed = True
         return orjson.dumps(payload) if changed else call.body
@@ -172,6 +194,9 @@ class OpenAIAdaptor(Adaptor):
             elif usage is None and call.endpoint in ("chat.completions", "completions", "embeddings"):
                 completion = tokenizer.count_text(call.model, _completion_text(data.get("choices") or []))
                 usage = Usage(prompt_tokens=_counted_prompt(call), completion_tokens=completion, source="counted")
+            elif usage is None and call.kind == kinds.MODERATIONS:  # OpenAI reports no usage for moderations
+                text = _moderated_text((call.payload or {}).get("input"))
+                usage = Usage(prompt_tokens=tokenizer.count_text(call.model, text), source="counted")
         return Reply(status=response.status, body=body, content_type=content_type, usage=usage)
 
     def _transcription_reply(self, call: Call, status: int, body: bytes, content_type: str) -> Reply:
@@ -196,6 +221,8 @@ class OpenAIAdaptor(Adaptor):
         return Reply(status=status, body=body, content_type=content_type, usage=Usage(seconds=seconds))
 
     def stream_reply(self, call: Call, response: aiohttp.ClientResponse) -> ReplyStream:
+        if call.sse and call.kind == kinds.RESPONSES:
+            return ObservedStream(response, ResponsesUsageWatcher(call))
         if call.sse:
             return EventStream(call, response)
         return ByteStream(call, response)

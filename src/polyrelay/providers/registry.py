@@ -17,13 +17,14 @@ from polyrelay.providers.luma import LumaTasks
 from polyrelay.providers.midjourney import MidjourneyTasks
 from polyrelay.providers.openai import OpenAIAdaptor
 from polyrelay.providers.recraft import RecraftAdaptor
+from polyrelay.providers.rerank import CohereAdaptor, JinaAdaptor
 from polyrelay.providers.stability import StabilityAdaptor
 from polyrelay.providers.stability_video import StabilityVideoTasks
 from polyrelay.providers.suno import SunoTasks
 
 ADAPTORS: dict[str, Adaptor] = {adaptor.type: adaptor for adaptor in (
     OpenAIAdaptor(), AzureAdaptor(), GeminiAdaptor(), AnthropicAdaptor(), IdeogramAdaptor(), FluxAdaptor(),
-    RecraftAdaptor(), StabilityAdaptor())}
+    RecraftAdaptor(), StabilityAdaptor(), JinaAdaptor(), CohereAdaptor())}
 TASK_ADAPTORS: dict[str, TaskAdaptor] = {adaptor.family: adaptor for adaptor in (
     MidjourneyTasks(), SunoTasks(), LumaTasks(), KlingTasks(), FluxTasks(), StabilityVideoTasks())}
 

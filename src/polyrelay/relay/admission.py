@@ -52,10 +52,7 @@ async def admit(
     assert token is not None, "authenticate first"
     model = outcome.model
     check_model_allowed(token, model)
-    groups = [[pinned]] if pinned is not None else routes(snapshot, kind, model)
-    allowed = token.user.channels if token.user is not None else None
-    if allowed is not None:  # the user's group may use only these channels
-        groups = [kept for group in groups if (kept := [c for c in group if c.name in allowed])]
+    groups = channel_groups(snapshot, token, kind, model, pinned)
     if not groups:
         raise RelayError(404, f"The model '{model}' does not exist or no channel serves it for this request.",
                          code="model_not_found", param="model")
@@ -65,6 +62,17 @@ async def admit(
     await limiter.acquire(token)
     estimate, minimum = cost(price) if price is not None else (0, 0)
     outcome.reservation = await budgets.reserve(token, charge(token, estimate), charge(token, minimum))
+    return groups
+
+
+def channel_groups(snapshot: Snapshot, token: TokenRecord, kind: str, model: str,
+                   pinned: ChannelRecord | None = None) -> list[list[ChannelRecord]]:
+    """The channels ``token`` may try for ``kind`` and ``model``, by priority: routing (or ``pinned``)
+    narrowed to its user's group. Empty: nothing serves the call for this key."""
+    groups = [[pinned]] if pinned is not None else routes(snapshot, kind, model)
+    allowed = token.user.channels if token.user is not None else None
+    if allowed is not None:  # the user's group may use only these channels
+        groups = [kept for group in groups if (kept := [c for c in group if c.name in allowed])]
     return groups
 
 
@@ -82,6 +90,11 @@ def call_cost(call: Call, default_output_tokens: int) -> CostOf:
         return minimum + -(-output * price.output_per_mtok // 1_000_000), minimum  # output rounded up
 
     return cost
+
+
+def no_cost(price: Price) -> tuple[int, int]:
+    """The cost of a free call (``Call.free``): nothing is held."""
+    return 0, 0
 
 
 def fixed_cost(usage: Usage, multiplier: float = 1.0) -> CostOf:

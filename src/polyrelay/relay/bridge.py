@@ -19,7 +19,7 @@ from polyrelay.dialects.registry import DIALECTS
 from polyrelay.providers import registry
 from polyrelay.providers.base import Adaptor, Call, Reply, ReplyStream, Services, Target, UpstreamRequest
 from polyrelay.providers.streams import SSEDecoder, StreamTranslator
-from polyrelay.errors import RelayError
+from polyrelay.errors import RelayError, bad_request
 from polyrelay import kinds
 from polyrelay.billing.meter import Usage
 from polyrelay.store.snapshot import ChannelRecord
@@ -56,6 +56,19 @@ def adaptor_for(channel: ChannelRecord, kind: str) -> Adaptor:
     if bridged is None:
         bridged = _BRIDGES[(channel.type, kind)] = Bridged(adaptor, dialect)
     return bridged
+
+
+def narrowed(groups: list[list[ChannelRecord]], call: Call) -> list[list[ChannelRecord]]:
+    """``groups`` without the channels that would bridge ``call`` when its dialect says only a native channel
+    can serve it (``Dialect.needs_native``); 400 when none is left."""
+    dialect = DIALECTS.get(call.kind)
+    if dialect is None or (native := dialect.needs_native(call)) is None:
+        return groups
+    kept = [speaking for group in groups
+            if (speaking := [c for c in group if registry.adaptor_for(c.type).speaks(call.kind, c)])]
+    if not kept:
+        raise bad_request(native[0], param=native[1])
+    return kept
 
 
 def pivot_call(call: Call, dialect: Dialect) -> Call:

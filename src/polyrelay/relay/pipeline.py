@@ -24,9 +24,9 @@ from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.errors import RelayError
 from polyrelay.fetch import FetchPolicy
 from polyrelay.providers.base import Adaptor, Call, Reply, ReplyStream, Services, Target
-from polyrelay.relay import failover
-from polyrelay.relay.bridge import adaptor_for
-from polyrelay.relay.admission import admit, call_cost
+from polyrelay.relay import failover, stored
+from polyrelay.relay.bridge import adaptor_for, narrowed
+from polyrelay.relay.admission import admit, call_cost, no_cost
 from polyrelay.relay.routing import Health, candidates, target_for
 from polyrelay.relay.settlement import CLIENT_GONE, Outcome, Settler, note_attempt
 from polyrelay.relay.upstream import Timeouts, UpstreamClient, UpstreamResponse
@@ -66,11 +66,12 @@ class Relay:
     async def handle(self, call: Call, token: TokenRecord) -> Response:
         """Relay ``call`` for ``token`` (authenticated by ``admission.caller`` before the body was read)."""
         outcome = Outcome(call.request_id, call.family, call.endpoint, call.model, call.client_ip, call.stream,
-                          token=token)
+                          token=token, fixed_cost=0 if call.free else None)
         try:
             with self.settler.guard(outcome):
-                groups = await admit(self.snapshot, self.limiter, self.budgets, outcome, call.kind,
-                               call_cost(call, self._output_estimate_tokens))
+                cost = no_cost if call.free else call_cost(call, self._output_estimate_tokens)
+                groups = narrowed(await admit(self.snapshot, self.limiter, self.budgets, outcome, call.kind, cost,
+                                              price_required=not call.free), call)
                 tried = await failover.first_answer(
                     call.model, (target_for(channel, call.model) for channel in candidates(groups)),
                     lambda target: self._attempt(call, target), self.health, on_attempt=note_attempt(outcome))
@@ -87,6 +88,25 @@ class Relay:
         self.settler.finish(outcome)
         headers = {"x-request-id": call.request_id, **answer.headers, "content-type": answer.content_type}
         return Response(answer.body, status_code=answer.status, headers=headers)
+
+    async def handle_stored(self, call: Call, token: TokenRecord, what: str) -> Response:
+        """Relay a call about an object an upstream stored (``what``, e.g. "the response resp_1"): no model,
+        so routed to the caller's native channels by ``relay.stored``; free, so only rate-limited."""
+        await self.limiter.acquire(token)
+
+        async def attempt(target: Target) -> Reply:
+            answer = await self._attempt(call, target)
+            assert isinstance(answer, Reply), "stored-object calls are not streamed"
+            return answer
+
+        try:
+            reply = await stored.first_holder(stored.holders(self.snapshot, token, call.kind), attempt, self.health,
+                                              what)
+        except RelayError as error:
+            error.headers = {**error.headers, "x-request-id": call.request_id}
+            raise
+        return Response(reply.body, status_code=reply.status,
+                        headers={"x-request-id": call.request_id, "content-type": reply.content_type})
 
     def _streamed(self, call: Call, target: Target, answer: UpstreamResponse, outcome: Outcome) -> Response:
         adaptor = adaptor_for(target.channel, call.kind)

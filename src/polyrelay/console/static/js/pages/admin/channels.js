@@ -19,6 +19,8 @@ const TYPES = [
   'stability',
   'recraft',
   'ideogram',
+  'jina',
+  'cohere',
 ];
 
 export async function render(page) {
