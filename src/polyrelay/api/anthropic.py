@@ -11,7 +11,6 @@ Anthropic's ``{"type":"error","error":{"type","message"}}``, whose ``type`` the 
 
 from __future__ import annotations
 
-import asyncio
 
 import orjson
 from starlette.requests import Request
@@ -23,8 +22,8 @@ from polyrelay.api.common import bearer_key, client_ip, json_body, new_call, rea
 from polyrelay.dialects import claude
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.providers.base import Call
-from polyrelay.relay.admission import caller, channel_groups
-from polyrelay.relay.auth import check_model_allowed
+from polyrelay.relay import counting
+from polyrelay.relay.admission import caller
 from polyrelay.relay.pipeline import Relay
 
 FAMILY = "anthropic"
@@ -79,6 +78,10 @@ def _call(request: Request, body: bytes, endpoint: str = "messages") -> Call:
 messages = relay_endpoint(_call, error_response, _key)
 
 
+def _estimate(call: Call) -> dict[str, int]:
+    return {"input_tokens": claude.count_tokens(call.payload or {})}
+
+
 async def count_tokens(request: Request) -> Response:
     """``input_tokens`` of a Messages request, free: an Anthropic channel's own count when one serves the
     model for this key, else a local estimate when a channel of another type does (see ``claude.count_tokens``)."""
@@ -86,14 +89,7 @@ async def count_tokens(request: Request) -> Response:
         relay: Relay = request.app.state.relay
         token = caller(relay.snapshot, _key(request), client_ip(request))
         call = _call(request, await read_body(request), "messages.count_tokens")
-        check_model_allowed(token, call.model)
-        if channel_groups(relay.snapshot, token, kinds.CLAUDE_COUNT, call.model) or not channel_groups(
-                relay.snapshot, token, kinds.CLAUDE, call.model):
-            return await relay.handle(call, token)  # a model nobody serves: admission's 404
-        # BPE on a long prompt (and the tokenizer's first load) would stall the loop.
-        counted = await asyncio.to_thread(claude.count_tokens, call.payload or {})
-        return Response(orjson.dumps({"input_tokens": counted}), media_type=_JSON,
-                        headers={"x-request-id": call.request_id})
+        return await counting.count_tokens(relay, call, token, kinds.CLAUDE, _estimate)
     except RelayError as error:
         return error_response(error)
 

@@ -13,7 +13,6 @@ Google's ``{"error":{"code","message","status"}}``.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -27,8 +26,8 @@ from polyrelay.dialects.gemini import RPC_CODES, rpc_status
 from polyrelay.dialects.gemini_request import count_tokens as local_count
 from polyrelay.errors import RelayError
 from polyrelay.providers.base import Call
-from polyrelay.relay.admission import caller, channel_groups
-from polyrelay.relay.auth import check_model_allowed
+from polyrelay.relay import counting
+from polyrelay.relay.admission import caller
 from polyrelay.relay.pipeline import Relay
 
 FAMILY = "gemini"
@@ -104,13 +103,7 @@ async def _count_tokens(request: Request) -> Response:
         relay: Relay = request.app.state.relay
         token = caller(relay.snapshot, _key(request), client_ip(request))
         call = _call(request, await read_body(request))
-        check_model_allowed(token, call.model)
-        if channel_groups(relay.snapshot, token, kinds.GEMINI_COUNT, call.model) or not channel_groups(
-                relay.snapshot, token, kinds.GEMINI, call.model):
-            return await relay.handle(call, token)  # a model nobody serves: admission's 404
-        # BPE on a long prompt (and the tokenizer's first load) would stall the loop.
-        counted = await asyncio.to_thread(local_count, call)
-        return Response(orjson.dumps(counted), media_type=_JSON, headers={"x-request-id": call.request_id})
+        return await counting.count_tokens(relay, call, token, kinds.GEMINI, local_count)
     except RelayError as error:
         return error_response(error)
 

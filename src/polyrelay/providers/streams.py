@@ -9,7 +9,7 @@ that the benchmark can time on its own.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
 
 import aiohttp
@@ -89,20 +89,25 @@ class UsageWatcher(Protocol):
     def usage(self) -> Usage | None: ...
 
 
+async def translated(chunks: AsyncIterable[bytes], translator: StreamTranslator) -> AsyncIterator[bytes]:
+    """The caller's bytes for an upstream SSE byte stream, translated event by event."""
+    decoder, translate = SSEDecoder(), translator.feed
+    async for chunk in chunks:
+        out = b"".join([translate(name, data) for name, data in decoder.feed(chunk)])
+        if out:
+            yield out
+    tail = b"".join([translate(name, data) for name, data in decoder.flush()]) + translator.end()
+    if tail:
+        yield tail
+
+
 class TranslatedStream(ReplyStream):
     def __init__(self, response: aiohttp.ClientResponse, translator: StreamTranslator) -> None:
         self._response = response
         self._translator = translator
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        decoder, translate = SSEDecoder(), self._translator.feed
-        async for chunk in self._response.content.iter_any():
-            out = b"".join([translate(name, data) for name, data in decoder.feed(chunk)])
-            if out:
-                yield out
-        tail = b"".join([translate(name, data) for name, data in decoder.flush()]) + self._translator.end()
-        if tail:
-            yield tail
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return translated(self._response.content.iter_any(), self._translator)
 
     def usage(self) -> Usage | None:
         return self._translator.usage()

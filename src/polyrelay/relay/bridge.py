@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 
-from polyrelay.dialects.base import Dialect
-from polyrelay.dialects.registry import DIALECTS
-from polyrelay.providers import registry
-from polyrelay.providers.base import Adaptor, Call, Reply, ReplyStream, Services, Target, UpstreamRequest
-from polyrelay.providers.streams import SSEDecoder, StreamTranslator
-from polyrelay.errors import RelayError, bad_request
 from polyrelay import kinds
 from polyrelay.billing.meter import Usage
+from polyrelay.dialects.base import Dialect
+from polyrelay.dialects.registry import DIALECTS
+from polyrelay.errors import RelayError, bad_request
+from polyrelay.providers import registry
+from polyrelay.providers.base import Adaptor, Call, Reply, ReplyStream, Services, Target, UpstreamRequest
+from polyrelay.providers.streams import StreamTranslator, translated
 from polyrelay.store.snapshot import ChannelRecord
 
 _PIVOT = "pivot"  # in ``Call.extra``: the pivot call, built once and reused by every attempt
@@ -131,15 +131,8 @@ class Repivoted(ReplyStream):
         self._pivot = pivot
         self._translator = translator
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        decoder, translate = SSEDecoder(), self._translator.feed
-        async for chunk in self._pivot:
-            out = b"".join([translate(name, data) for name, data in decoder.feed(chunk)])
-            if out:
-                yield out
-        tail = b"".join([translate(name, data) for name, data in decoder.flush()]) + self._translator.end()
-        if tail:
-            yield tail
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return translated(self._pivot, self._translator)
 
     def usage(self) -> Usage | None:
         return self._pivot.usage()
