@@ -376,10 +376,10 @@ class ClaudeStream:
         out = b""
         if thought := _reasoning(delta):
             out += self._open_block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
-            out += self._delta({"type": "thinking_delta", "thinking": thought})
+            out += self._delta(b"thinking_delta", b"thinking", thought)
         if isinstance(delta.get("content"), str) and delta["content"]:
             out += self._open_block("text", {"type": "text", "text": ""})
-            out += self._delta({"type": "text_delta", "text": delta["content"]})
+            out += self._delta(b"text_delta", b"text", delta["content"])
         for tool_call in delta.get("tool_calls") or ():
             out += self._tool_delta(tool_call)
         if choice.get("finish_reason"):
@@ -415,9 +415,11 @@ class ClaudeStream:
         return out + _event(b"content_block_start", {"type": "content_block_start", "index": self._block,
                                                       "content_block": opening})
 
-    def _delta(self, delta: dict[str, Any]) -> bytes:
-        self._produced.append(delta.get("text") or delta.get("thinking") or "")
-        return _event(b"content_block_delta", {"type": "content_block_delta", "index": self._block, "delta": delta})
+    def _delta(self, kind: bytes, field: bytes, value: str) -> bytes:
+        """One text or thinking delta: the event most streams are made of, so framed without a dict."""
+        self._produced.append(value)
+        return (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":{"type":"%s","%s":'
+                % (self._block, kind, field) + orjson.dumps(value) + b"}}\n\n")
 
     def _close(self) -> bytes:
         if not self._open:
