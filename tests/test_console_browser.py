@@ -359,6 +359,12 @@ def test_admin_manages_channels_users_prices_and_the_system(open_page: Callable[
     expect(page.locator(".card").filter(has_text="Task poller")).to_contain_text("running")
     shot(page, "admin-system")
 
+    nav(page, "Health")  # the channel disabled above, with who did it
+    expect(page.get_by_role("region", name="Channel states").get_by_role("row", name=re.compile("console-made"))
+           ).to_contain_text("disabled by admin:root")
+    expect(page.get_by_role("region", name="Channel events")).to_contain_text("admin:root")
+    shot(page, "admin-health")
+
 
 def test_a_redemption_code_credits_the_user(open_page: Callable[..., Page]) -> None:
     admin = open_page("root")

@@ -40,7 +40,10 @@ from polyrelay.api import openai as openai_api
 from polyrelay.api import recraft as recraft_api
 from polyrelay.api import responses as responses_api
 from polyrelay.api import stability as stability_api
+from polyrelay.alerts.outbox import Outbox
+from polyrelay.alerts.watch import Watch
 from polyrelay.api.readiness import Readiness
+from polyrelay.background import stop_task
 from polyrelay.cluster import cluster_id
 from polyrelay.config import Settings, load_settings
 from polyrelay.errors import RelayError
@@ -49,14 +52,17 @@ from polyrelay.proxies import TrustedProxies
 from polyrelay.billing.budget import Budgets
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.relay.pipeline import Relay
+from polyrelay.relay.healing import Healer
 from polyrelay.relay.routing import Health, HealthPolicy
 from polyrelay.relay.upstream import UpstreamClient
 from polyrelay.store import crypto
+from polyrelay.store.retention import Retention
 from polyrelay.store.db import create_db_engine, migrate
 from polyrelay.store.feed import Feed, read_snapshot
 from polyrelay.store.files import FileStore
 from polyrelay.seed import seed_from_settings
 from polyrelay.store.writer import BatchWriter
+from polyrelay.telemetry import exposition, logs
 from polyrelay.tasks.engine import TaskEngine
 from polyrelay.tasks.poller import Poller
 from polyrelay.providers.registry import TASK_ADAPTORS
@@ -133,9 +139,20 @@ def create_app(settings: Settings) -> ASGIApp:
         # Other processes' admin writes, record by record (LISTEN/NOTIFY on PostgreSQL, polled as well).
         app.state.feed = feed = Feed(relay, engine, executor, settings.snapshot_refresh_s)
         feed.start()
+        app.state.healer = healer = Healer(relay, engine, executor, session, writer, feed.catch_up, settings.probes)
+        healer.start()
         app.state.tasks = tasks = TaskEngine(engine, executor, relay, session, settings.tasks, TASK_ADAPTORS)
         poller = Poller(tasks)
         poller.start()
+        retention = Retention(engine, settings.usage_logs)  # old raw usage rows; the rollups stay
+        retention.start()
+        watch = None
+        if settings.alerts.enabled:
+            watch = Watch(settings.alerts, Outbox(settings.alerts, session), engine, reports, lambda: relay.snapshot,
+                          writer)
+            watch.start()
+        app.state.metrics = metrics = _metrics_sources(relay, budgets, writer, engine, reports)
+        metrics_sync = asyncio.create_task(exposition.keep_synced(metrics), name="polyrelay-metrics")
         # For /api/system.
         app.state.poller, app.state.writer, app.state.limiter = poller, writer, limiter
         app.state.started_at = time.monotonic()
@@ -143,6 +160,11 @@ def create_app(settings: Settings) -> ASGIApp:
             yield
         finally:
             await poller.stop()  # before the writer and the session: it uses both
+            await stop_task(metrics_sync)
+            await retention.stop()
+            if watch is not None:
+                await watch.stop()
+            await healer.stop()
             await feed.stop()
             await writer.close()
             await budgets.close()  # after the last flush: committed charges have left the leases
@@ -158,6 +180,8 @@ def create_app(settings: Settings) -> ASGIApp:
 
     app = Starlette(
         routes=[Route("/healthz", healthz, methods=["GET"]), Route("/readyz", Readiness().respond, methods=["GET"]),
+                Route("/metrics", exposition.endpoint(settings.admin_key, settings.metrics.allow_unauthenticated_from,
+                                                      lambda: getattr(app.state, "metrics", None)), methods=["GET"]),
                 *ideogram_api.routes(), *recraft_api.routes(),
                 *stability_api.routes(), *midjourney_api.routes(),  # before OpenAI's catch-all /v1/{rest:path}
                 *suno_api.routes(), *luma_api.routes(), *kling_api.routes(), *flux_api.routes(),
@@ -219,6 +243,20 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
         405, f"Method {request.method} is not allowed on {request.url.path}.", code="method_not_allowed"))
 
 
+def _metrics_sources(relay: Relay, budgets: Budgets, writer: BatchWriter, engine: Engine,
+                     reports: ThreadPoolExecutor) -> exposition.Sources:
+    """What ``/metrics`` reads when scraped: the snapshot, the leases, the writer, the task table."""
+
+    def channels() -> list[tuple[str, bool]]:
+        now = time.monotonic()
+        return [(channel.name, channel.cooldown_until > now) for channel in relay.snapshot.channels]
+
+    return exposition.Sources(
+        channels, lambda: sum(t.reserved_micros for t in relay.snapshot.tokens_by_hash.values()),
+        budgets.leased_micros, writer.queued, engine, reports,
+    )
+
+
 def _file_store(settings: Settings) -> FileStore:
     """The re-hosted files' store; its URLs use ``files.public_base_url`` (the same on every node) or,
     on one node, its listening address."""
@@ -232,4 +270,6 @@ def _file_store(settings: Settings) -> FileStore:
 
 def app_from_env() -> ASGIApp:
     """Factory for worker processes: the parent passes the config path through the environment."""
-    return create_app(load_settings(os.environ.get(CONFIG_ENV) or None))
+    settings = load_settings(os.environ.get(CONFIG_ENV) or None)
+    logs.configure(settings.log_level, settings.log_format)  # a spawned worker starts with no logging set up
+    return create_app(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,9 +50,10 @@ def serve(config: Path | None, host: str | None, port: int | None, workers: int 
     import uvicorn
 
     from polyrelay.app import CONFIG_ENV, create_app, prepare_database
+    from polyrelay.telemetry import logs
 
     settings = _settings(config, host=host, port=port, workers=workers)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_level, settings.log_format)
     with _secret_key_errors():
         generated = prepare_database(settings)
     for name, key in generated:
@@ -78,9 +80,27 @@ def serve(config: Path | None, host: str | None, port: int | None, workers: int 
         if config is not None:
             os.environ[CONFIG_ENV] = str(config.resolve())
         os.environ.update(POLYRELAY_HOST=settings.host, POLYRELAY_PORT=str(settings.port))
-        uvicorn.run("polyrelay.app:app_from_env", factory=True, workers=settings.workers, **options)
+        with _metrics_directory():
+            uvicorn.run("polyrelay.app:app_from_env", factory=True, workers=settings.workers, **options)
     else:
         uvicorn.run(create_app(settings), **options)
+
+
+@contextmanager
+def _metrics_directory() -> Iterator[None]:
+    """Workers share their metrics through files (prometheus-client's multiprocess mode): a fresh
+    directory, named before the workers start (they read it when they import the client)."""
+    from polyrelay.telemetry.exposition import MULTIPROC_ENV
+
+    if os.environ.get(MULTIPROC_ENV):  # the operator chose one
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="polyrelay-metrics-") as directory:
+        os.environ[MULTIPROC_ENV] = directory
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROC_ENV]
 
 
 @main.command()

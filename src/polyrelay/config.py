@@ -18,9 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from polyrelay import multipart, proxies
+from polyrelay.alerts.settings import AlertSettings
 from polyrelay.api.midjourney_settings import MidjourneySettings
 from polyrelay.billing.budget import BudgetSettings
+from polyrelay.relay.healing import ProbeSettings
 from polyrelay.store.files import FileSettings
+from polyrelay.store.retention import UsageLogSettings
 from polyrelay.tasks.settings import TaskSettings
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/polyrelay.db"
@@ -103,6 +106,21 @@ class PriceConfig(BaseModel):
     per_mchar: float | None = Field(default=None, ge=0)
 
 
+class MetricsSettings(BaseModel):
+    """``GET /metrics`` (see docs/operations.md): the admin key, or a scrape from one of these networks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow_unauthenticated_from: list[str] = Field(
+        default=["127.0.0.1/32", "::1/128"], description="CIDRs that may scrape /metrics without the admin key."
+    )
+
+    @field_validator("allow_unauthenticated_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return [proxies.network(cidr) for cidr in value]
+
+
 class Settings(BaseSettings):
     """Process settings. Precedence: ``POLYRELAY_*`` env > YAML file > defaults."""
 
@@ -131,10 +149,16 @@ class Settings(BaseSettings):
         default=False, description="Let translations fetch image URLs on private/loopback addresses (SSRF risk)."
     )
     log_level: str = "info"
+    log_format: Literal["text", "json"] = Field(default="text", description="json: one JSON object per log line, "
+                                                "and one per request on the polyrelay.access logger.")
+    metrics: MetricsSettings = MetricsSettings()
     tasks: TaskSettings = TaskSettings()  # the asynchronous task engine (see docs/tasks.md)
     budget: BudgetSettings = BudgetSettings()  # metered money leased to each node (see docs/scaling.md)
+    probes: ProbeSettings = ProbeSettings()  # self-healing channels (see docs/operations.md)
+    alerts: AlertSettings = AlertSettings()  # webhooks and email (see docs/operations.md)
     midjourney: MidjourneySettings = MidjourneySettings()
     files: FileSettings = FileSettings()  # re-hosting provider results (see docs/configuration.md)
+    usage_logs: UsageLogSettings = UsageLogSettings()  # raw-row retention (see docs/operations.md)
 
     admin_key: str | None = Field(default=None, description="Bearer key of the admin API (/api/...).")
     redis_url: str | None = Field(default=None, description="Share rate limits between processes through Redis.")

@@ -20,9 +20,13 @@ from polyrelay.store.snapshot import ChannelRecord, Snapshot
 class _Writer:
     def __init__(self) -> None:
         self.channels: list[dict[str, Any]] = []
+        self.events: list[tuple[int, str]] = []
 
     def record_channel(self, channel_id: int, **columns: Any) -> None:
         self.channels.append({"id": channel_id, **columns})
+
+    def record_channel_event(self, channel_id: int, kind: str, reason: str, actor: str = "auto") -> None:
+        self.events.append((channel_id, kind))
 
 
 def _channel(id: int, type: str, models: list[str] | None = None, priority: int = 0, keys: int = 1) -> ChannelRecord:
@@ -35,9 +39,9 @@ def _snapshot(*channels: ChannelRecord) -> Snapshot:
     return Snapshot(version=1, tokens_by_hash={}, channels=list(channels), prices={}, price_patterns=[])
 
 
-def _health(cooldown_after: int = 1) -> Health:
+def _health(cooldown_after: int = 1, writer: _Writer | None = None) -> Health:
     return Health(HealthPolicy(cooldown_after_failures=cooldown_after, cooldown_s=60, disable_after_failures=0,
-                               key_rest_s=30), _Writer())  # type: ignore[arg-type]
+                               key_rest_s=30), writer or _Writer())  # type: ignore[arg-type]
 
 
 def test_a_channel_without_models_serves_only_the_kinds_of_its_type() -> None:
@@ -62,7 +66,8 @@ def _targets(*channels: ChannelRecord) -> list[Target]:
 
 async def test_the_loop_moves_past_failing_channels_and_records_their_health() -> None:
     bad, good = _channel(1, "suno"), _channel(2, "suno")
-    health = _health()
+    writer = _Writer()
+    health = _health(writer=writer)
 
     async def attempt(target: Target) -> str:
         if target.channel is bad:
@@ -72,6 +77,7 @@ async def test_the_loop_moves_past_failing_channels_and_records_their_health() -
     tried = await failover.first_answer("m", _targets(bad, good), attempt, health)
     assert (tried.answer, tried.target.channel, tried.attempts) == ("ok", good, 2)
     assert bad.failures == 1 and bad.cooldown_until > 0  # a task channel cools down like a chat channel
+    assert writer.events == [(1, "cooled")]  # the health trail notes it
     assert good.failures == 0
 
 

@@ -18,6 +18,7 @@ import aiohttp
 from polyrelay.errors import RelayError
 from polyrelay.providers.base import Target
 from polyrelay.relay.routing import Health
+from polyrelay.telemetry import metrics
 
 T = TypeVar("T")
 
@@ -28,13 +29,16 @@ _KEY_STATUSES = frozenset({401, 403, 429})  # the key itself is the problem: res
 
 class ChannelFailed(Exception, Generic[T]):
     """This channel cannot serve now: try the next. ``fallback`` is an answer to give the caller
-    when no channel does better (Midjourney's "queue full" is both a failure and an answer)."""
+    when no channel does better (Midjourney's "queue full" is both a failure and an answer).
+    ``upstream_status`` is what the upstream answered, for metrics (0: no answer; absent: the error's)."""
 
-    def __init__(self, error: RelayError, *, rest_key: bool = False, fallback: T | None = None) -> None:
+    def __init__(self, error: RelayError, *, rest_key: bool = False, fallback: T | None = None,
+                 upstream_status: int | None = None) -> None:
         super().__init__(error.message)
         self.error = error
         self.rest_key = rest_key
         self.fallback = fallback
+        self.upstream_status = error.status if upstream_status is None else upstream_status
 
 
 def fails_over(status: int) -> bool:
@@ -47,16 +51,16 @@ def status_failed(status: int, error: RelayError | None = None) -> ChannelFailed
         # A refused credential keeps its status until ``exhausted`` words it for the caller.
         error = RelayError(status if status in (401, 403) else 502, f"The upstream answered HTTP {status}.",
                            type="upstream_error", code="upstream_failed")
-    return ChannelFailed(error, rest_key=status in _KEY_STATUSES)
+    return ChannelFailed(error, rest_key=status in _KEY_STATUSES, upstream_status=status)
 
 
 def transport_failed(exc: BaseException) -> ChannelFailed[T]:
     """The failure for a connection error or a timeout."""
     if isinstance(exc, asyncio.TimeoutError):
         return ChannelFailed(RelayError(504, "The upstream timed out.", type="upstream_error",
-                                        code="timeout"))
+                                        code="timeout"), upstream_status=0)
     return ChannelFailed(RelayError(502, f"The upstream is unreachable ({type(exc).__name__}).",
-                                    type="upstream_error", code="upstream_unreachable"))
+                                    type="upstream_error", code="upstream_unreachable"), upstream_status=0)
 
 
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
@@ -82,9 +86,12 @@ async def first_answer(
     every target failed (a refused credential becomes a 502: the caller's key is fine, ours are not).
     """
     last: ChannelFailed[T] | None = None
+    last_channel = ""
     fallback: Tried[T] | None = None
     attempts = 0
     for target in targets:
+        if last is not None:
+            metrics.failover(last_channel)
         attempts += 1
         if on_attempt is not None:
             on_attempt(target, attempts)
@@ -93,19 +100,28 @@ async def first_answer(
         except ChannelFailed as failed:
             failed.error.scrub(target.channel.keys)
             health.failed(target, failed.error.message, rest_key=failed.rest_key)
-            last = failed
+            metrics.upstream_answered(target.channel.name, failed.upstream_status)
+            last, last_channel = failed, target.channel.name
             if failed.fallback is not None:
                 fallback = Tried(target, failed.fallback, attempts)
             continue
         except RelayError as error:
             health.succeeded(target.channel)  # the request was at fault, not the channel
+            metrics.upstream_answered(target.channel.name, error.status)
             raise error.scrub(target.channel.keys)
         health.succeeded(target.channel)
+        metrics.upstream_answered(target.channel.name, _status_of(answer))
         return Tried(target, answer, attempts)
     if fallback is not None:
         fallback.attempts = attempts
         return fallback
     raise exhausted(model, last.error if last is not None else None)
+
+
+def _status_of(answer: object) -> int:
+    """The HTTP status of an answer (a reply or a stream); a task view's status is a word: 200."""
+    status = getattr(answer, "status", 200)
+    return status if isinstance(status, int) else 200
 
 
 def exhausted(model: str, last: RelayError | None) -> RelayError:

@@ -20,6 +20,10 @@ from polyrelay.store.writer import BatchWriter
 
 _random = random.Random()
 
+# How ``disabled_reason`` starts when health accounting took a channel out of rotation: only such
+# channels are probed back (relay.healing); one an administrator disabled stays off.
+AUTO_DISABLED = "auto-disabled"
+
 
 @dataclass(frozen=True, slots=True)
 class HealthPolicy:
@@ -130,11 +134,18 @@ class Health:
             channel.key_rested_until[target.key_index] = time.monotonic() + policy.key_rest_s
         columns: dict[str, object] = {"failure_count": channel.failures, "last_error": error[:2000]}
         if channel.failures >= policy.cooldown_after_failures and policy.cooldown_s:
-            channel.cooldown_until = time.monotonic() + policy.cooldown_s
+            now = time.monotonic()
+            if channel.cooldown_until <= now:  # the trail notes entering a cooldown, not each extension
+                self._writer.record_channel_event(channel.id, "cooled", f"{channel.failures} consecutive failures: "
+                                                  f"{error[:400]}")
+            channel.cooldown_until = now + policy.cooldown_s
             columns["cooldown_until"] = _wall_clock(policy.cooldown_s)
         if policy.disable_after_failures and channel.failures >= policy.disable_after_failures:
             columns["enabled"] = False
-            columns["disabled_reason"] = f"auto-disabled after {channel.failures} consecutive failures: {error[:400]}"
+            columns["disabled_reason"] = reason = (f"{AUTO_DISABLED} after {channel.failures} consecutive failures: "
+                                                   f"{error[:400]}")
+            if channel.failures == policy.disable_after_failures:  # once, though calls in flight may fail on
+                self._writer.record_channel_event(channel.id, "disabled", reason)
         self._writer.record_channel(channel.id, **columns)
 
 

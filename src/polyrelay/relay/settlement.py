@@ -24,6 +24,7 @@ from polyrelay.providers.base import Target
 from polyrelay.scrub import scrub
 from polyrelay.store.snapshot import TokenRecord
 from polyrelay.store.writer import BatchWriter
+from polyrelay.telemetry import logs, metrics
 
 log = logging.getLogger("polyrelay")
 
@@ -136,7 +137,10 @@ class Settler:
             if outcome.token is not None and outcome.usage is not None:
                 self.limiter.used(outcome.token, outcome.usage)
         token = outcome.token
-        self.writer.record_usage(usage_row(outcome, cost), token.id if token else None, cost, reservation)
+        row = usage_row(outcome, cost)
+        self.writer.record_usage(row, token.id if token else None, cost, reservation)
+        metrics.request(row, token.user.group if token is not None and token.user is not None else "")
+        logs.request(row)
 
     def charged(self, outcome: Outcome) -> None:
         """The charge was committed elsewhere (with its task): settle the hold to it, write no row."""

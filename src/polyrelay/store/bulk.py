@@ -150,6 +150,10 @@ class BulkInsert:
         """A row made by ``row`` as a dict keyed by column name again."""
         return {field.name: value for field, value in zip(self._plan_for(dialect).fields, row)}
 
+    def positions(self, dialect: Dialect) -> dict[str, int]:
+        """Where each column is in a row made by ``row``, to read a few without ``named``'s dict."""
+        return {field.name: index for index, field in enumerate(self._plan_for(dialect).fields)}
+
     def execute(self, connection: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert rows made by ``row``: many per statement on SQLite, else one ``executemany``."""
         plan = self._plan_for(connection.dialect)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from polyrelay.store.crypto import EncryptedKeys
@@ -304,3 +304,86 @@ class BudgetLease(Base):
     subject: Mapped[str] = mapped_column(String(32), primary_key=True)
     micros: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger)  # epoch milliseconds
+
+
+class ChannelEvent(Base):
+    """One step in a channel's health trail: why it left or rejoined rotation, and who said so.
+
+    No foreign key: the trail outlives a deleted channel. ``actor`` is "auto" (the relay's health
+    accounting), "probe" (relay.healing) or "admin:<name>"."""
+
+    __tablename__ = "channel_events"
+    # The trail reads in the order things happened (``created_at``), not of commits: a probe's row can
+    # commit before the batching writer's row of the cooldown that made the channel due.
+    __table_args__ = (Index("ix_channel_events_channel_id_created_at", "channel_id", "created_at"),
+                      Index("ix_channel_events_created_at", "created_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))  # disabled, enabled, cooled, probe_failed, probe_succeeded
+    reason: Mapped[str] = mapped_column(String(512), default="")
+    actor: Mapped[str] = mapped_column(String(128), default="auto")
+
+
+# Upper bounds (ms) of the latency buckets the daily rollups count requests in; slower requests are
+# the rest of ``requests``. Enough to estimate a median within a bucket (api/admin/stats.py).
+LATENCY_BUCKETS_MS = (50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+
+
+class _DailyMeasures:
+    """What a daily rollup adds up. ``requests`` and the latency columns leave out task refunds
+    (usage rows with status 0); tokens and cost count every row, like the raw log."""
+
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)  # status >= 400
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    latency_le_50: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_le_100: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_le_250: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_le_500: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_le_1000: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_le_2500: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_le_5000: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_le_10000: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_le_30000: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_le_60000: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+DAILY_MEASURES = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_micros", "latency_ms_sum",
+                  *(f"latency_le_{bound}" for bound in LATENCY_BUCKETS_MS))
+
+
+class UsageDaily(_DailyMeasures, Base):
+    """Usage per UTC day x user x model, kept by the batching writer in the usage rows' transaction;
+    the dashboard reads these, and they outlive the raw rows' retention. ``user_id`` 0: no user."""
+
+    __tablename__ = "usage_daily"
+    # One user's window in (day, model) order: read without a sort.
+    __table_args__ = (Index("ix_usage_daily_user_id_day_model", "user_id", "day", "model"),)
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+
+
+class ModelDaily(_DailyMeasures, Base):
+    """Usage per UTC day x model, all users together: the admin dashboard's window costs one row per
+    day and model, however many users there are. Kept like ``usage_daily``."""
+
+    __tablename__ = "model_daily"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+
+
+class ChannelDaily(_DailyMeasures, Base):
+    """Usage per UTC day x channel (``channel_id`` 0: answered without one), kept like ``usage_daily``."""
+
+    __tablename__ = "channel_daily"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(Integer, primary_key=True)

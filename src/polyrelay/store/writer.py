@@ -2,7 +2,8 @@
 
 Requests append to in-memory buffers; every ``interval`` (at most 100 ms) one
 transaction writes everything buffered. Graceful shutdown flushes the rest, so only a
-hard kill (SIGKILL, power loss) can lose what was settled in the last interval.
+hard kill (SIGKILL, power loss) can lose what was settled in the last interval. The same
+transaction adds the rows to the daily rollups the dashboard reads (``store/rollups.py``).
 
 No row can poison the writer. Values are bounded to their columns as they are recorded
 (``bulk.bound_for``). A batch the database still refuses is written again row by row, each
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -44,6 +46,8 @@ from polyrelay.store import models
 from polyrelay.store.bulk import Bounds, BulkInsert, integer_range
 from polyrelay.store.changes import CHANNELS
 from polyrelay.store.db import bump_records_version
+from polyrelay.telemetry import metrics
+from polyrelay.store.rollups import Rollups
 
 if TYPE_CHECKING:
     from polyrelay.billing.quota import Reservation
@@ -54,6 +58,8 @@ log = logging.getLogger("polyrelay")
 _USAGE = BulkInsert(models.UsageLog.__table__)
 _LEDGER = BulkInsert(models.LedgerEntry.__table__)
 _CHANNEL_BOUNDS = Bounds(models.Channel.__table__)
+_EVENT_BOUNDS = Bounds(models.ChannelEvent.__table__)
+_EVENTS = insert(models.ChannelEvent.__table__)
 _DEAD_BOUNDS = Bounds(models.DeadLetter.__table__)
 _DEAD_LETTER = insert(models.DeadLetter.__table__)
 # A charge is booked between 0 and what the columns it lands in can hold.
@@ -91,6 +97,7 @@ class _Batch:
     spend: dict[int, int] = field(default_factory=dict)  # token id -> micro-USD to add
     last_used: dict[int, datetime] = field(default_factory=dict)
     channels: dict[int, dict[str, Any]] = field(default_factory=dict)  # channel id -> columns
+    events: list[dict[str, Any]] = field(default_factory=list)  # channel_events rows (the health trail)
     ledger: list[tuple[Any, ...]] = field(default_factory=list)  # charge entries, one per charged request
     balances: dict[int, int] = field(default_factory=dict)  # user id -> micro-USD charged (to subtract)
     users: dict[int, UserRecord] = field(default_factory=dict)  # in-memory records to reconcile after commit
@@ -98,13 +105,13 @@ class _Batch:
     postings: list[_Posting] = field(default_factory=list)  # ``logs`` and ``ledger`` row by row, to split on failure
 
     def __bool__(self) -> bool:
-        return bool(self.logs or self.spend or self.last_used or self.channels or self.ledger)
+        return bool(self.logs or self.spend or self.last_used or self.channels or self.ledger or self.events)
 
     def parts(self) -> list[_Batch]:
         """The batch as batches of one usage row with its own money, then channel health and last use."""
         parts = [_one(posting) for posting in self.postings]
-        if self.last_used or self.channels:
-            parts.append(_Batch(last_used=self.last_used, channels=self.channels))
+        if self.last_used or self.channels or self.events:
+            parts.append(_Batch(last_used=self.last_used, channels=self.channels, events=self.events))
         return parts
 
 
@@ -157,9 +164,11 @@ class BatchWriter:
         self._interval_s = interval_s
         self._executor = executor
         self._batch = _Batch()
+        self._rollups = Rollups(_USAGE.positions(self._dialect))
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
         self._waiting = False  # the database stopped answering; logged once until it answers again
+        self._kept_aside = 0  # writes kept in dead_letters or dropped since start (written on the DB thread)
         # Told the charges each flush committed (user id -> micro-USD, token id -> micro-USD): the
         # budget leases they were spent from no longer include them (billing.budget).
         self.on_commit: Callable[[dict[int, int], dict[int, int]], None] | None = None
@@ -200,6 +209,22 @@ class BatchWriter:
     def record_channel(self, channel_id: int, **columns: Any) -> None:
         self._batch.channels.setdefault(channel_id, {}).update(_CHANNEL_BOUNDS.apply(columns))
 
+    def record_channel_event(self, channel_id: int, kind: str, reason: str, actor: str = "auto") -> None:
+        """Queue a row of the channel's health trail; it commits with the health columns it explains."""
+        self._batch.events.append(_EVENT_BOUNDS.apply({
+            "channel_id": channel_id, "created_at": datetime.now(timezone.utc), "kind": kind, "reason": reason,
+            "actor": actor}))
+
+    @property
+    def waiting(self) -> bool:
+        """The database stopped answering and rows wait in memory (for alerts)."""
+        return self._waiting
+
+    @property
+    def kept_aside(self) -> int:
+        """Writes this process kept in dead_letters, or dropped, since it started (for alerts)."""
+        return self._kept_aside
+
     def queued(self) -> int:
         """Usage rows waiting for the next flush (a number that keeps growing means commits fail)."""
         return len(self._batch.logs)
@@ -219,12 +244,15 @@ class BatchWriter:
             if not batch:
                 return
             loop = asyncio.get_running_loop()
+            started = time.perf_counter()
             try:
                 outcome = await loop.run_in_executor(self._executor, self._commit, batch)
             except Exception:  # a bug, not the database: keep the money and say so
                 log.exception("usage flush failed; will retry")
+                metrics.flushed(time.perf_counter() - started, ok=False)
                 self._merge_back(batch)
                 return
+            metrics.flushed(time.perf_counter() - started, ok=not outcome.left)
             self._reconcile(outcome)
             for part in outcome.left:
                 self._merge_back(part)
@@ -275,6 +303,7 @@ class BatchWriter:
             current.last_used.setdefault(token_id, when)
         for channel_id, columns in batch.channels.items():
             current.channels[channel_id] = {**columns, **current.channels.get(channel_id, {})}
+        current.events[:0] = batch.events
         current.ledger[:0] = batch.ledger
         for user_id, micros in batch.balances.items():
             current.balances[user_id] = current.balances.get(user_id, 0) + micros
@@ -328,10 +357,12 @@ class BatchWriter:
                 errors.append(_first_line(error))
                 continue
             if letter is not None:
+                self._kept_aside += 1
                 log.error("usage row %s kept in dead_letters (%s): %s", letter["request_id"] or "(channel health)",
                           "written with its text blanked" if letter["committed"] else "not written, not charged",
                           letter["error"])
             return read_back
+        self._kept_aside += 1
         log.error("write dropped, even its dead letter was refused (%s): %s", "; ".join(errors),
                   self._payload(part))
         return {}, {}
@@ -343,7 +374,8 @@ class BatchWriter:
 
     def _payload(self, part: _Batch) -> str:
         if not part.postings:
-            return json.dumps({"channels": part.channels, "last_used": part.last_used}, default=str)
+            return json.dumps({"channels": part.channels, "last_used": part.last_used, "events": part.events},
+                              default=str)
         posting = part.postings[0]
         ledger = _LEDGER.named(self._dialect, posting.ledger) if posting.ledger is not None else None
         return json.dumps({"usage_log": _USAGE.named(self._dialect, posting.log), "ledger": ledger}, default=str)
@@ -355,6 +387,7 @@ class BatchWriter:
             if dead_letter is not None:
                 connection.execute(_DEAD_LETTER, dead_letter)
             _USAGE.execute(connection, batch.logs)
+            self._rollups.upsert(connection, batch.logs)  # the daily sums commit with the rows they count
             _LEDGER.execute(connection, batch.ledger)
             if batch.balances:
                 connection.execute(_CHARGE, [{"row_id": i, "micros": m, "floor": _MICROS_MIN + m}
@@ -367,6 +400,8 @@ class BatchWriter:
             for channel_id, columns in batch.channels.items():
                 columns = {**columns, "updated_at": datetime.now(timezone.utc)}
                 session.execute(update(models.Channel).where(models.Channel.id == channel_id).values(**columns))
+            if batch.events:
+                connection.execute(_EVENTS, batch.events)
             if any("enabled" in columns for columns in batch.channels.values()):
                 bump_records_version(session, CHANNELS)  # a channel left rotation: every process must see it
             balances = dict(connection.execute(_BALANCES, {"ids": list(batch.users)}).all()) if batch.users else {}

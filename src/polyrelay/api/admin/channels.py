@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -65,7 +65,7 @@ def _check_bounds(data: dict[str, Any]) -> None:
 _MAX_TIMEOUT_S = 86_400.0
 
 
-def _apply_channel(row: models.Channel, data: dict[str, Any], creating: bool) -> None:
+def _apply_channel(row: models.Channel, data: dict[str, Any], creating: bool, actor: str = "") -> None:
     from pydantic import ValidationError
 
     from polyrelay.config import ChannelConfig
@@ -86,14 +86,27 @@ def _apply_channel(row: models.Channel, data: dict[str, Any], creating: bool) ->
     if config.type not in known:
         raise ApiError(400, "invalid_field",
                        f"Unknown channel type '{config.type}'; known: {', '.join(sorted(known))}.")
-    for name in ("name", "type", "base_url", "priority", "weight", "enabled", "timeout_s", "connect_timeout_s"):
-        setattr(row, name, getattr(config, name))
     row.keys, row.models = list(config.keys), list(config.models)
     row.model_mapping, row.options = dict(config.model_mapping), dict(config.options)
+    before = (row.enabled, row.disabled_reason)
+    for name in ("name", "type", "base_url", "priority", "weight", "enabled", "timeout_s", "connect_timeout_s"):
+        setattr(row, name, getattr(config, name))
     if "enabled" in data and config.enabled:
         row.disabled_reason, row.failure_count, row.cooldown_until = "", 0, None
+    elif "enabled" in data:  # by hand: never probed back (relay.healing), even if health had disabled it first
+        row.disabled_reason = f"disabled by {actor or 'an administrator'}"
+    if not creating and "enabled" in data and (row.enabled, row.disabled_reason) != before:
+        session = object_session(row)
+        assert session is not None
+        session.add(models.ChannelEvent(channel_id=row.id, kind="enabled" if row.enabled else "disabled",
+                                        reason="by hand", actor=actor[:128]))
     if "balance_micros" in data:
         row.balance_micros = field_int(data, "balance_micros", minimum=-MAX_MICROS, maximum=MAX_MICROS, nullable=True)
+
+
+def actor_of(principal: Principal) -> str:
+    """Who a channel event names when an administrator acted: ``admin:<user name>`` (``admin:admin``: the admin key)."""
+    return f"admin:{principal.name}"[:128]
 
 
 @endpoint()
@@ -114,7 +127,7 @@ async def create_channel(request: Request, _: Principal) -> Response:
     return json_response(await insert_record(request, build, f"A channel named '{data.get('name')}'", channel_json), 201)
 
 
-async def _channel_op(request: Request, op: str, data: dict[str, Any] | None = None) -> Response:
+async def _channel_op(request: Request, op: str, principal: Principal, data: dict[str, Any] | None = None) -> Response:
     channel_id = path_int(request)
     if data is None:
         data = await read_body(request) if op == "update" else {}
@@ -122,34 +135,34 @@ async def _channel_op(request: Request, op: str, data: dict[str, Any] | None = N
 
     return await record_op(
         request, op, find=lambda session: session.get(models.Channel, channel_id), missing=f"Channel {channel_id}",
-        to_json=channel_json, apply=lambda row: _apply_channel(row, data, creating=False),
+        to_json=channel_json, apply=lambda row: _apply_channel(row, data, creating=False, actor=actor_of(principal)),
         conflict=f"A channel named '{data.get('name')}'",
     )
 
 
 @endpoint()
-async def get_channel(request: Request, _: Principal) -> Response:
-    return await _channel_op(request, "get")
+async def get_channel(request: Request, principal: Principal) -> Response:
+    return await _channel_op(request, "get", principal)
 
 
 @endpoint()
-async def update_channel(request: Request, _: Principal) -> Response:
-    return await _channel_op(request, "update")
+async def update_channel(request: Request, principal: Principal) -> Response:
+    return await _channel_op(request, "update", principal)
 
 
 @endpoint()
-async def delete_channel(request: Request, _: Principal) -> Response:
-    return await _channel_op(request, "delete")
+async def delete_channel(request: Request, principal: Principal) -> Response:
+    return await _channel_op(request, "delete", principal)
 
 
 @endpoint()
-async def enable_channel(request: Request, _: Principal) -> Response:
-    return await _channel_op(request, "update", {"enabled": True})
+async def enable_channel(request: Request, principal: Principal) -> Response:
+    return await _channel_op(request, "update", principal, {"enabled": True})
 
 
 @endpoint()
-async def disable_channel(request: Request, _: Principal) -> Response:
-    return await _channel_op(request, "update", {"enabled": False})
+async def disable_channel(request: Request, principal: Principal) -> Response:
+    return await _channel_op(request, "update", principal, {"enabled": False})
 
 
 @endpoint()

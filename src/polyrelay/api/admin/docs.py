@@ -45,6 +45,7 @@ _QUERIES = {
     "stats": [("days", {"type": "integer", "minimum": 1, "maximum": 90}, "default 14"),
               ("user_id", _ID_OR_ZERO, "admin only")],
     "system": [],
+    "health": [],
     "video": [],
 }
 _CREATES = frozenset({"create_user", "create_token", "my_create_token", "create_channel", "create_group",

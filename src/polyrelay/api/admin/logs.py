@@ -1,16 +1,17 @@
-"""Usage logs: the filtered list, daily aggregates and the CSV export, for admins and for /api/me."""
+"""Usage logs: the filtered list, daily aggregates and the streamed CSV export, for admins and for /api/me."""
 
 from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime
+from collections.abc import AsyncIterator
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Date, Engine, case, cast, func, select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from polyrelay.api.admin.access import Principal, endpoint
 from polyrelay.api.admin.common import INT64_MAX, engine_of, iso, json_response, paging, query_int, run_report
@@ -84,28 +85,77 @@ def log_day(engine: Engine) -> Any:
     return func.date(column)
 
 
+_CSV_PAGE = 5000  # rows per query of the CSV export: memory stays one page, whatever the table holds
+_MIDNIGHT = (0, 0, 0, 0)
+
+
+def _rollup_days(request: Request) -> tuple[date | None, date | None] | None:
+    """The [start, end) UTC days when the aggregate's filters are ones the daily rollups can answer
+    (user, model and whole days); None when only the raw rows can (token, channel, status, a time)."""
+    params = request.query_params
+    if any(params.get(name) for name in ("token_id", "channel_id", "status")):
+        return None
+    days: list[date | None] = []
+    for name in ("start", "end"):
+        if not params.get(name):
+            days.append(None)
+            continue
+        when = parse_time(params[name], name)
+        if (when.hour, when.minute, when.second, when.microsecond) != _MIDNIGHT:
+            return None
+        days.append(when.date())
+    return days[0], days[1]
+
+
+def _aggregate_rollups(days: tuple[date | None, date | None], owner: int | None, request: Request) -> Any:
+    daily = models.UsageDaily.__table__.c
+    params = request.query_params
+    clauses: list[Any] = []
+    if days[0] is not None:
+        clauses.append(daily.day >= days[0])
+    if days[1] is not None:
+        clauses.append(daily.day < days[1])
+    if owner is not None:
+        clauses.append(daily.user_id == owner)
+    elif params.get("user_id"):
+        clauses.append(daily.user_id == query_int(request, "user_id"))
+    if params.get("model"):
+        clauses.append(daily.model == params["model"])
+    return (select(daily.day, daily.model, daily.user_id, daily.requests, daily.errors, daily.prompt_tokens,
+                   daily.completion_tokens, daily.cost_micros)
+            .where(*clauses).order_by(daily.day, daily.model, daily.user_id))
+
+
+def _aggregate_raw(engine: Engine, clauses: list[Any]) -> Any:
+    log = models.UsageLog
+    day = log_day(engine).label("day")
+    return (
+        select(
+            day, log.model, log.user_id, func.sum(case((log.status_code > 0, 1), else_=0)).label("requests"),
+            func.sum(case((log.status_code >= 400, 1), else_=0)).label("errors"),
+            func.sum(log.prompt_tokens).label("prompt_tokens"),
+            func.sum(log.completion_tokens).label("completion_tokens"),
+            func.sum(log.cost_micros).label("cost_micros"),
+        )
+        .where(*clauses)
+        .group_by(day, log.model, log.user_id)
+        .order_by(day, log.model, log.user_id)
+    )
+
+
 async def aggregate_of(request: Request, owner: int | None) -> Response:
-    """Per day (UTC) x model x user: requests, errors, tokens and cost."""
+    """Per day (UTC) x model x user: requests (task refunds are not), errors, tokens and cost. From the
+    daily rollups when the filters allow (so also for days whose raw rows retention deleted), else
+    from the raw rows."""
     clauses = _log_filters(request, owner)
+    days = _rollup_days(request)
+    engine = engine_of(request)
+    query = _aggregate_raw(engine, clauses) if days is None else _aggregate_rollups(days, owner, request)
 
     def work() -> list[dict[str, Any]]:
-        log = models.UsageLog
-        day = log_day(engine_of(request)).label("day")
-        query = (
-            select(
-                day, log.model, log.user_id, func.count().label("requests"),
-                func.sum(case((log.status_code >= 400, 1), else_=0)).label("errors"),
-                func.sum(log.prompt_tokens).label("prompt_tokens"),
-                func.sum(log.completion_tokens).label("completion_tokens"),
-                func.sum(log.cost_micros).label("cost_micros"),
-            )
-            .where(*clauses)
-            .group_by(day, log.model, log.user_id)
-            .order_by(day, log.model, log.user_id)
-        )
-        with Session(engine_of(request)) as session:
+        with Session(engine) as session:
             return [
-                {"day": str(r.day), "model": r.model, "user_id": r.user_id, "requests": int(r.requests),
+                {"day": str(r.day), "model": r.model, "user_id": r.user_id or None, "requests": int(r.requests or 0),
                  "errors": int(r.errors or 0), "prompt_tokens": int(r.prompt_tokens or 0),
                  "completion_tokens": int(r.completion_tokens or 0), "cost_micros": int(r.cost_micros or 0)}
                 for r in session.execute(query)
@@ -115,21 +165,34 @@ async def aggregate_of(request: Request, owner: int | None) -> Response:
 
 
 async def csv_of(request: Request, owner: int | None) -> Response:
-    clauses = _log_filters(request, owner)
+    """Every matching row, oldest first, streamed a page at a time (by id, so a page is an index range
+    scan and rows written meanwhile neither repeat nor shift the pages)."""
+    clauses = _log_filters(request, owner)  # a bad filter is a 400 before the first byte
     columns = [c for c in _LOG_COLUMNS if owner is None or c not in ("channel_name", "channel_id")]
+    table = models.UsageLog.__table__
+    engine = engine_of(request)
 
-    def work() -> str:
+    def page(after: int) -> tuple[str, int | None]:
+        query = (select(*(table.c[name] for name in columns)).where(*clauses, table.c.id > after)
+                 .order_by(table.c.id).limit(_CSV_PAGE))
+        with Session(engine) as session:
+            rows = session.execute(query).all()
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(columns)
-        log = models.UsageLog
-        with Session(engine_of(request)) as session:
-            for row in session.scalars(select(log).where(*clauses).order_by(log.id).limit(1_000_000)):
-                writer.writerow([iso(v) if isinstance(v, datetime) else v for v in (getattr(row, c) for c in columns)])
-        return out.getvalue()
+        writer.writerows([iso(v) if isinstance(v, datetime) else v for v in row] for row in rows)
+        return out.getvalue(), rows[-1].id if len(rows) == _CSV_PAGE else None
 
-    text = await run_report(request, work)
-    return Response(text, media_type="text/csv", headers={"content-disposition": 'attachment; filename="usage.csv"'})
+    async def body() -> AsyncIterator[str]:
+        header = io.StringIO()
+        csv.writer(header).writerow(columns)
+        yield header.getvalue()
+        after: int | None = 0
+        while after is not None:
+            text, after = await run_report(request, page, after)
+            yield text
+
+    return StreamingResponse(body(), media_type="text/csv",
+                             headers={"content-disposition": 'attachment; filename="usage.csv"'})
 
 
 @endpoint()

@@ -21,6 +21,7 @@ from polyrelay.api.admin.channels import (
     update_channel,
 )
 from polyrelay.api.admin.common import ApiError, error_response, json_response
+from polyrelay.api.admin.health import channel_events, health
 from polyrelay.api.admin.groups import create_group, delete_group, get_group, list_groups, update_group
 from polyrelay.api.admin.logs import logs, logs_aggregate, logs_csv
 from polyrelay.api.admin.me import (
@@ -95,6 +96,8 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("POST", "/api/channels/{id}/test", test_channel, "channels"),
     ("POST", "/api/channels/{id}/enable", enable_channel, "channels"),
     ("POST", "/api/channels/{id}/disable", disable_channel, "channels"),
+    ("GET", "/api/channels/{id}/events", channel_events, "channels"),
+    ("GET", "/api/health", health, "console"),
     ("GET", "/api/prices", list_prices, "prices"),
     ("GET", "/api/prices/{model}", get_price, "prices"),
     ("PUT", "/api/prices/{model}", put_price, "prices"),

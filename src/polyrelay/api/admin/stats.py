@@ -1,25 +1,29 @@
 """The console's dashboard numbers: per day and model over the last N UTC days, and the window's totals.
 
-A task refund is a usage row with ``status_code`` 0: it counts in the money, not as a
-request (nor in the latency median), so a failed task is one request that cost nothing.
+Read from the daily rollups (``store/rollups.py``), never from ``usage_logs``: a window costs one
+row per day x model it covers (per day x model of the one user when narrowed to one), however
+many requests those rows count, and the numbers
+stay after retention has deleted the raw rows. A task refund (a usage row with ``status_code`` 0)
+counts in the money, not as a request nor in the latency median. The median is estimated from the
+rollups' latency buckets and latency sum (``median_of``): always within the true median's bucket.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import Engine, case, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, func, select
 from starlette.requests import Request
 from starlette.responses import Response
 
 from polyrelay.api.admin.access import Principal, endpoint
 from polyrelay.api.admin.common import engine_of, json_response, query_int, run_report
-from polyrelay.api.admin.logs import log_day
 from polyrelay.store import models
 
 _MAX_DAYS = 90
+_TOTALS = ("requests", "errors", "cost_micros", "prompt_tokens", "completion_tokens")
+_BUCKETS = tuple(f"latency_le_{bound}" for bound in models.LATENCY_BUCKETS_MS)
 
 
 def _window(request: Request) -> list[str]:
@@ -29,42 +33,54 @@ def _window(request: Request) -> list[str]:
     return [(today - timedelta(days=n)).isoformat() for n in range(days - 1, -1, -1)]
 
 
+def median_of(counts: list[int], requests: int, mean: float) -> float | None:
+    """The median latency (ms) estimated from bucket counts (``models.LATENCY_BUCKETS_MS``; the rest of
+    ``requests`` is slower than the last bound): the mean when it lies in the median's bucket (traffic
+    of one kind, where it is the better guess), else by linear interpolation within the bucket."""
+    if not requests:
+        return None
+    rank = requests // 2  # the row the exact query would pick: 0-based, after sorting by latency
+    below, low = 0, 0.0
+    for bound, count in zip(models.LATENCY_BUCKETS_MS, counts):
+        if rank < below + count:
+            return mean if low <= mean <= bound else low + (bound - low) * (rank - below + 0.5) / count
+        below, low = below + count, float(bound)
+    return max(mean, low)
+
+
 def _stats(engine: Engine, days: list[str], user_id: int | None) -> dict[str, Any]:
-    log = models.UsageLog
-    start = datetime.combine(datetime.fromisoformat(days[0]).date(), time.min, tzinfo=timezone.utc)
-    clauses = [log.created_at >= start] + ([log.user_id == user_id] if user_id is not None else [])
-    request = log.status_code > 0  # not a refund row
-    day = log_day(engine).label("day")
-    grouped = (
-        select(day, log.model, func.sum(case((request, 1), else_=0)).label("requests"),
-               func.sum(case((log.status_code >= 400, 1), else_=0)).label("errors"),
-               func.sum(log.cost_micros).label("cost_micros"), func.sum(log.prompt_tokens).label("prompt_tokens"),
-               func.sum(log.completion_tokens).label("completion_tokens"))
-        .where(*clauses).group_by(day, log.model)
-    )
+    # Everyone: one row per day and model; one user: that user's rows, found by (user_id, day, model).
+    # Days after today (a clock ahead) are not in the window.
+    daily = (models.ModelDaily if user_id is None else models.UsageDaily).__table__.c
+    clauses = [daily.day.between(date.fromisoformat(days[0]), date.fromisoformat(days[-1]))]
+    if user_id is not None:
+        clauses.append(daily.user_id == user_id)
+    grouped = (select(daily.day, daily.model, *(func.sum(daily[name]) for name in _TOTALS))
+               .where(*clauses).group_by(daily.day, daily.model))
+    latencies = select(func.sum(daily.latency_ms_sum), *(func.sum(daily[name]) for name in _BUCKETS)).where(*clauses)
+    with engine.connect() as connection:
+        rows = connection.execute(grouped).all()
+        latency_sum, *counts = connection.execute(latencies).one()
+    buckets = [int(count or 0) for count in counts]
     index = {name: n for n, name in enumerate(days)}
     series: dict[str, dict[str, Any]] = {}
-    totals = {"requests": 0, "errors": 0, "cost_micros": 0, "prompt_tokens": 0, "completion_tokens": 0}
-    with Session(engine) as session:
-        for row in session.execute(grouped):
-            at = index.get(str(row.day))
-            if at is None:  # a row stamped in the future (clock skew): not in the window's days
-                continue
-            entry = series.setdefault(row.model, {"model": row.model, "requests": [0] * len(days),
-                                                  "errors": [0] * len(days), "cost_micros": [0] * len(days)})
-            for name in totals:
-                value = int(getattr(row, name) or 0)
-                totals[name] += value
-                if name in entry:
-                    entry[name][at] = value
-        median = None
-        if totals["requests"]:  # the middle row by latency, found by the database
-            median = session.scalar(select(log.latency_ms).where(*clauses, request).order_by(log.latency_ms)
-                                    .offset(totals["requests"] // 2).limit(1))
+    totals = dict.fromkeys(_TOTALS, 0)
+    for day, model, *values in rows:
+        at = index[str(day)]
+        entry = series.get(model)
+        if entry is None:
+            entry = series[model] = {"model": model, "requests": [0] * len(days), "errors": [0] * len(days),
+                                     "cost_micros": [0] * len(days)}
+        for name, value in zip(_TOTALS, values):
+            value = int(value or 0)
+            totals[name] += value
+            if name in entry:
+                entry[name][at] = value
     ordered = sorted(series.values(), key=lambda s: (-sum(s["requests"]), s["model"]))
-    error_rate = totals["errors"] / totals["requests"] if totals["requests"] else 0.0
-    return {"days": days, "series": ordered,
-            "totals": {**totals, "error_rate": error_rate, "p50_latency_ms": median}}
+    requests = totals["requests"]
+    error_rate = totals["errors"] / requests if requests else 0.0
+    median = median_of(buckets, requests, float(latency_sum or 0) / (requests or 1))
+    return {"days": days, "series": ordered, "totals": {**totals, "error_rate": error_rate, "p50_latency_ms": median}}
 
 
 async def stats_of(request: Request, owner: int | None) -> Response:

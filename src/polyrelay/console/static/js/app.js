@@ -22,6 +22,7 @@ const ADMIN_PAGES = {
   'admin/redemptions': () => import('./pages/admin/redemptions.js'),
   'admin/logs': () => import('./pages/admin/logs.js'),
   'admin/system': () => import('./pages/admin/system.js'),
+  'admin/health': () => import('./pages/admin/health.js'),
 };
 
 const root = document.getElementById('app');

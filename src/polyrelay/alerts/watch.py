@@ -1,0 +1,185 @@
+"""The watch loop: every ``interval_s``, evaluate the conditions and hand what changed to the outbox.
+
+Nothing here runs on the hot path: balances come from the in-memory snapshot, the writer's state from
+its properties, the rest from three small queries on the report threads. Conditions that last (an
+error rate, a low balance, a backlog, a writer that cannot commit) alert when they start, again every
+``repeat_s`` while they last, and once more when they end; events (a channel leaving or rejoining
+rotation, a write kept aside) alert once. A check that fails (the database down) is logged and
+leaves its conditions as they were, so it never sends a false all-clear.
+
+Each node runs its own loop: with several nodes, cluster-wide conditions (channels, error rate,
+backlog, balances) are reported by each of them (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine
+
+from polyrelay.alerts import checks
+from polyrelay.alerts.messages import Alert
+from polyrelay.alerts.outbox import Outbox
+from polyrelay.alerts.settings import AlertSettings
+from polyrelay.background import stop_task
+from polyrelay.store.snapshot import Snapshot
+from polyrelay.store.writer import BatchWriter
+
+log = logging.getLogger("polyrelay.alerts")
+
+T = TypeVar("T")
+_States = dict[str, Alert]  # condition key -> its alert, for the conditions that hold now
+
+
+class Tracker:
+    """Which conditions are open, and when each was last told."""
+
+    def __init__(self, repeat_s: float) -> None:
+        self._repeat_s = repeat_s
+        self._open: dict[str, dict[str, tuple[Alert, float]]] = {}  # check -> key -> (latest alert, told at)
+
+    def update(self, check: str, states: _States | None, at: datetime, now: float) -> list[Alert]:
+        """What to tell about one check's conditions, given those that hold at ``now`` (monotonic s)."""
+        if states is None:  # the check could not tell: nothing starts or ends
+            return []
+        opened = self._open.setdefault(check, {})
+        due: list[Alert] = []
+        for key, alert in states.items():
+            told = opened[key][1] if key in opened else None
+            if told is None:
+                due.append(alert)
+                told = now
+            elif self._repeat_s and now - told >= self._repeat_s:
+                due.append(alert.again(at))
+                told = now
+            opened[key] = (alert, told)
+        for key in opened.keys() - states.keys():
+            due.append(opened.pop(key)[0].resolved(at))
+        return due
+
+
+class Watch:
+    def __init__(self, settings: AlertSettings, outbox: Outbox, engine: Engine, executor: ThreadPoolExecutor,
+                 snapshot: Callable[[], Snapshot], writer: BatchWriter) -> None:
+        self._settings = settings
+        self._outbox = outbox
+        self._engine = engine
+        self._executor = executor
+        self._snapshot = snapshot
+        self._writer = writer
+        self._tracker = Tracker(settings.repeat_s)
+        self._channels: dict[int, checks.ChannelState] | None = None  # the last read, to diff against
+        self._kept_aside = writer.kept_aside
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="polyrelay-alerts")
+
+    async def stop(self) -> None:
+        await stop_task(self._task)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug: say so, keep watching
+                log.exception("alert round failed")
+            await asyncio.sleep(self._settings.interval_s)
+
+    async def round(self) -> None:
+        at = datetime.now(timezone.utc)
+        alerts = await self._channel_changes(at) + self._writes_kept_aside(at)
+        track = self._tracker.update
+        alerts += track("error_rate", await self._error_rate(at), at, time.monotonic())
+        alerts += track("balance", self._balances(at), at, time.monotonic())
+        alerts += track("tasks", await self._backlog(at), at, time.monotonic())
+        alerts += track("writer", self._writer_waiting(at), at, time.monotonic())
+        self._outbox.put(alerts)
+        await self._outbox.send()
+
+    async def _read(self, what: str, fn: Callable[..., T], *args: Any) -> T | None:
+        try:
+            future: Awaitable[T] = asyncio.get_running_loop().run_in_executor(self._executor, fn, self._engine, *args)
+            return await future
+        except Exception as error:
+            log.warning("alerts could not read %s: %s", what, error)
+            return None
+
+    async def _channel_changes(self, at: datetime) -> list[Alert]:
+        now = await self._read("channels", checks.channel_states)
+        if now is None:
+            return []
+        before, self._channels = self._channels, now
+        alerts: list[Alert] = []
+        for channel_id, was in (before or {}).items():
+            state = now.get(channel_id)
+            if state is None or state.enabled == was.enabled:
+                continue
+            if state.enabled:
+                alerts.append(Alert("channel_enabled", "info", f"Channel {state.name} is back in rotation",
+                                    {"channel": state.name}, at))
+            else:
+                alerts.append(Alert("channel_disabled", "warning", f"Channel {state.name} was disabled",
+                                    {"channel": state.name, "reason": state.reason or "(none given)"}, at))
+        return alerts
+
+    async def _error_rate(self, at: datetime) -> _States | None:
+        settings = self._settings
+        if settings.error_rate is None:
+            return {}
+        counts = await self._read("usage logs", checks.error_counts, at - timedelta(seconds=settings.error_window_s))
+        if counts is None:
+            return None
+        total, errors = counts
+        if total < settings.error_min_requests or errors / total <= settings.error_rate:
+            return {}
+        return {"error_rate": Alert(
+            "error_rate", "critical", f"{errors / total:.0%} of requests failed in the last {settings.error_window_s:g} s",
+            {"requests": total, "errors": errors, "threshold": f"{settings.error_rate:.0%}"}, at)}
+
+    def _balances(self, at: datetime) -> _States:
+        below_usd = self._settings.balance_below_usd
+        if below_usd is None:
+            return {}
+        below = round(below_usd * 1_000_000)
+        return {
+            f"user:{user.id}": Alert("balance_low", "warning", f"User {user.name}'s balance is below {below_usd:g} USD",
+                                     {"user": user.name, "balance_usd": f"{user.balance_micros / 1_000_000:.6f}"}, at)
+            for user in self._snapshot().users.values()
+            if user.enabled and not user.unlimited and user.balance_micros < below
+        }
+
+    async def _backlog(self, at: datetime) -> _States | None:
+        settings = self._settings
+        if settings.task_backlog_count is None:
+            return {}
+        cutoff_ms = int(at.timestamp() * 1000 - settings.task_backlog_after_s * 1000)
+        late = await self._read("tasks", checks.late_tasks, cutoff_ms, max(settings.task_backlog_count + 1, 10_000))
+        if late is None:
+            return None
+        if late <= settings.task_backlog_count:
+            return {}
+        return {"backlog": Alert("task_backlog", "warning",
+                                 f"{late} tasks unfinished after {settings.task_backlog_after_s:g} s",
+                                 {"late_tasks": late, "threshold": settings.task_backlog_count}, at)}
+
+    def _writer_waiting(self, at: datetime) -> _States:
+        if not self._writer.waiting:
+            return {}
+        return {"waiting": Alert("writer_failing", "critical", "The database does not take usage writes",
+                                 {"rows_waiting": self._writer.queued()}, at)}
+
+    def _writes_kept_aside(self, at: datetime) -> list[Alert]:
+        kept, self._kept_aside = self._writer.kept_aside - self._kept_aside, self._writer.kept_aside
+        if not kept:
+            return []
+        return [Alert("writer_dead_letters", "critical", f"{kept} usage writes refused by the database",
+                      {"kept_aside": kept, "see": "GET /api/system, dead_letters"}, at)]
