@@ -31,6 +31,7 @@ from polyrelay.api import files as files_api
 from polyrelay.api import flux as flux_api
 from polyrelay.api import kling as kling_api
 from polyrelay.api import luma as luma_api
+from polyrelay.api import metrics as metrics_api
 from polyrelay.api import models as models_api
 from polyrelay.api import stability_video as stability_video_api
 from polyrelay.api import suno as suno_api
@@ -180,7 +181,7 @@ def create_app(settings: Settings) -> ASGIApp:
 
     app = Starlette(
         routes=[Route("/healthz", healthz, methods=["GET"]), Route("/readyz", Readiness().respond, methods=["GET"]),
-                Route("/metrics", exposition.endpoint(settings.admin_key, settings.metrics.allow_unauthenticated_from,
+                Route("/metrics", metrics_api.endpoint(settings.admin_key, settings.metrics.allow_unauthenticated_from,
                                                       lambda: getattr(app.state, "metrics", None)), methods=["GET"]),
                 *ideogram_api.routes(), *recraft_api.routes(),
                 *stability_api.routes(), *midjourney_api.routes(),  # before OpenAI's catch-all /v1/{rest:path}

@@ -43,7 +43,7 @@ def stream_error(error: RelayError) -> bytes:
     return b"event: error\ndata: " + orjson.dumps(claude.error_body(error)) + b"\n\n"
 
 
-def _key(request: Request) -> str | None:
+def key_of(request: Request) -> str | None:
     return request.headers.get("x-api-key") or bearer_key(request)
 
 
@@ -75,7 +75,7 @@ def _call(request: Request, body: bytes, endpoint: str = "messages") -> Call:
     return call
 
 
-messages = relay_endpoint(_call, error_response, _key)
+messages = relay_endpoint(_call, error_response, key_of)
 
 
 def _estimate(call: Call) -> dict[str, int]:
@@ -87,7 +87,7 @@ async def count_tokens(request: Request) -> Response:
     model for this key, else a local estimate when a channel of another type does (see ``claude.count_tokens``)."""
     try:
         relay: Relay = request.app.state.relay
-        token = caller(relay.snapshot, _key(request), client_ip(request))
+        token = caller(relay.snapshot, key_of(request), client_ip(request))
         call = _call(request, await read_body(request), "messages.count_tokens")
         return await counting.count_tokens(relay, call, token, kinds.CLAUDE, _estimate)
     except RelayError as error:

@@ -53,7 +53,7 @@ def stream_error(error: RelayError) -> bytes:
     return b"data: " + orjson.dumps(_error_body(error)) + b"\r\n\r\n"
 
 
-def _key(request: Request) -> str | None:
+def key_of(request: Request) -> str | None:
     return request.headers.get("x-goog-api-key") or request.query_params.get("key") or bearer_key(request)
 
 
@@ -87,7 +87,7 @@ def _call(request: Request, body: bytes) -> Call:
     return call
 
 
-_relayed = relay_endpoint(_call, error_response, _key)
+_relayed = relay_endpoint(_call, error_response, key_of)
 
 
 async def model_action(request: Request) -> Response:
@@ -101,7 +101,7 @@ async def _count_tokens(request: Request) -> Response:
     local estimate when a channel of another type serves it (``gemini_request.count_tokens``)."""
     try:
         relay: Relay = request.app.state.relay
-        token = caller(relay.snapshot, _key(request), client_ip(request))
+        token = caller(relay.snapshot, key_of(request), client_ip(request))
         call = _call(request, await read_body(request))
         return await counting.count_tokens(relay, call, token, kinds.GEMINI, local_count)
     except RelayError as error:

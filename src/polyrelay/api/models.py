@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from polyrelay import kinds
-from polyrelay.api import dialect
+from polyrelay.api import anthropic, dialect, gemini
 from polyrelay.api.common import bearer_key
 from polyrelay.errors import RelayError, bad_request
 from polyrelay.relay.auth import authenticate
@@ -71,17 +71,13 @@ def _openai_get(request: Request, model: str) -> Response:
 
 # --- Anthropic ----------------------------------------------------------------
 
-def _anthropic_key(request: Request) -> str | None:
-    return request.headers.get("x-api-key") or bearer_key(request)
-
-
 def _anthropic_model(model: str) -> dict[str, Any]:
     return {"type": "model", "id": model, "display_name": model, "created_at": _STARTED_ISO}
 
 
 def _anthropic_list(request: Request) -> Response:
     """Anthropic's cursor pages: ``limit`` (1-1000, default 20), ``after_id`` or ``before_id``."""
-    names = _visible(request, _anthropic_key(request), (kinds.CLAUDE,))
+    names = _visible(request, anthropic.key_of(request), (kinds.CLAUDE,))
     query = request.query_params
     limit = _limit(query.get("limit"), 20, 1000, "limit")
     if (before := query.get("before_id")) is not None:
@@ -99,16 +95,12 @@ def _anthropic_list(request: Request) -> Response:
 
 
 def _anthropic_get(request: Request, model: str) -> Response:
-    if model not in _visible(request, _anthropic_key(request), (kinds.CLAUDE,)):
+    if model not in _visible(request, anthropic.key_of(request), (kinds.CLAUDE,)):
         raise _not_found(model)
     return JSONResponse(_anthropic_model(model))
 
 
 # --- Gemini -------------------------------------------------------------------
-
-def _gemini_key(request: Request) -> str | None:
-    return request.headers.get("x-goog-api-key") or request.query_params.get("key") or bearer_key(request)
-
 
 def _gemini_model(request: Request, model: str) -> dict[str, Any]:
     relay: Relay = request.app.state.relay
@@ -120,7 +112,7 @@ def _gemini_model(request: Request, model: str) -> dict[str, Any]:
 
 def _gemini_list(request: Request) -> Response:
     """Google's pages: ``pageSize`` (1-1000, default 50) and the ``nextPageToken`` it returned."""
-    names = _visible(request, _gemini_key(request), tuple(_GEMINI_ACTIONS))
+    names = _visible(request, gemini.key_of(request), tuple(_GEMINI_ACTIONS))
     query = request.query_params
     size = _limit(query.get("pageSize"), 50, 1000, "pageSize")
     token = query.get("pageToken") or "0"
@@ -135,7 +127,7 @@ def _gemini_list(request: Request) -> Response:
 
 def _gemini_get(request: Request, model: str) -> Response:
     model = model.removeprefix("models/")
-    if model not in _visible(request, _gemini_key(request), tuple(_GEMINI_ACTIONS)):
+    if model not in _visible(request, gemini.key_of(request), tuple(_GEMINI_ACTIONS)):
         raise RelayError(404, f"models/{model} is not found for API version {request.url.path.split('/')[1]}, "
                               "or is not supported for this caller.", code="NOT_FOUND")
     return JSONResponse(_gemini_model(request, model))

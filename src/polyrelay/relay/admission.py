@@ -69,11 +69,15 @@ def channel_groups(snapshot: Snapshot, token: TokenRecord, kind: str, model: str
                    pinned: ChannelRecord | None = None) -> list[list[ChannelRecord]]:
     """The channels ``token`` may try for ``kind`` and ``model``, by priority: routing (or ``pinned``)
     narrowed to its user's group. Empty: nothing serves the call for this key."""
-    groups = [[pinned]] if pinned is not None else routes(snapshot, kind, model)
+    return for_user(token, [[pinned]] if pinned is not None else routes(snapshot, kind, model))
+
+
+def for_user(token: TokenRecord, groups: list[list[ChannelRecord]]) -> list[list[ChannelRecord]]:
+    """``groups`` without the channels ``token``'s user group may not use (empty groups dropped)."""
     allowed = token.user.channels if token.user is not None else None
-    if allowed is not None:  # the user's group may use only these channels
-        groups = [kept for group in groups if (kept := [c for c in group if c.name in allowed])]
-    return groups
+    if allowed is None:
+        return groups
+    return [kept for group in groups if (kept := [c for c in group if c.name in allowed])]
 
 
 def call_cost(call: Call, default_output_tokens: int) -> CostOf:

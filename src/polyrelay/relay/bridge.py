@@ -58,6 +58,11 @@ def adaptor_for(channel: ChannelRecord, kind: str) -> Adaptor:
     return bridged
 
 
+def speaks_natively(channel: ChannelRecord, kind: str) -> bool:
+    """Whether ``channel`` serves ``kind`` itself, not through a dialect bridge."""
+    return kind in registry.kinds_of(channel.type) and registry.adaptor_for(channel.type).speaks(kind, channel)
+
+
 def narrowed(groups: list[list[ChannelRecord]], call: Call) -> list[list[ChannelRecord]]:
     """``groups`` without the channels that would bridge ``call`` when its dialect says only a native channel
     can serve it (``Dialect.needs_native``); 400 when none is left."""
@@ -65,7 +70,7 @@ def narrowed(groups: list[list[ChannelRecord]], call: Call) -> list[list[Channel
     if dialect is None or (native := dialect.needs_native(call)) is None:
         return groups
     kept = [speaking for group in groups
-            if (speaking := [c for c in group if registry.adaptor_for(c.type).speaks(call.kind, c)])]
+            if (speaking := [c for c in group if speaks_natively(c, call.kind)])]
     if not kept:
         raise bad_request(native[0], param=native[1])
     return kept

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -45,16 +45,20 @@ def _weighted_order(channels: list[ChannelRecord]) -> list[ChannelRecord]:
     )
 
 
+def by_priority(channels: Iterable[ChannelRecord]) -> list[list[ChannelRecord]]:
+    """``channels`` grouped by priority, highest first, in their given order inside a group."""
+    groups: dict[int, list[ChannelRecord]] = {}
+    for channel in channels:
+        groups.setdefault(channel.priority, []).append(channel)
+    return [groups[p] for p in sorted(groups, reverse=True)]
+
+
 def routes(snapshot: Snapshot, kind: str, model: str) -> list[list[ChannelRecord]]:
     """Channels whose type serves ``kind`` (natively or through a dialect bridge) and that serve ``model``, by priority, highest first (memoised)."""
     key = (kind, model)
     groups = snapshot.route_cache.get(key)
     if groups is None:
-        by_priority: dict[int, list[ChannelRecord]] = {}
-        for channel in snapshot.channels:
-            if serves(channel.type, kind) and channel.serves(model):
-                by_priority.setdefault(channel.priority, []).append(channel)
-        groups = [by_priority[p] for p in sorted(by_priority, reverse=True)]
+        groups = by_priority(c for c in snapshot.channels if serves(c.type, kind) and c.serves(model))
         if len(snapshot.route_cache) < 10_000:  # bound memory against callers inventing names
             snapshot.route_cache[key] = groups
     return groups

@@ -14,22 +14,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from polyrelay.errors import RelayError
-from polyrelay.providers import registry
 from polyrelay.providers.base import Reply, Target
 from polyrelay.relay import failover
-from polyrelay.relay.routing import Health, candidates, target_for
+from polyrelay.relay.admission import for_user
+from polyrelay.relay.bridge import speaks_natively
+from polyrelay.relay.routing import Health, by_priority, candidates, target_for
 from polyrelay.store.snapshot import ChannelRecord, Snapshot, TokenRecord
 
 
 def holders(snapshot: Snapshot, token: TokenRecord, kind: str) -> list[list[ChannelRecord]]:
     """The caller's channels that speak ``kind`` natively, by priority, highest first."""
-    allowed = token.user.channels if token.user is not None else None
-    by_priority: dict[int, list[ChannelRecord]] = {}
-    for channel in snapshot.channels:
-        if ((allowed is None or channel.name in allowed) and kind in registry.kinds_of(channel.type)
-                and registry.adaptor_for(channel.type).speaks(kind, channel)):
-            by_priority.setdefault(channel.priority, []).append(channel)
-    return [by_priority[p] for p in sorted(by_priority, reverse=True)]
+    return for_user(token, by_priority(c for c in snapshot.channels if speaks_natively(c, kind)))
 
 
 async def first_holder(

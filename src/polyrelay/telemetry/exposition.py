@@ -1,8 +1,6 @@
-"""``GET /metrics``: who may scrape, the readings taken at scrape time, and the text exposition.
+"""What ``GET /metrics`` serves (``api/metrics.py`` decides who may scrape): the readings taken at
+scrape time, and the text exposition.
 
-Access: the admin key as ``Authorization: Bearer``, or a client address inside
-``metrics.allow_unauthenticated_from`` (loopback by default), so a Prometheus on the same host
-(or one the operator names) scrapes without a secret while the internet gets 401.
 Nothing here runs per request: gauges are read from the process's state when scraped, and the
 database counts (tasks, disabled channels) at most every ``db_ttl_s`` on a report thread.
 """
@@ -10,19 +8,15 @@ database counts (tasks, disabled channels) at most every ``db_ttl_s`` on a repor
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine, text
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from polyrelay.telemetry import metrics
 
@@ -126,34 +120,3 @@ def render() -> bytes:
         MultiProcessCollector(registry)
         return generate_latest(registry)
     return generate_latest(REGISTRY)
-
-
-def allowed(request: Request, admin_key: str | None, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    """The admin key, or a client address inside one of ``networks``."""
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and admin_key and hmac.compare_digest(presented.strip().encode(), admin_key.encode()):
-        return True
-    host = request.client.host if request.client else ""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
-
-
-def endpoint(admin_key: str | None, allow_from: list[str],
-             sources: Callable[[], Sources | None]) -> Callable[[Request], Awaitable[Response]]:
-    """The ``/metrics`` handler; ``sources`` is read per scrape (the app builds it in its lifespan)."""
-    networks = [ipaddress.ip_network(cidr, strict=False) for cidr in allow_from]
-
-    async def scrape(request: Request) -> Response:
-        if not allowed(request, admin_key, networks):
-            return JSONResponse({"error": {"code": "unauthenticated", "message": (
-                "Send the admin key as 'Authorization: Bearer <key>', or scrape from an address in "
-                "metrics.allow_unauthenticated_from.")}}, status_code=401)
-        current = sources()
-        if current is not None:
-            await current.refresh()
-        return Response(render(), media_type=CONTENT_TYPE_LATEST)
-
-    return scrape

@@ -40,12 +40,17 @@ def _principal_from_session(engine: Engine, session_hash: str) -> Principal | No
     return Principal(row.id, row.name, row.role == "admin", "session")
 
 
+def is_admin_key(request: Request, admin_key: str | None) -> bool:
+    """Whether the request presents ``admin_key`` as ``Authorization: Bearer`` (compared in constant time)."""
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    return bool(scheme.lower() == "bearer" and admin_key
+                and hmac.compare_digest(presented.strip().encode(), admin_key.encode()))
+
+
 async def _authenticate(request: Request) -> Principal:
     admin_key = request.app.state.settings.admin_key
-    authorization = request.headers.get("authorization", "")
-    scheme, _, presented = authorization.partition(" ")
-    if authorization:
-        if scheme.lower() == "bearer" and admin_key and hmac.compare_digest(presented.strip().encode(), admin_key.encode()):
+    if request.headers.get("authorization", ""):
+        if is_admin_key(request, admin_key):
             return Principal(None, "admin", True, "key")
         raise ApiError(401, "invalid_credentials", "The admin key is not valid.")
     cookie = request.cookies.get(SESSION_COOKIE)
