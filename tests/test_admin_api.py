@@ -140,6 +140,22 @@ def test_users_tokens_money_and_logs(setup: Setup) -> None:
     assert response.status_code == 401 and response.json()["error"]["code"] == "account_disabled"
 
 
+def test_a_users_email_is_lower_cased_unique_and_unverified_when_it_changes(setup: Setup) -> None:
+    ursula = setup.admin.post("/api/users", json={"name": "ursula", "email": " Ursula@Example.COM "}).json()
+    assert (ursula["email"], ursula["email_verified"]) == ("ursula@example.com", False)
+    verified = setup.admin.patch(f"/api/users/{ursula['id']}", json={"email_verified": True}).json()
+    assert verified["email_verified"] is True
+    moved = setup.admin.patch(f"/api/users/{ursula['id']}", json={"email": "ursula@elsewhere.org"}).json()
+    assert (moved["email"], moved["email_verified"]) == ("ursula@elsewhere.org", False)
+    taken = setup.admin.post("/api/users", json={"name": "ursula2", "email": "URSULA@elsewhere.org"})
+    assert taken.status_code == 409 and "ursula@elsewhere.org" in taken.json()["error"]["message"].lower()
+    for bad in ("ursula", "a@b", "x" * 250 + "@example.com", "a b@example.com", 7):
+        refused = setup.admin.patch(f"/api/users/{ursula['id']}", json={"email": bad})
+        assert refused.status_code == 400 and "'email'" in refused.json()["error"]["message"], bad
+    cleared = setup.admin.patch(f"/api/users/{ursula['id']}", json={"email": None}).json()
+    assert cleared["email"] is None
+
+
 def test_channels_prices_and_groups(setup: Setup, upstream: FakeServer) -> None:
     channels = setup.admin.get("/api/channels").json()["data"]
     assert channels and all(UPSTREAM_KEY not in str(c) for c in channels)

@@ -8,6 +8,7 @@ so nothing an admin or user sends reaches the database as a value it would refus
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,6 +17,7 @@ from polyrelay.api.admin.common import INT32_MAX, ApiError, aware
 # Any single amount of money: a billion dollars, so sums of many stay far inside a BigInteger.
 MAX_MICROS = 10**15
 _MAX_LIST_ITEMS = 1000
+_EMAIL = re.compile(r"[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f.]+(\.[^@\s\x00-\x1f.]+)+")
 
 
 def field_int(data: dict[str, Any], key: str, *, minimum: int = 0, maximum: int = INT32_MAX,
@@ -44,6 +46,17 @@ def field_str(data: dict[str, Any], key: str, *, max_len: int = 128, choices: tu
     if choices is not None and value not in choices:
         raise ApiError(400, "invalid_field", f"'{key}' must be one of {', '.join(choices)}.")
     return value.strip()
+
+
+def field_email(data: dict[str, Any], key: str) -> str | None:
+    """An optional e-mail address, lower-cased; null clears it. Only the shape is checked: a verification
+    mail is what proves an address."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 254 or not _EMAIL.fullmatch(value.strip()):
+        raise ApiError(400, "invalid_field", f"'{key}' must be an e-mail address of at most 254 characters or null.")
+    return value.strip().lower()
 
 
 def field_text(data: dict[str, Any], key: str, *, max_len: int) -> str:

@@ -30,6 +30,7 @@ from polyrelay.api.admin.fields import (
     check_unknown,
     commit_conflict,
     field_bool,
+    field_email,
     field_int,
     field_str,
     field_text,
@@ -40,7 +41,8 @@ from polyrelay.store import changes, models
 from polyrelay.store.db import bump_records_version
 
 
-_USER_FIELDS = {"name", "role", "group", "unlimited", "enabled", "password", "rpm_limit", "tpm_limit"}
+_USER_FIELDS = {"name", "role", "group", "unlimited", "enabled", "password", "rpm_limit", "tpm_limit", "email",
+                "email_verified"}
 _PASSWORD_LENGTHS = (8, 1024)  # an upper bound too: argon2 hashes whatever it is given
 
 
@@ -49,6 +51,7 @@ def user_json(row: models.User) -> dict[str, Any]:
         "id": row.id, "name": row.name, "role": row.role, "group": row.group, "balance_micros": row.balance_micros,
         "unlimited": row.unlimited, "enabled": row.enabled, "rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit,
         "has_password": row.password_hash is not None, "created_at": iso(row.created_at),
+        "email": row.email, "email_verified": row.email_verified,
     }
 
 
@@ -59,7 +62,11 @@ def _apply_user(row: models.User, data: dict[str, Any], password_hash: str | Non
         row.role = field_str(data, "role", choices=("admin", "user"))
     if "group" in data:
         row.group = field_str(data, "group", max_len=64)
-    for flag in ("unlimited", "enabled"):
+    if "email" in data:
+        email = field_email(data, "email")
+        if email != row.email:
+            row.email, row.email_verified = email, False  # a new address is unproven until verified again
+    for flag in ("unlimited", "enabled", "email_verified"):
         if flag in data:
             setattr(row, flag, field_bool(data, flag))
     for limit in ("rpm_limit", "tpm_limit"):
@@ -67,6 +74,13 @@ def _apply_user(row: models.User, data: dict[str, Any], password_hash: str | Non
             setattr(row, limit, field_int(data, limit, minimum=1, nullable=True))
     if password_hash is not None:
         row.password_hash = password_hash
+
+
+def _who(data: dict[str, Any]) -> str:
+    """What a unique-constraint conflict is about: a name or an e-mail address already taken."""
+    if data.get("email") and "name" in data:
+        return f"A user named '{data['name']}' or with e-mail '{data['email']}'"
+    return f"A user with e-mail '{data['email']}'" if data.get("email") else f"A user named '{data.get('name')}'"
 
 
 def password_field(data: dict[str, Any], key: str) -> str:
@@ -108,7 +122,7 @@ async def create_user(request: Request, _: Principal) -> Response:
             accounts.post(session, row.id, "topup", initial, f"initial-{row.id}", "initial balance")
             session.refresh(row)
 
-    result = await insert_record(request, build, f"A user named '{data['name']}'", user_json, top_up)
+    result = await insert_record(request, build, _who(data), user_json, top_up)
     return json_response(result, 201)
 
 
@@ -134,7 +148,7 @@ async def update_user(request: Request, _: Principal) -> Response:
             try:
                 session.flush()
             except IntegrityError:
-                raise commit_conflict(f"A user named '{data.get('name')}'") from None
+                raise commit_conflict(_who(data)) from None
             if data.get("enabled") is False or password_hash is not None:
                 session.execute(delete(models.WebSession).where(models.WebSession.user_id == user_id))
             bump_records_version(session, changes.user(user_id))
