@@ -34,4 +34,5 @@ test: install lint services browser
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --database sqlite
+	$(BIN)/python bench/run.py --database postgresql

@@ -1,7 +1,7 @@
-"""Streaming time-to-first-byte at concurrency 1: direct upstream vs. through polyrelay.
+"""Streaming time-to-first-byte at concurrency 1: direct upstream vs. through polyrelay (and the floor relay).
 
 A separate load-generator process (run by bench/run.py). One keep-alive connection per
-target; requests alternate A, B, A, B ... so both targets see the same machine state.
+target; requests alternate A, B[, C], A, B ... so every target sees the same machine state.
 Raw asyncio streams on uvloop rather than aiohttp: an aiohttp client costs ~0.2 ms CPU per
 request on this class of machine (measured), which would add noise on 2 shared cores.
 
@@ -10,7 +10,7 @@ For every request it records (perf_counter, microseconds):
   ttfb:    request written -> first byte of the first SSE event ("data:")
   total:   request written -> last chunk (0-length terminator)
 
-Prints one JSON object: {"a": {...}, "b": {...}} with percentiles per metric.
+Prints one JSON object: {"a": {...}, "b": {...}[, "c": {...}]} with percentiles per metric.
 """
 
 from __future__ import annotations
@@ -87,22 +87,24 @@ class Conn:
 
 async def run(args: argparse.Namespace) -> dict:
     body = args.body.encode()
-    a = Conn("127.0.0.1", args.port_a, args.path, body, None)
-    b = Conn("127.0.0.1", args.port_b, args.path, body, args.key_b)
-    await a.open()
-    await b.open()
+    conns = {"a": Conn("127.0.0.1", args.port_a, args.path, body, None),
+             "b": Conn("127.0.0.1", args.port_b, args.path, body, args.key_b)}
+    if args.port_c:
+        conns["c"] = Conn("127.0.0.1", args.port_c, args.path, body, args.key_c)
+    for conn in conns.values():
+        await conn.open()
     warm_until = time.perf_counter() + args.warmup
     while time.perf_counter() < warm_until:
-        await a.one()
-        await b.one()
-    for conn in (a, b):
+        for conn in conns.values():
+            await conn.one()
+    for conn in conns.values():
         conn.samples = {k: [] for k in conn.samples}
         conn.errors = 0
     end = time.perf_counter() + args.duration
     while time.perf_counter() < end:
-        await a.one()
-        await b.one()
-    return {"a": a.summary(), "b": b.summary()}
+        for conn in conns.values():
+            await conn.one()
+    return {name: conn.summary() for name, conn in conns.items()}
 
 
 def main() -> None:
@@ -110,6 +112,8 @@ def main() -> None:
     parser.add_argument("--port-a", type=int, required=True, help="direct upstream")
     parser.add_argument("--port-b", type=int, required=True, help="polyrelay")
     parser.add_argument("--key-b", default=None)
+    parser.add_argument("--port-c", type=int, default=0, help="the floor relay (optional)")
+    parser.add_argument("--key-c", default=None)
     parser.add_argument("--path", default="/v1/chat/completions")
     parser.add_argument("--body", required=True)
     parser.add_argument("--duration", type=float, default=4.0)
