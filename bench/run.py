@@ -184,9 +184,12 @@ def start_upstream(port: int) -> subprocess.Popen:
     return proc
 
 
-def write_config(tmp: Path, upstream_port: int) -> Path:
+def write_config(tmp: Path, upstream_port: int, traces_port: int | None = None) -> Path:
     config = tmp / "polyrelay.yaml"
-    config.write_text(
+    # Every request traced and propagated (the dearest settings), exported to a sink that answers 200.
+    tracing = (f"tracing: {{enabled: true, endpoint: 'http://{HOST}:{traces_port}/v1/traces', sample_ratio: 1.0}}\n"
+               if traces_port is not None else "")
+    config.write_text(tracing + 
         f"""\
 database_url: sqlite:///{tmp / "bench.db"}
 log_level: warning
@@ -370,6 +373,8 @@ def main() -> None:
     parser.add_argument("--no-importtime", action="store_true", help="skip the -X importtime breakdown")
     parser.add_argument("--hold", action="store_true", help="after the run, keep the gateway up (for profiling)")
     parser.add_argument("--json", type=Path, default=None, help="also write all results here")
+    parser.add_argument("--tracing", action="store_true", help="tracing on, exporting OTLP/HTTP to a second fake "
+                        "upstream as the sink (it answers 200 to anything); needs the otel extra")
     args = parser.parse_args()
 
     global SRC
@@ -387,14 +392,17 @@ def main() -> None:
     }
     tmp = Path(tempfile.mkdtemp(prefix="polyrelay-bench-"))
     up_port, gw_port = free_port(), free_port()
-    upstream = gateway = None
+    upstream = gateway = traces_sink = None
     profiles = {tuple(p.split(":")) for p in args.profile.split(",") if p}
-    results: dict = {"server": args.server, "server_args": args.server_arg,
+    results: dict = {"server": args.server, "server_args": args.server_arg, "tracing": args.tracing,
                      "src": src_fingerprint(), "duration_s": args.duration,
                      "cpus": os.cpu_count(), "rows": []}
     try:
         upstream = start_upstream(up_port)
-        config = write_config(tmp, up_port)
+        if args.tracing:
+            traces_port = free_port()
+            traces_sink = start_upstream(traces_port)
+        config = write_config(tmp, up_port, traces_port if args.tracing else None)
         log = tmp / "gateway.log"
 
         # Readiness, twice: a fresh database (migrations run) and a restart on the existing one.
@@ -451,10 +459,11 @@ def main() -> None:
     finally:
         stop(gateway.proc if gateway else None)
         stop(upstream)
+        stop(traces_sink)
 
     # -------------------------------------------------------------- print
     print(f"\npolyrelay bench: server={args.server} {' '.join(args.server_arg)}"
-          f"  src={results['src']}  cpus={os.cpu_count()}  "
+          f"  src={results['src']}  tracing={'on' if args.tracing else 'off'}  cpus={os.cpu_count()}  "
           f"phase={args.duration:g}s (+{args.warmup:g}s warmup)  wrk -t1; latencies are full responses")
     print(fmt_table(results["rows"]))
     rows = {(r["mode"], r["conc"]): r for r in results["rows"]}

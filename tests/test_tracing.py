@@ -26,12 +26,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from polyrelay.telemetry.spans import Tracer
 from polyrelay.telemetry.tracing import TracingSettings
 from tests.conftest import Gateway, wait_until
-from tests.fakes import openai_upstream, otlp_collector
+from tests.fakes import bfl_upstream, openai_upstream, otlp_collector
 from tests.fakes.otlp_collector import ReceivedSpan
 from tests.fakes.server import FakeServer
 
 UPSTREAM_KEY = "sk-upstream-tracing-0123456789"
 ALICE = "sk-alice-tracing-0123456789abcdef"
+BFL_KEY = "bfl-upstream-tracing-key"
+FLUX, FLUX_USD = "flux-pro-1.1", 0.04
 HI = [{"role": "user", "content": "Hi"}]
 CALLER_STATE = "callervendor=private-tenant-42"
 MISSING_MESSAGE = "pip install 'polyrelay[otel]'"
@@ -74,10 +76,12 @@ def config(upstreams: dict[str, FakeServer], tracing: dict[str, object]) -> dict
              "models": ["gpt-f"], "priority": 10},
             {"name": "echoes", "type": "openai", "base_url": upstreams["echoes"].url, "keys": [UPSTREAM_KEY],
              "models": ["gpt-echo"]},
+            {"name": "bfl", "type": "flux", "base_url": upstreams["flux"].url, "keys": [BFL_KEY], "models": ["flux-*"]},
         ],
+        "tasks": {"poll_interval_s": 0.05},
         "users": [{"name": "alice", "unlimited": True}],
         "tokens": [{"name": "alice-laptop", "key": ALICE, "user": "alice"}],
-        "prices": {"default": {"input_per_mtok": 2.0, "output_per_mtok": 8.0}},
+        "prices": {"default": {"input_per_mtok": 2.0, "output_per_mtok": 8.0}, FLUX: {"per_image": FLUX_USD}},
     }
 
 
@@ -90,6 +94,7 @@ def collector() -> Iterator[FakeServer]:
 
 def _upstreams() -> dict[str, FakeServer]:
     made = {name: FakeServer(openai_upstream.create_app({UPSTREAM_KEY})).start() for name in ("good", "down", "echoes")}
+    made["flux"] = FakeServer(bfl_upstream.create_app({BFL_KEY})).start()
     made["down"].knobs["fail_with"] = 500
     made["echoes"].knobs["echo"] = 401  # every refusal repeats the key it was sent
     return made
@@ -203,6 +208,31 @@ def test_a_streams_span_ends_when_the_stream_ends(traced: Gateway, collector: Fa
     assert span.attributes["gen_ai.usage.output_tokens"] == openai_upstream.COMPLETION_TOKENS
     (attempt,) = wait_until(lambda: children(collector, span), what="the attempt span")
     assert attempt.end_ns < released < span.end_ns  # the attempt ended at the upstream's headers, the request after
+
+
+def test_a_task_submit_is_traced_on_the_same_spine_and_its_polls_are_not(
+        traced: Gateway, collector: FakeServer, upstreams: dict[str, FakeServer]) -> None:
+    header, trace_id, caller_span = traceparent()
+    response = httpx.post(f"{traced.url}/flux/v1/{FLUX}", json={"prompt": "a lighthouse"}, timeout=20,
+                          headers={"authorization": f"Bearer {ALICE}", "traceparent": header})
+    assert response.status_code == 200, response.text
+    task_id = response.json()["id"]
+    span = request_span(collector, f"task-{task_id}")
+    assert (span.trace_id, span.parent_span_id, span.name) == (trace_id, caller_span, f"flux flux.{FLUX}")
+    assert span.attributes["polyrelay.cost_micros"] == FLUX_USD * 1e6 and span.attributes["polyrelay.channel.name"] == "bfl"
+    (attempt,) = wait_until(lambda: children(collector, span), what="the attempt span")
+    assert attempt.attributes["polyrelay.channel.type"] == "flux" and attempt.attributes["http.response.status_code"] == 200
+    submitted = upstreams["flux"].last(f"/v1/{FLUX}")
+    assert submitted.headers["traceparent"] == f"00-{trace_id}-{attempt.span_id}-01"
+
+    def ready() -> bool:
+        result = httpx.get(f"{traced.url}/flux/v1/get_result?id={task_id}", headers={"authorization": f"Bearer {ALICE}",
+                           "traceparent": header}, timeout=10)
+        return result.json()["status"] == "Ready"
+
+    wait_until(ready, what="the task polled to its end")
+    polls = [r for r in upstreams["flux"].requests if r.path != f"/v1/{FLUX}"]
+    assert polls and not [r for r in polls if "traceparent" in r.headers]
 
 
 def test_spans_carry_no_secret_even_when_an_upstream_echoes_its_key(traced: Gateway, collector: FakeServer) -> None:
