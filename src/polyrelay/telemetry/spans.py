@@ -146,12 +146,11 @@ class RequestTrace:
     def end(self, row: Mapping[str, Any]) -> None:
         """End the span with what the usage row says happened (``relay.settlement.usage_row``)."""
         span = self._span
-        for attribute, field in _ROW_ATTRIBUTES:
-            value = row[field]
-            if value is not None and value != "":
-                span.set_attribute(attribute, value)
+        attributes = {attribute: value for attribute, field in _ROW_ATTRIBUTES
+                      if (value := row[field]) is not None and value != ""}
         status = row["status_code"]
         if status >= 500:  # a server span's error, as OpenTelemetry's HTTP conventions define it
-            span.set_attribute("error.type", str(status))
+            attributes["error.type"] = str(status)
             span.set_status(Status(StatusCode.ERROR))
+        span.set_attributes(attributes)  # at once: one lock, not one per attribute
         span.end()
