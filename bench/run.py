@@ -217,9 +217,12 @@ def fresh_postgres(admin_url: str) -> tuple[str, Callable[[], None]]:
     return make_url(admin_url).set(database=name).render_as_string(hide_password=False), drop
 
 
-def write_config(tmp: Path, upstream_port: int, database_url: str) -> Path:
+def write_config(tmp: Path, upstream_port: int, database_url: str, traces_port: int | None = None) -> Path:
     config = tmp / "polyrelay.yaml"
-    config.write_text(
+    # Every request traced and propagated (the dearest settings), exported to a sink that answers 200.
+    tracing = (f"tracing: {{enabled: true, endpoint: 'http://{HOST}:{traces_port}/v1/traces', sample_ratio: 1.0}}\n"
+               if traces_port is not None else "")
+    config.write_text(tracing +
         f"""\
 database_url: {database_url}
 log_level: warning
@@ -460,6 +463,8 @@ def main() -> None:
                         help="the gateway's database: SQLite in a temp dir, or a fresh database on --postgres-url")
     parser.add_argument("--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
                         help="a server where the run may create and drop a database")
+    parser.add_argument("--tracing", action="store_true", help="tracing on, exporting OTLP/HTTP to a second fake "
+                        "upstream as the sink (it answers 200 to anything); needs the otel extra")
     args = parser.parse_args()
 
     global SRC
@@ -477,10 +482,11 @@ def main() -> None:
     }
     tmp = Path(tempfile.mkdtemp(prefix="polyrelay-bench-"))
     up_port, gw_port, floor_port = free_port(), free_port(), free_port()
-    upstream = gateway = floor = None
+    upstream = gateway = floor = traces_sink = None
     drop_database: Callable[[], None] | None = None
     profiles = {tuple(p.split(":")) for p in args.profile.split(",") if p}
     results: dict = {"server": args.server, "server_args": args.server_arg, "database": args.database,
+                     "tracing": args.tracing,
                      "src": src_fingerprint(), "duration_s": args.duration,
                      "cpus": os.cpu_count(), "rows": []}
     try:
@@ -488,7 +494,11 @@ def main() -> None:
         database_url = f"sqlite:///{tmp / 'bench.db'}"
         if args.database == "postgresql":
             database_url, drop_database = fresh_postgres(args.postgres_url)
-        config = write_config(tmp, up_port, database_url)
+        traces_port = None
+        if args.tracing:
+            traces_port = free_port()
+            traces_sink = start_upstream(traces_port)
+        config = write_config(tmp, up_port, database_url, traces_port)
         if not args.no_floor:
             floor = start_floor(floor_port, up_port)
         log = tmp / "gateway.log"
@@ -553,12 +563,13 @@ def main() -> None:
         stop(gateway.proc if gateway else None)
         stop(floor)
         stop(upstream)
+        stop(traces_sink)
         if drop_database is not None:
             drop_database()
 
     # -------------------------------------------------------------- print
     print(f"\npolyrelay bench: server={args.server} {' '.join(args.server_arg)} database={args.database}"
-          f"  src={results['src']}  cpus={os.cpu_count()}  "
+          f"  src={results['src']}  tracing={'on' if args.tracing else 'off'}  cpus={os.cpu_count()}  "
           f"phase={args.duration:g}s (+{args.warmup:g}s warmup)  wrk -t1; latencies are full responses")
     print(fmt_table(results["rows"]))
     print("\n" + "\n".join(summary_lines(results)))

@@ -63,7 +63,7 @@ from polyrelay.store.feed import Feed, read_snapshot
 from polyrelay.store.files import FileStore
 from polyrelay.seed import seed_from_settings
 from polyrelay.store.writer import BatchWriter
-from polyrelay.telemetry import exposition, logs
+from polyrelay.telemetry import exposition, logs, tracing
 from polyrelay.tasks.engine import TaskEngine
 from polyrelay.tasks.poller import Poller
 from polyrelay.providers.registry import TASK_ADAPTORS
@@ -175,6 +175,7 @@ def create_app(settings: Settings) -> ASGIApp:
             executor.shutdown(wait=True)
             reports.shutdown(wait=True)
             engine.dispose()
+            tracing.stop()  # last: the spans of requests settled during shutdown are exported too
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "version": __version__})
@@ -199,7 +200,10 @@ def create_app(settings: Settings) -> ASGIApp:
     app.state.settings = settings
     app.state.cluster_id = cluster_id(settings)  # the Redis namespace of limits and sign-in failures
     app.state.files = _file_store(settings)
-    edge = _ExactPostPaths(app)
+    edge: ASGIApp = _ExactPostPaths(app)
+    tracer = tracing.start(settings.tracing)
+    if tracer is not None:
+        edge = tracer.accept_callers(edge)
     return TrustedProxies(edge, settings.trusted_proxies) if settings.trusted_proxies else edge
 
 

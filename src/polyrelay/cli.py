@@ -50,10 +50,15 @@ def serve(config: Path | None, host: str | None, port: int | None, workers: int 
     import uvicorn
 
     from polyrelay.app import CONFIG_ENV, create_app, prepare_database
-    from polyrelay.telemetry import logs
+    from polyrelay.telemetry import logs, tracing
 
     settings = _settings(config, host=host, port=port, workers=workers)
     logs.configure(settings.log_level, settings.log_format)
+    if settings.tracing.enabled:
+        try:
+            tracing.require()
+        except tracing.TracingUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
     with _secret_key_errors():
         generated = prepare_database(settings)
     for name, key in generated:

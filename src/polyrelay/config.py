@@ -25,6 +25,7 @@ from polyrelay.relay.healing import ProbeSettings
 from polyrelay.store.files import FileSettings
 from polyrelay.store.retention import UsageLogSettings
 from polyrelay.tasks.settings import TaskSettings
+from polyrelay.telemetry.tracing import TracingSettings
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/polyrelay.db"
 
@@ -159,6 +160,7 @@ class Settings(BaseSettings):
     midjourney: MidjourneySettings = MidjourneySettings()
     files: FileSettings = FileSettings()  # re-hosting provider results (see docs/configuration.md)
     usage_logs: UsageLogSettings = UsageLogSettings()  # raw-row retention (see docs/operations.md)
+    tracing: TracingSettings = TracingSettings()  # OpenTelemetry traces, off by default (see docs/operations.md)
 
     admin_key: str | None = Field(default=None, description="Bearer key of the admin API (/api/...).")
     redis_url: str | None = Field(default=None, description="Share rate limits between processes through Redis.")

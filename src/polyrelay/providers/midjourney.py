@@ -14,6 +14,7 @@ import orjson
 
 from polyrelay import kinds
 from polyrelay.store.snapshot import ChannelRecord
+from polyrelay.telemetry import tracing
 from polyrelay.providers.base import RANK, SUBMITTED, Media, TaskAdaptor, TaskUpdate, TaskView, media_item
 
 TYPE = "midjourney"
@@ -47,6 +48,7 @@ async def call(
     if body is not None:
         headers["content-type"] = "application/json"
         data = orjson.dumps(body)
+    tracing.inject(headers)  # inside a submit's attempt only
     timeout = aiohttp.ClientTimeout(
         total=timeout_s or channel.timeout_s, sock_connect=channel.connect_timeout_s
     )

@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 
 from polyrelay.store.snapshot import ChannelRecord
+from polyrelay.telemetry import tracing
 
 POLL_TIMEOUT_S = 30.0  # a status query that takes longer is retried next round
 
@@ -30,6 +31,7 @@ async def request_json(
     if isinstance(body, dict):
         body = orjson.dumps(body)
         headers.setdefault("content-type", "application/json")
+    tracing.inject(headers)  # inside a submit's attempt only
     timeout = aiohttp.ClientTimeout(total=timeout_s or channel.timeout_s, sock_connect=channel.connect_timeout_s)
     async with session.request(method, url, headers=headers, data=body, timeout=timeout) as response:
         raw = await response.read()

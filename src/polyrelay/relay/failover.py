@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import aiohttp
 
@@ -19,6 +19,9 @@ from polyrelay.errors import RelayError
 from polyrelay.providers.base import Target
 from polyrelay.relay.routing import Health
 from polyrelay.telemetry import metrics
+
+if TYPE_CHECKING:
+    from polyrelay.telemetry.spans import RequestTrace
 
 T = TypeVar("T")
 
@@ -77,9 +80,10 @@ class Tried(Generic[T]):
 
 async def first_answer(
     model: str, targets: Iterable[Target], attempt: Callable[[Target], Awaitable[T]], health: Health, *,
-    on_attempt: Callable[[Target, int], None] | None = None,
+    on_attempt: Callable[[Target, int], None] | None = None, trace: RequestTrace | None = None,
 ) -> Tried[T]:
-    """Run ``attempt`` on each target in turn until one answers; ``on_attempt`` hears of each try.
+    """Run ``attempt`` on each target in turn until one answers; ``on_attempt`` hears of each try,
+    and ``trace`` (the request's span, when tracing is on) gets a child span per attempt.
 
     Every error is scrubbed of the channel's keys before anyone sees it. Raises the request's own
     ``RelayError`` at once, else the last channel failure's error once
@@ -89,6 +93,8 @@ async def first_answer(
     last_channel = ""
     fallback: Tried[T] | None = None
     attempts = 0
+    if trace is not None:
+        attempt = _traced(attempt, trace)
     for target in targets:
         if last is not None:
             metrics.failover(last_channel)
@@ -116,6 +122,35 @@ async def first_answer(
         fallback.attempts = attempts
         return fallback
     raise exhausted(model, last.error if last is not None else None)
+
+
+def _traced(attempt: Callable[[Target], Awaitable[T]], trace: RequestTrace) -> Callable[[Target], Awaitable[T]]:
+    """``attempt``, each run in a child span of ``trace`` that says how it ended."""
+    number = 0
+
+    async def traced(target: Target) -> T:
+        nonlocal number
+        number += 1
+        channel = target.channel
+        with trace.attempt(number, channel.id, channel.name, channel.type) as span:
+            try:
+                answer = await attempt(target)
+            # error.type is the status, as OpenTelemetry's HTTP conventions have it, or polyrelay's own
+            # word for no answer: never an upstream's text, which may repeat the key it was sent.
+            except ChannelFailed as failed:
+                status = failed.upstream_status
+                span.ended(status, str(status) if status else failed.error.code or "upstream_failed")
+                raise
+            except RelayError as error:
+                span.ended(error.status, str(error.status))
+                raise
+            except BaseException as exc:
+                span.ended(0, type(exc).__name__)
+                raise
+            span.ended(_status_of(answer))
+            return answer
+
+    return traced
 
 
 def _status_of(answer: object) -> int:

@@ -33,6 +33,7 @@ from polyrelay.relay.upstream import Timeouts, UpstreamClient, UpstreamResponse
 from polyrelay.store.files import FileStore
 from polyrelay.store.snapshot import Snapshot, TokenRecord
 from polyrelay.store.writer import BatchWriter
+from polyrelay.telemetry import tracing
 
 log = logging.getLogger("polyrelay")
 
@@ -74,7 +75,8 @@ class Relay:
                                               price_required=not call.free), call)
                 tried = await failover.first_answer(
                     call.model, (target_for(channel, call.model) for channel in candidates(groups)),
-                    lambda target: self._attempt(call, target), self.health, on_attempt=note_attempt(outcome))
+                    lambda target: self._attempt(call, target), self.health, on_attempt=note_attempt(outcome),
+                    trace=outcome.trace)
                 target, answer = tried.target, tried.answer
                 if not isinstance(answer, Reply):
                     return self._streamed(call, target, answer, outcome)
@@ -166,6 +168,8 @@ class Relay:
         change, or ``ChannelFailed`` when the next channel should be tried."""
         channel = target.channel
         request = adaptor.build_request(call, target)
+        if tracing.active is not None:  # all that tracing costs a request when it is off
+            tracing.active.inject(request.headers)
         timeouts = Timeouts(
             connect=channel.connect_timeout_s,
             total=None if call.stream else channel.timeout_s,

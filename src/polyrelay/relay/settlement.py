@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polyrelay.billing.meter import Price, Usage
 from polyrelay.billing.quota import Reservation, charge
@@ -24,7 +24,10 @@ from polyrelay.providers.base import Target
 from polyrelay.scrub import scrub
 from polyrelay.store.snapshot import TokenRecord
 from polyrelay.store.writer import BatchWriter
-from polyrelay.telemetry import logs, metrics
+from polyrelay.telemetry import logs, metrics, tracing
+
+if TYPE_CHECKING:
+    from polyrelay.telemetry.spans import RequestTrace
 
 log = logging.getLogger("polyrelay")
 
@@ -54,6 +57,7 @@ class Outcome:
     ttfb: float | None = None
     drained: bool = False  # a streamed reply was read to its end
     settled: bool = False
+    trace: RequestTrace | None = None  # its span, when tracing is on (ended when it is settled)
 
     @property
     def served(self) -> bool:
@@ -141,6 +145,8 @@ class Settler:
         self.writer.record_usage(row, token.id if token else None, cost, reservation)
         metrics.request(row, token.user.group if token is not None and token.user is not None else "")
         logs.request(row)
+        if outcome.trace is not None:
+            outcome.trace.end(row)
 
     def charged(self, outcome: Outcome) -> None:
         """The charge was committed elsewhere (with its task): settle the hold to it, write no row."""
@@ -149,6 +155,8 @@ class Settler:
         outcome.settled = True
         if outcome.reservation is not None:
             outcome.reservation.settle(outcome.cost(), committed=True)
+        if outcome.trace is not None:
+            outcome.trace.end(usage_row(outcome, outcome.cost()))
 
     @contextmanager
     def guard(self, outcome: Outcome) -> Iterator[None]:
@@ -157,7 +165,11 @@ class Settler:
         A ``RelayError`` passes as it is; any other exception (an adaptor's bug, an answer that
         could not be read) becomes a 502 in the caller's dialect, never a bare 500; a
         cancellation (the caller left) is logged as 499. Settling on success is the block's job.
+        With tracing on, the request's span begins here (settling ends it).
         """
+        if tracing.active is not None:
+            outcome.trace = tracing.active.request(outcome.family, outcome.endpoint, outcome.request_id,
+                                                   outcome.model, outcome.stream)
         try:
             yield
         except RelayError as error:

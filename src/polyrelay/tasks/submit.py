@@ -109,7 +109,7 @@ async def _run(
     outcome.fixed_cost = charge(outcome.token, cost(outcome.price)[0]) if outcome.price is not None else 0
     outcome.usage = order.usage
     return await failover.first_answer(order.model, _targets(engine, order, groups), _attempt(send, busy),
-                                       spine.health, on_attempt=note_attempt(outcome))
+                                       spine.health, on_attempt=note_attempt(outcome), trace=outcome.trace)
 
 
 async def submit(
