@@ -202,6 +202,7 @@ def test_invitation_rewards_are_credited_once_capped_and_moved_into_the_balance(
     bad = sign_up(site, "open", "otto", "otto@example.test", invite_code="no-such-code")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_invite"
     otto = sign_up(site, "open", "otto", "otto@example.test", invite_code=invite["code"]).json()["user"]
+    assert otto["invited_by"] == inviter["id"] and otto["signed_up_at"] is not None and inviter["signed_up_at"] is None
     assert ines.get("/api/me/invite").json()["affiliate_micros"] == 0  # nothing before the address is proven
     site.post("open", "/api/auth/verify", {"token": site.link("otto@example.test", "verify")}).raise_for_status()
     assert ines.get("/api/me/invite").json()["affiliate_micros"] == 1_000_000

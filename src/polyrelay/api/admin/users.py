@@ -52,6 +52,7 @@ def user_json(row: models.User) -> dict[str, Any]:
         "unlimited": row.unlimited, "enabled": row.enabled, "rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit,
         "has_password": row.password_hash is not None, "created_at": iso(row.created_at),
         "email": row.email, "email_verified": row.email_verified,
+        "signed_up_at": iso(row.signed_up_at), "invited_by": row.invited_by,  # docs/platform.md
     }
 
 
