@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.conftest import Gateway, start_gateway, wait_until
 from tests.fakes.mailbox import Mailbox, smtp_server
-from tests.test_console_browser import CHROMIUM, CHROMIUM_ARGS
+from tests.test_console_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 PUBLIC_URL = "https://console.example.test"
 
@@ -57,14 +57,22 @@ def page(site: Site) -> Iterator[Page]:
         assert not problems, problems
 
 
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"signup-{name}.png"), full_page=True)
+
+
 def test_a_visitor_signs_up_confirms_the_mailed_link_and_signs_in(site: Site, page: Page) -> None:
     page.goto("/")
+    expect(page.get_by_role("link", name="Forgot your password?")).to_be_visible()
+    shot(page, "sign-in")
     page.get_by_role("link", name="Create an account").click()
     expect(page.get_by_role("heading", level=1, name="Create an account")).to_be_visible()
     page.get_by_label("User name").fill("newton")
     page.get_by_label("E-mail address").fill("newton@example.test")
     page.get_by_label("Password", exact=True).fill("apples-fall-down")
-    page.get_by_label("New password again").fill("apples-fall-down")
+    page.get_by_label("Password again").fill("apples-fall-down")
+    shot(page, "form")
     page.get_by_role("button", name="Create account").click()
     expect(page.locator(".login-card [role=status]")).to_contain_text("we mailed a link to newton@example.test")
 
@@ -85,3 +93,4 @@ def test_a_visitor_signs_up_confirms_the_mailed_link_and_signs_in(site: Site, pa
     expect(page.get_by_role("heading", level=2, name="Invitations")).to_be_visible()
     expect(page.get_by_label("Your invite link")).to_have_value(re.compile(re.escape(PUBLIC_URL) + r"/#/signup\?invite="))
     expect(page.get_by_role("button", name="Move to balance")).to_be_disabled()
+    shot(page, "account")

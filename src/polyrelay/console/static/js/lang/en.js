@@ -375,6 +375,7 @@ export default {
   'signup.closed': 'Sign-up is closed on this gateway. Ask its operator for an account.',
   'signup.email': 'E-mail address',
   'signup.domains': 'Addresses at {domains} only.',
+  'signup.confirm': 'Password again',
   'signup.invite': 'Invite code',
   'signup.badInvite': 'This invite link is not valid: ask for a new one.',
   'signup.submit': 'Create account',

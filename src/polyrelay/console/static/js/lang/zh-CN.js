@@ -374,6 +374,7 @@ export default {
   'signup.closed': '此网关未开放注册。请联系运营者为你创建账号。',
   'signup.email': '邮箱地址',
   'signup.domains': '仅限 {domains} 的邮箱地址。',
+  'signup.confirm': '再次输入密码',
   'signup.invite': '邀请码',
   'signup.badInvite': '此邀请链接无效：请索取新的链接。',
   'signup.submit': '注册',

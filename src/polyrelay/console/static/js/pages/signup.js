@@ -36,7 +36,7 @@ export async function render({ languageSwitch, params }) {
       }),
       field({
         name: 'confirm',
-        label: t('account.confirm'),
+        label: t('signup.confirm'),
         type: 'password',
         autocomplete: 'new-password',
         required: true,
