@@ -213,10 +213,9 @@ function notice(page, titleKey, textKey) {
   );
 }
 
-async function start() {
-  await loadLanguage(initialLanguage());
-  whenSignedOut(showSignIn);
-  window.addEventListener('hashchange', () => (state.me ? route() : showSignIn()));
+/** Into the console when a session exists; a mailed link (verify, reset) opens its page whether or not one does. */
+async function enter() {
+  if (currentRoute()[0] in VISITOR_PAGES) return showSignIn();
   try {
     await signedIn();
   } catch (error) {
@@ -224,6 +223,13 @@ async function start() {
     root.replaceChildren(h('p', { class: 'form-error', role: 'alert' }, error.message));
     root.removeAttribute('aria-busy');
   }
+}
+
+async function start() {
+  await loadLanguage(initialLanguage());
+  whenSignedOut(showSignIn);
+  window.addEventListener('hashchange', () => (state.me ? route() : enter()));
+  await enter();
 }
 
 start();
