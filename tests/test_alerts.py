@@ -5,24 +5,21 @@ signatures and refuses like they do) and a real SMTP server on loopback (``aiosm
 
 from __future__ import annotations
 
-import email
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from email.message import EmailMessage
-from email.policy import default
 from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import text
 
 from polyrelay.alerts.messages import Alert
 from polyrelay.alerts.watch import Tracker
-from tests.conftest import Gateway, free_port, wait_until
+from tests.conftest import Gateway, wait_until
 from tests.fakes import midjourney_proxy, openai_upstream, webhook_sink
+from tests.fakes.mailbox import Mailbox, smtp_server
 from tests.fakes.server import FakeServer
 
 UPSTREAM_KEY = "sk-upstream-alerts-0123456789"
@@ -30,17 +27,6 @@ ADMIN_KEY = "admin-key-alerts-0123456789"
 SPENDER_KEY = "sk-spender-alerts-0123456789"  # a user with 0.05 USD; the threshold is 0.04, a call costs 0.02
 PAYER_KEY = "sk-payer-alerts-0123456789"  # an unlimited user: never low
 HOOKS = ("generic", "slack", "feishu", "dingtalk")
-
-
-class Mailbox:
-    """aiosmtpd handler: keeps every message it is handed."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(email.message_from_bytes(envelope.content, _class=EmailMessage, policy=default))
-        return "250 OK"
 
 
 @dataclass
@@ -85,8 +71,7 @@ def setup(gateway_factory: Callable[..., Gateway]) -> Iterator[Setup]:
     mj = FakeServer(midjourney_proxy.create_app()).start()
     sink = FakeServer(webhook_sink.create_app()).start()
     mailbox = Mailbox()
-    smtp = Controller(mailbox, hostname="127.0.0.1", port=free_port())
-    smtp.start()
+    smtp = smtp_server(mailbox)
     secret = webhook_sink.SECRET
     gateway = gateway_factory({
         "admin_key": ADMIN_KEY,

@@ -149,8 +149,8 @@ def create_app(settings: Settings) -> ASGIApp:
         retention.start()
         watch = None
         if settings.alerts.enabled:
-            watch = Watch(settings.alerts, Outbox(settings.alerts, session), engine, reports, lambda: relay.snapshot,
-                          writer)
+            outbox = Outbox(settings.alerts, session, settings.mail_server)
+            watch = Watch(settings.alerts, outbox, engine, reports, lambda: relay.snapshot, writer)
             watch.start()
         app.state.metrics = metrics = _metrics_sources(relay, budgets, writer, engine, reports)
         metrics_sync = asyncio.create_task(exposition.keep_synced(metrics), name="polyrelay-metrics")

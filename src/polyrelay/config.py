@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from polyrelay import multipart, proxies
+from polyrelay.mail import SmtpSettings
 from polyrelay.alerts.settings import AlertSettings
 from polyrelay.api.midjourney_settings import MidjourneySettings
+from polyrelay.api.signup_policy import SignupSettings
+from polyrelay.billing.invitations import InvitationSettings
 from polyrelay.billing.budget import BudgetSettings
 from polyrelay.relay.healing import ProbeSettings
 from polyrelay.store.files import FileSettings
@@ -161,6 +164,10 @@ class Settings(BaseSettings):
     files: FileSettings = FileSettings()  # re-hosting provider results (see docs/configuration.md)
     usage_logs: UsageLogSettings = UsageLogSettings()  # raw-row retention (see docs/operations.md)
     tracing: TracingSettings = TracingSettings()  # OpenTelemetry traces, off by default (see docs/operations.md)
+    # Mail to users and the operator, self-service sign-up and invitations (see docs/platform.md).
+    smtp: SmtpSettings | None = None
+    signup: SignupSettings = SignupSettings()
+    invitations: InvitationSettings = InvitationSettings()
 
     admin_key: str | None = Field(default=None, description="Bearer key of the admin API (/api/...).")
     redis_url: str | None = Field(default=None, description="Share rate limits between processes through Redis.")
@@ -184,6 +191,22 @@ class Settings(BaseSettings):
     @classmethod
     def _trusted_proxies(cls, value: list[str]) -> list[str]:
         return [proxies.network(cidr) for cidr in value]
+
+    @property
+    def mail_server(self) -> SmtpSettings | None:
+        """The SMTP server: the ``smtp:`` block, else the one written in the alerts' email block."""
+        email = self.alerts.email
+        return self.smtp or (email.server if email is not None else None)
+
+    @model_validator(mode="after")
+    def _mail_is_reachable(self) -> Settings:
+        if self.alerts.email is not None and self.mail_server is None:
+            raise ValueError("alerts.email needs an SMTP server: an smtp: block, or host and from in alerts.email")
+        if self.signup.mode != "closed" and self.signup.require_email_verification \
+                and (self.mail_server is None or self.signup.public_url is None):
+            raise ValueError("signup.require_email_verification mails a link: it needs an smtp: block and "
+                             "signup.public_url")
+        return self
 
     @classmethod
     def settings_customise_sources(

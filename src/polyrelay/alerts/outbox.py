@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import smtplib
-import ssl
 import time
 from collections import deque
-from email.message import EmailMessage
 
 import aiohttp
 import orjson
 
+from polyrelay import mail
 from polyrelay.alerts import messages
 from polyrelay.alerts.messages import Alert
 from polyrelay.alerts.settings import AlertSettings, EmailSettings, WebhookSettings
@@ -80,34 +78,21 @@ class _Webhook(_Destination):
 
 
 class _Email(_Destination):
-    def __init__(self, settings: EmailSettings, timeout_s: float) -> None:
+    def __init__(self, settings: EmailSettings, smtp: mail.SmtpSettings) -> None:
         super().__init__("email")
-        self._settings = settings
-        self._timeout_s = timeout_s
+        self._to = settings.to
+        self._smtp = smtp
 
     async def deliver(self, alert: Alert) -> None:
-        await asyncio.to_thread(self._send, alert)  # smtplib blocks: never on the event loop
-
-    def _send(self, alert: Alert) -> None:
-        settings = self._settings
-        message = EmailMessage()
-        message["Subject"] = f"[polyrelay] {alert.subject}"
-        message["From"] = settings.sender
-        message["To"] = ", ".join(settings.to)
-        message.set_content(alert.text())
-        with smtplib.SMTP(settings.host, settings.port, timeout=self._timeout_s) as smtp:
-            if settings.starttls:
-                smtp.starttls(context=ssl.create_default_context())  # verify the server, unlike the default
-            if settings.user:
-                smtp.login(settings.user, settings.password or "")
-            smtp.send_message(message)
+        await mail.send_async(self._smtp, self._to, f"[polyrelay] {alert.subject}", alert.text())
 
 
 class Outbox:
-    def __init__(self, settings: AlertSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: AlertSettings, session: aiohttp.ClientSession, smtp: mail.SmtpSettings | None) -> None:
+        """``smtp``: the server the alert email goes through (``Settings.mail_server``); None without alert email."""
         self._destinations: list[_Destination] = [_Webhook(w, session, settings.timeout_s) for w in settings.webhooks]
-        if settings.email is not None:
-            self._destinations.append(_Email(settings.email, settings.timeout_s))
+        if settings.email is not None and smtp is not None:
+            self._destinations.append(_Email(settings.email, smtp))
 
     def put(self, alerts: list[Alert]) -> None:
         for alert in alerts:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from polyrelay.mail import SmtpSettings
 
 
 class WebhookSettings(BaseModel):
@@ -23,15 +25,20 @@ class WebhookSettings(BaseModel):
 
 
 class EmailSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    """Alert email: the operator's addresses; the server is the top-level ``smtp:`` block, or (the older
+    form, still read) its keys written here beside ``to``."""
 
-    host: str
-    port: int = Field(default=587, ge=1, le=65535)
-    user: str | None = None
-    password: str | None = None
-    starttls: bool = True
-    sender: str = Field(alias="from")
+    model_config = ConfigDict(extra="forbid")
+
     to: list[str] = Field(min_length=1, description="The operator's addresses.")
+    server: SmtpSettings | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _server_beside_to(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "host" in data:
+            return {"to": data.get("to"), "server": {key: value for key, value in data.items() if key != "to"}}
+        return data
 
 
 class AlertSettings(BaseModel):
@@ -43,7 +50,7 @@ class AlertSettings(BaseModel):
     email: EmailSettings | None = None
     interval_s: float = Field(default=30.0, gt=0, description="How often the conditions are evaluated.")
     repeat_s: float = Field(default=3600.0, ge=0, description="Re-notify an ongoing condition this often; 0: never.")
-    timeout_s: float = Field(default=10.0, gt=0, description="Per webhook POST or SMTP session.")
+    timeout_s: float = Field(default=10.0, gt=0, description="Per webhook POST.")
     error_rate: float | None = Field(default=0.5, gt=0, le=1, description="Share of 5xx answers; absent: off.")
     error_window_s: float = Field(default=300.0, gt=0)
     error_min_requests: int = Field(default=20, ge=1, description="Fewer requests in the window: no verdict.")

@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 
 from polyrelay.store import models
 
-KINDS = ("charge", "refund", "topup", "adjustment", "redemption")
+# signup: the starting balance of a self-signed-up user; affiliate: invitation rewards moved into the balance.
+KINDS = ("charge", "refund", "topup", "adjustment", "redemption", "signup", "affiliate")
 CODE_PREFIX = "pr-"
 
 

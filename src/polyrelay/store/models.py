@@ -201,7 +201,8 @@ class User(Base):
     """An account: its tokens spend its balance. ``unlimited`` users are served whatever the balance."""
 
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("email", name="uq_users_email"),)
+    __table_args__ = (UniqueConstraint("email", name="uq_users_email"),
+                      UniqueConstraint("invite_code", name="uq_users_invite_code"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
@@ -219,6 +220,13 @@ class User(Base):
     tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Sign-up and invitations (docs/platform.md). Set when the user signed up themselves, not made by an admin.
+    signed_up_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    invite_code: Mapped[str | None] = mapped_column(String(32), nullable=True)  # made when first asked for
+    invited_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Rewards earned by inviting, not yet moved into the balance; the sum of the user's affiliate entries.
+    affiliate_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    rewarded_invites: Mapped[int] = mapped_column(Integer, default=0)  # invitees that earned a reward, for the cap
 
 
 class Group(Base):
@@ -391,3 +399,36 @@ class ChannelDaily(_DailyMeasures, Base):
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     channel_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class AccountToken(Base):
+    """A mailed link's token (e-mail verification, password reset): only its SHA-256 is stored; used once."""
+
+    __tablename__ = "account_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # verify | reset
+    email: Mapped[str] = mapped_column(String(254))  # the address it was sent to: a changed address voids it
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AffiliateEntry(Base):
+    """Movements of an inviter's affiliate balance: rewards in (+), moves into the real balance (-).
+
+    ``ref`` is unique, so a reward or a move applies at most once.
+    """
+
+    __tablename__ = "affiliate_entries"
+    __table_args__ = (Index("ix_affiliate_entries_user_id_id", "user_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ref: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    user_id: Mapped[int] = mapped_column(Integer)  # the inviter
+    invitee_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None for a move
+    kind: Mapped[str] = mapped_column(String(16))  # signup | first_topup | move
+    amount_micros: Mapped[int] = mapped_column(BigInteger)

@@ -72,19 +72,24 @@ async def login(request: Request, _: Principal) -> Response:
         response.headers["retry-after"] = str(seconds)
         return response
 
-    def find() -> tuple[int, str | None, bool] | None:
+    def find() -> Any:
         with Session(engine_of(request)) as session:
-            row = session.execute(select(models.User.id, models.User.password_hash, models.User.enabled)
-                                  .where(models.User.name == name)).first()
-            return (row.id, row.password_hash, row.enabled) if row is not None else None
+            return session.execute(select(models.User.id, models.User.password_hash, models.User.enabled,
+                                          models.User.signed_up_at, models.User.email_verified)
+                                   .where(models.User.name == name)).first()
 
     found = await run_db(request, find)
-    password_hash = found[1] if found is not None else None
+    password_hash = found.password_hash if found is not None else None
     valid = await asyncio.get_running_loop().run_in_executor(None, _password_matches, password_hash, password)
-    if found is None or not valid or not found[2]:
+    if found is None or not valid or not found.enabled:
         raise ApiError(401, "invalid_credentials", "Wrong name or password, or the account is disabled.")
     await throttle.succeeded(attempt)
-    user_id = found[0]
+    # Told only to whoever knows the password: a self-signed-up user proves the address before coming in.
+    if found.signed_up_at is not None and not found.email_verified \
+            and request.app.state.settings.signup.require_email_verification:
+        raise ApiError(403, "email_unverified", "Confirm your e-mail address first: open the link we mailed to you, "
+                                                "or ask for a new one.")
+    user_id = found.id
     cookie = secrets.token_urlsafe(32)
     ttl = request.app.state.settings.session_ttl_s
 

@@ -47,10 +47,13 @@ _QUERIES = {
     "system": [],
     "health": [],
     "video": [],
+    "signup": [("invite", {"type": "string", "maxLength": 32}, "an invite code: the answer says whether it is valid")],
+    "invite": [],
+    "accounts": [],
 }
 _CREATES = frozenset({"create_user", "create_token", "my_create_token", "create_channel", "create_group",
-                      "create_codes"})
-_NO_CONTENT = frozenset({"logout", "my_password"})
+                      "create_codes", "signup"})
+_NO_CONTENT = frozenset({"logout", "my_password", "reset_password"})
 
 
 def _responses(handler_name: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from polyrelay.api.admin.common import ApiError, error_response, json_response
 from polyrelay.api.admin.health import channel_events, health
 from polyrelay.api.admin.groups import create_group, delete_group, get_group, list_groups, update_group
 from polyrelay.api.admin.logs import logs, logs_aggregate, logs_csv
+from polyrelay.api.admin.invite import account_settings, my_invite, my_invite_move
 from polyrelay.api.admin.me import (
     me,
     my_create_token,
@@ -42,6 +43,14 @@ from polyrelay.api.admin.me import (
 )
 from polyrelay.api.admin.prices import delete_price, get_price, list_prices, put_price
 from polyrelay.api.admin.redemptions import create_codes, delete_code, list_codes
+from polyrelay.api.admin.signup import (
+    forgot_password,
+    resend_verification,
+    reset_password,
+    signup,
+    signup_options,
+    verify_email,
+)
 from polyrelay.api.admin.stats import stats
 from polyrelay.api.admin.system import system
 from polyrelay.api.admin.tasks import list_all_tasks, task_video
@@ -126,6 +135,15 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("POST", "/api/me/password", my_password, "me"),
     ("GET", "/api/me/stats", my_stats, "me"),
     ("GET", "/api/me/tasks", my_tasks, "me"),
+    ("GET", "/api/auth/signup", signup_options, "auth"),
+    ("POST", "/api/auth/signup", signup, "auth"),
+    ("POST", "/api/auth/verify", verify_email, "auth"),
+    ("POST", "/api/auth/verify/resend", resend_verification, "auth"),
+    ("POST", "/api/auth/password/forgot", forgot_password, "auth"),
+    ("POST", "/api/auth/password/reset", reset_password, "auth"),
+    ("GET", "/api/me/invite", my_invite, "me"),
+    ("POST", "/api/me/invite/move", my_invite_move, "me"),
+    ("GET", "/api/settings/accounts", account_settings, "console"),
 ]
 
 

@@ -36,7 +36,7 @@ from polyrelay.api.admin.fields import (
     field_text,
 )
 from polyrelay.api.admin.records import fetch_record, insert_record, list_records
-from polyrelay.billing import accounts
+from polyrelay.billing import accounts, invitations
 from polyrelay.store import changes, models
 from polyrelay.store.db import bump_records_version
 
@@ -52,6 +52,7 @@ def user_json(row: models.User) -> dict[str, Any]:
         "unlimited": row.unlimited, "enabled": row.enabled, "rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit,
         "has_password": row.password_hash is not None, "created_at": iso(row.created_at),
         "email": row.email, "email_verified": row.email_verified,
+        "signed_up_at": iso(row.signed_up_at), "invited_by": row.invited_by,  # docs/platform.md
     }
 
 
@@ -190,6 +191,7 @@ async def _move_money(request: Request, user_id: int, kind: str) -> Response:
         raise ApiError(400, "invalid_field", "'amount_micros' must not be 0.")
     note = field_text(data, "note", max_len=_MAX_NOTE)
     request_id = field_text(data, "request_id", max_len=64) or f"{kind}-{secrets.token_hex(12)}"
+    rules = request.app.state.settings.invitations
 
     def work() -> dict[str, Any]:
         with Session(engine_of(request)) as session, session.begin():
@@ -197,6 +199,8 @@ async def _move_money(request: Request, user_id: int, kind: str) -> Response:
             if row is None:
                 raise not_found(f"User {user_id}")
             applied = accounts.post(session, user_id, kind, amount, request_id, note)
+            if applied and kind == "topup":
+                invitations.reward_first_topup(session, user_id, amount, request_id, rules=rules)
             bump_records_version(session, changes.user(user_id))
             session.refresh(row)
             return {"applied": applied, "request_id": request_id, "user": user_json(row)}

@@ -14,6 +14,13 @@ const USER_PAGES = {
   redeem: () => import('./pages/redeem.js'),
   account: () => import('./pages/account.js'),
 };
+// Pages for visitors who are signed out (the links mailed to them land on verify and reset).
+const VISITOR_PAGES = {
+  signup: () => import('./pages/signup.js'),
+  verify: () => import('./pages/verify.js'),
+  forgot: () => import('./pages/forgot.js'),
+  reset: () => import('./pages/reset.js'),
+};
 const ADMIN_PAGES = {
   'admin/channels': () => import('./pages/admin/channels.js'),
   'admin/users': () => import('./pages/admin/users.js'),
@@ -58,9 +65,11 @@ async function showSignIn() {
   leavePage();
   state.me = null;
   state.layout = null;
-  document.title = `${t('login.title')} · polyrelay`;
-  const page = await import('./pages/login.js');
-  root.replaceChildren(page.render({ languageSwitch: languageSwitch(), onSignedIn: signedIn }));
+  const [path, params] = currentRoute();
+  const visitor = path in VISITOR_PAGES;
+  document.title = `${t(visitor ? `${path}.title` : 'login.title')} · polyrelay`;
+  const page = await (visitor ? VISITOR_PAGES[path]() : import('./pages/login.js'));
+  root.replaceChildren(await page.render({ languageSwitch: languageSwitch(), onSignedIn: signedIn, params }));
   root.removeAttribute('aria-busy');
   root.querySelector('[autofocus]')?.focus();
 }
@@ -204,10 +213,9 @@ function notice(page, titleKey, textKey) {
   );
 }
 
-async function start() {
-  await loadLanguage(initialLanguage());
-  whenSignedOut(showSignIn);
-  window.addEventListener('hashchange', () => route());
+/** Into the console when a session exists; a mailed link (verify, reset) opens its page whether or not one does. */
+async function enter() {
+  if (currentRoute()[0] in VISITOR_PAGES) return showSignIn();
   try {
     await signedIn();
   } catch (error) {
@@ -215,6 +223,13 @@ async function start() {
     root.replaceChildren(h('p', { class: 'form-error', role: 'alert' }, error.message));
     root.removeAttribute('aria-busy');
   }
+}
+
+async function start() {
+  await loadLanguage(initialLanguage());
+  whenSignedOut(showSignIn);
+  window.addEventListener('hashchange', () => (state.me ? route() : enter()));
+  await enter();
 }
 
 start();

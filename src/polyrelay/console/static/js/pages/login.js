@@ -1,14 +1,15 @@
 // Sign-in: the landing page while signed out. The session is an HttpOnly cookie set by the API.
-import { post } from '../api.js';
+import { get, post } from '../api.js';
 import { t } from '../i18n.js';
 import { field, h, readForm } from '../ui.js';
+import { note, visitorCard } from './visitor.js';
 
 export function render({ languageSwitch, onSignedIn }) {
   const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const submit = h('button', { type: 'submit', class: 'primary wide' }, t('login.submit'));
   const form = h(
     'form',
-    { class: 'form', 'aria-labelledby': 'login-title' },
+    { class: 'form', 'aria-labelledby': 'visitor-title' },
     field({ name: 'name', label: t('login.name'), autocomplete: 'username', required: true, autofocus: true }),
     field({
       name: 'password',
@@ -28,23 +29,23 @@ export function render({ languageSwitch, onSignedIn }) {
       await post('/api/auth/login', readForm(form));
       await onSignedIn();
     } catch (failure) {
-      error.textContent = failure.status === 401 ? t('login.wrong') : failure.message;
+      if (failure.code === 'email_unverified')
+        error.replaceChildren(t('login.unverified'), ' ', h('a', { href: '#/verify' }, t('verify.resendTitle')));
+      else error.textContent = failure.status === 401 ? t('login.wrong') : failure.message;
       error.hidden = false;
     } finally {
       submit.disabled = false;
     }
   });
-  return h(
-    'div',
-    { class: 'login' },
-    h('div', { class: 'login-top' }, languageSwitch),
-    h(
-      'main',
-      { class: 'login-card' },
-      h('p', { class: 'brand' }, 'polyrelay'),
-      h('h1', { id: 'login-title' }, t('login.title')),
-      form,
-      h('p', { class: 'muted small' }, t('login.help')),
-    ),
-  );
+  const help = h('div', {}, h('p', { class: 'muted small' }, t('login.help')));
+  // What else a visitor may do depends on the server's sign-up settings; the form works without them.
+  get('/api/auth/signup')
+    .then((options) => {
+      const links = [];
+      if (options.mode !== 'closed') links.push(['#/signup', t('signup.link')]);
+      if (options.password_reset) links.push(['#/forgot', t('forgot.link')]);
+      help.replaceChildren(note(options.mode === 'closed' ? t('login.help') : '', ...links));
+    })
+    .catch(() => {});
+  return visitorCard({ languageSwitch, title: t('login.title'), content: [form, help] });
 }

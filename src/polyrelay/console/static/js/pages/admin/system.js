@@ -1,6 +1,6 @@
 // System: version, database and Redis health, the task poller, queue depths (GET /api/system).
 import { get } from '../../api.js';
-import { dateTime, millis, number } from '../../format.js';
+import { dateTime, millis, money, number, percent } from '../../format.js';
 import { t } from '../../i18n.js';
 import { badge, button, facts, h, loading, pageHeader } from '../../ui.js';
 
@@ -26,7 +26,7 @@ function uptime(seconds) {
 }
 
 async function view() {
-  const s = await get('/api/system');
+  const [s, accounts] = await Promise.all([get('/api/system'), get('/api/settings/accounts')]);
   const card = (title, pairs) => h('section', { class: 'card' }, h('h2', {}, title), facts(pairs));
   return h(
     'div',
@@ -66,10 +66,39 @@ async function view() {
       [t('system.writer'), number(s.writer.queued)],
       [t('system.callbacks'), number(s.callbacks.pending)],
     ]),
+    card(t('system.signup'), signupFacts(accounts)),
     card(t('system.channels'), [
       [t('system.total'), number(s.channels.total)],
       [t('common.enabled'), number(s.channels.enabled)],
       [t('channels.coolingDown'), number(s.channels.cooling_down)],
     ]),
   );
+}
+
+/** The sign-up and invitation settings in force (config file; see docs/platform.md). */
+function signupFacts({ signup, invitations, mail }) {
+  const list = (items) => (items.length ? items.join(', ') : '—');
+  return [
+    [t('system.signupMode'), t(`system.signupMode.${signup.mode}`)],
+    [t('system.verification'), signup.require_email_verification ? t('health.yes') : t('health.no')],
+    [t('system.mail'), mail.configured ? `${mail.host} (${mail.from})` : badge(t('system.notConfigured'), 'off')],
+    [t('system.defaultGroup'), signup.default_group],
+    [t('system.startingBalance'), money(Math.round(signup.starting_balance_usd * 1e6))],
+    [t('system.allowedDomains'), list(signup.allowed_domains)],
+    [
+      t('system.deniedDomains'),
+      list([...signup.denied_domains, ...(signup.deny_disposable ? [t('system.disposable')] : [])]),
+    ],
+    [t('system.perIp'), number(signup.per_ip_per_hour)],
+    [
+      t('system.inviteRewards'),
+      invitations.enabled
+        ? t('system.inviteRewardsText', {
+            fixed: money(Math.round(invitations.reward_fixed_usd * 1e6)),
+            percent: percent(invitations.reward_share_of_first_topup),
+            cap: number(invitations.max_rewarded_invites_per_user),
+          })
+        : badge(t('system.notConfigured'), 'off'),
+    ],
+  ];
 }
