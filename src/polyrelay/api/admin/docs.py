@@ -47,9 +47,11 @@ _QUERIES = {
     "system": [],
     "health": [],
     "video": [],
+    "orders": [("status", _TEXT, "pending, paid, expired, failed or review"), ("user_id", _ID, "admin only"), *_PAGING],
+    "options": [],
 }
 _CREATES = frozenset({"create_user", "create_token", "my_create_token", "create_channel", "create_group",
-                      "create_codes"})
+                      "create_codes", "my_create_order"})
 _NO_CONTENT = frozenset({"logout", "my_password"})
 
 
