@@ -118,6 +118,7 @@ def create_app(settings: Settings) -> ASGIApp:
         writer.on_commit = budgets.committed
         budgets.start()
         app.state.db, app.state.db_executor = engine, executor  # for the admin API
+        app.state.http = session  # the pooled outbound client, for the payment providers too
         # Reports (logs, stats, CSV) can scan many rows: never on the writer's thread, or usage flushes wait.
         app.state.report_executor = reports = ThreadPoolExecutor(max_workers=2, thread_name_prefix="polyrelay-report")
         limiter = RateLimiter(settings.redis_url, namespace=app.state.cluster_id)

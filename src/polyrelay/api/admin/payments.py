@@ -42,7 +42,7 @@ def _providers(request: Request) -> dict[str, Provider]:
     """The configured providers, made once per process (they share the relay's HTTP connection pool)."""
     found = getattr(request.app.state, "payment_providers", None)
     if found is None:
-        found = registry.providers(_settings(request), request.app.state.relay.session)
+        found = registry.providers(_settings(request), request.app.state.http)
         request.app.state.payment_providers = found
     return found
 
