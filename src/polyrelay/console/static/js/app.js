@@ -12,6 +12,7 @@ const USER_PAGES = {
   tasks: () => import('./pages/tasks.js'),
   playground: () => import('./pages/playground.js'),
   redeem: () => import('./pages/redeem.js'),
+  topup: () => import('./pages/topup.js'),
   account: () => import('./pages/account.js'),
 };
 const ADMIN_PAGES = {
@@ -23,6 +24,7 @@ const ADMIN_PAGES = {
   'admin/logs': () => import('./pages/admin/logs.js'),
   'admin/system': () => import('./pages/admin/system.js'),
   'admin/health': () => import('./pages/admin/health.js'),
+  'admin/orders': () => import('./pages/admin/orders.js'),
 };
 
 const root = document.getElementById('app');
