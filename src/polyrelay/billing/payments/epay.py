@@ -64,6 +64,6 @@ class Epay:
             paid = Decimal(fields.get("money", ""))
         except InvalidOperation:
             raise Refused("money is not a number") from None
-        if not paid.is_finite() or paid <= 0 or paid != paid.quantize(Decimal("0.01")) or paid > 10**12:
+        if not paid.is_finite() or not 0 < paid < 10**12 or paid != paid.quantize(Decimal("0.01")):
             raise Refused("money is not an amount in yuan with at most two decimals")
         return Notice(order_no[:64], "paid", trade_no[:255], int(paid * 100), CURRENCY)

@@ -8,6 +8,7 @@ from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from polyrelay.billing.payments.settings import PaymentSettings
 
 _HUNDREDTH = Decimal("0.01")
+_LARGEST = Decimal(10**12)  # no currency's payment comes near; keeps hundredths inside a BigInteger
 _MICROS_PER_MINOR = Decimal(10_000)  # 1e6 micro-USD per credit USD / 100 hundredths per unit
 
 
@@ -32,8 +33,9 @@ def parse_amount(raw: object) -> Decimal:
         amount = Decimal(str(raw).strip())
     except InvalidOperation:
         raise QuoteError("'amount' must be a number or a decimal string such as \"10.00\".") from None
-    if not amount.is_finite() or amount <= 0 or amount != amount.quantize(_HUNDREDTH, rounding=ROUND_FLOOR):
-        raise QuoteError("'amount' must be positive, with at most two decimals.")
+    # The bound first: quantizing 1e999999 would overflow the decimal context.
+    if not amount.is_finite() or not 0 < amount < _LARGEST or amount != amount.quantize(_HUNDREDTH):
+        raise QuoteError("'amount' must be positive, below 10^12, with at most two decimals.")
     return amount
 
 
