@@ -206,6 +206,27 @@ def test_a_different_amount_or_currency_credits_nothing_and_is_kept_for_review(s
     assert f"order {order['order_no']} not credited" in site.gateway.logs()
 
 
+def test_an_administrator_credits_or_dismisses_an_order_in_review_once(site: Site) -> None:
+    user_id, client = site.user("tess")
+    orders = []
+    for _ in range(2):
+        order = place(client, provider="stripe", amount=25)["order"]
+        site.deliver(stripe_api.event("checkout.session.completed", site.session_of(order), payment_status="paid",
+                                      amount_total=2400))
+        orders.append(order)
+    credit, dismiss = (f"/api/orders/{o['id']}/resolve" for o in orders)
+    resolved = site.admin.post(credit, json={"action": "credit", "amount_micros": 24_000_000, "note": "paid 24"})
+    assert resolved.status_code == 200, resolved.text
+    assert resolved.json()["status"] == "paid" and resolved.json()["note"].endswith("credited by admin:admin: paid 24")
+    assert site.admin.post(credit, json={"action": "credit"}).status_code == 409  # once
+    assert site.admin.post(dismiss, json={"action": "dismiss", "note": "refunded"}).json()["status"] == "failed"
+    assert site.admin.post(dismiss, json={"action": "credit"}).status_code == 409
+    assert client.post(credit, json={"action": "credit"}).status_code == 403  # users cannot decide
+    assert site.balance(user_id) == 24_000_000
+    assert [(e["request_id"], e["amount_micros"]) for e in site.ledger(user_id)] == [
+        (f"order-{orders[0]['id']}", 24_000_000)]
+
+
 def test_money_for_an_expired_order_is_not_credited_but_kept_for_review(site: Site) -> None:
     user_id, client = site.user("uli")
     order = place(client, provider="stripe", amount=15)["order"]

@@ -24,7 +24,7 @@ expect.set_options(timeout=10_000)
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, httpx.Client]]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, httpx.Client, FakeServer]]:
     epay_server = FakeServer(epay_fake.create_app()).start()
     workdir: Path = tmp_path_factory.mktemp("payments-browser")
     gateway = start_gateway({
@@ -37,7 +37,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, ht
     admin = httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
     for name, role in (("payer", "user"), ("boss", "admin")):
         assert admin.post("/api/users", json={"name": name, "password": PASSWORDS[name], "role": role}).is_success
-    yield gateway, admin
+    yield gateway, admin, epay_server
     admin.close()
     gateway.stop()
     epay_server.stop()
@@ -63,9 +63,22 @@ def signed_in(browser: Browser, gateway: Gateway, user: str, problems: list[str]
     return page
 
 
-def test_a_user_tops_up_through_epay_and_sees_the_balance_once(browser: Browser,
-                                                               site: tuple[Gateway, httpx.Client]) -> None:
-    gateway, admin = site
+def in_review(gateway: Gateway, epay_server: FakeServer) -> None:
+    """An order of 20 CNY that the Epay gateway reports paid with 25 CNY: not credited, kept for review."""
+    payer = httpx.Client(base_url=gateway.url, headers={"X-Requested-With": "test"}, timeout=30)
+    assert payer.post("/api/auth/login", json={"name": "payer", "password": PASSWORDS["payer"]}).is_success
+    form = payer.post("/api/me/orders", json={"provider": "epay", "method": "wxpay", "amount": 20}).json()[
+        "checkout"]["form"]
+    assert httpx.post(form["action"], data=form["fields"]).is_success
+    trade = next(t for t in epay_server.knobs["trades"].values() if t["out_trade_no"] == form["fields"]["out_trade_no"])
+    epay_server.knobs["paid_money"] = "25.00"
+    httpx.post(f"{epay_server.url}/pay/{trade['trade_no']}")
+    payer.close()
+
+
+def test_a_user_tops_up_through_epay_and_sees_the_balance_once(
+        browser: Browser, site: tuple[Gateway, httpx.Client, FakeServer]) -> None:
+    gateway, admin, epay_server = site
     problems: list[str] = []
     page = signed_in(browser, gateway, "payer", problems)
     page.goto("/#/topup")
@@ -92,12 +105,23 @@ def test_a_user_tops_up_through_epay_and_sees_the_balance_once(browser: Browser,
     assert [e["kind"] for e in admin.get(f"/api/users/{payer['id']}/ledger").json()["data"]] == ["topup"]
     page.context.close()
 
+    in_review(gateway, epay_server)
     boss = signed_in(browser, gateway, "boss", problems, locale="zh-CN")
     boss.goto("/#/admin/orders")
     expect(boss.get_by_role("heading", level=1, name="充值订单")).to_be_visible()
     orders = boss.get_by_role("region", name="充值订单")
-    expect(orders.get_by_text("payer")).to_be_visible()
-    expect(orders.get_by_text("已支付")).to_be_visible()
+    expect(orders.get_by_text("已支付")).to_have_count(1)
+    expect(orders.get_by_text("待人工处理")).to_be_visible()
+    orders.get_by_role("button", name="显示全部字段").first.click()  # newest first: the order in review says why
+    expect(orders.get_by_text("paid 25.00 CNY for an order of 20.00 CNY")).to_be_visible()
     boss.screenshot(path=str(ARTIFACTS / "admin-orders-zh.png"), full_page=True)
+    orders.get_by_role("button", name="入账").click()  # checked at the provider: credit the order as made
+    dialog = boss.get_by_role("dialog")
+    expect(dialog).to_contain_text("为 payer 入账 $2.80")
+    dialog.get_by_role("button", name="入账").click()
+    expect(orders.get_by_text("已支付")).to_have_count(2)
+    expect(orders.get_by_role("button", name="入账")).to_have_count(0)
+    assert next(u for u in admin.get("/api/users").json()["data"] if u["name"] == "payer")["balance_micros"] == \
+        14_700_000 + 2_800_000
     boss.context.close()
     assert not problems, problems

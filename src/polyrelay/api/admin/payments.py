@@ -17,9 +17,10 @@ from starlette.routing import BaseRoute, Route
 
 from polyrelay.api.admin.access import Principal, endpoint
 from polyrelay.api.admin.common import (
-    ApiError, engine_of, iso, json_response, paging, query_int, read_body, read_raw, reload_snapshot, run_db,
+    ApiError, engine_of, iso, json_response, not_found, paging, path_int, query_int, read_body, read_raw,
+    reload_snapshot, run_db,
 )
-from polyrelay.api.admin.fields import check_unknown, field_str
+from polyrelay.api.admin.fields import MAX_MICROS, check_unknown, field_int, field_str, field_text
 from polyrelay.billing.payments import orders, registry
 from polyrelay.billing.payments.base import RETURN_PATH, CheckoutFailed, Inbound, Notice, OrderView, Provider, Refused
 from polyrelay.billing.payments.epay import NOTIFY_PATH
@@ -156,6 +157,38 @@ async def list_orders(request: Request, _: Principal) -> Response:
     if request.query_params.get("user_id"):
         where.append(models.PaymentOrder.user_id == query_int(request, "user_id", minimum=1))
     return json_response({"data": await run_db(request, _orders, request, where, limit, offset)})
+
+
+@endpoint()
+async def resolve_order(request: Request, principal: Principal) -> Response:
+    """Decide an order in review: `{"action": "credit"}` (optionally `amount_micros`, default its credit) or `"dismiss"`.
+
+    Credit posts the order's own ledger entry (`order-<id>`), so it can happen once; dismiss marks it failed
+    (refunded at the provider, say). `note` is added to the order's note. 409 when the order is not in review."""
+    order_id = path_int(request)
+    data = await read_body(request)
+    check_unknown(data, {"action", "amount_micros", "note"})
+    action = field_str(data, "action", choices=("credit", "dismiss"))
+    credit = field_int(data, "amount_micros", minimum=1, maximum=MAX_MICROS) if "amount_micros" in data else None
+    if action == "dismiss" and credit is not None:
+        raise ApiError(400, "invalid_field", "'amount_micros' goes with the action credit only.")
+    note = field_text(data, "note", max_len=200)
+
+    def work() -> dict[str, Any]:
+        with Session(engine_of(request)) as session, session.begin():
+            row = session.get(models.PaymentOrder, order_id)
+            if row is None:
+                raise not_found(f"Order {order_id}")
+            amount = (credit or row.credit_micros) if action == "credit" else None
+            decided = orders.resolve(session, order_id, amount, f"admin:{principal.name}", note)
+            if decided is None:
+                raise ApiError(409, "not_in_review", f"Order {order_id} is not in review.")
+            return order_json(decided, decided.status)
+
+    result = await run_db(request, work)
+    await reload_snapshot(request)
+    log.info("order %s resolved by %s: %s", result["order_no"], principal.name, action)
+    return json_response(result)
 
 
 async def _settle(request: Request, provider: str, notice: Notice) -> orders.Outcome:

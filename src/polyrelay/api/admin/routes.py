@@ -40,7 +40,14 @@ from polyrelay.api.admin.me import (
     my_tokens,
     my_update_token,
 )
-from polyrelay.api.admin.payments import list_orders, my_create_order, my_orders, my_topup_options, public_routes
+from polyrelay.api.admin.payments import (
+    list_orders,
+    my_create_order,
+    my_orders,
+    my_topup_options,
+    public_routes,
+    resolve_order,
+)
 from polyrelay.api.admin.prices import delete_price, get_price, list_prices, put_price
 from polyrelay.api.admin.redemptions import create_codes, delete_code, list_codes
 from polyrelay.api.admin.stats import stats
@@ -131,6 +138,7 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("POST", "/api/me/orders", my_create_order, "payments"),
     ("GET", "/api/me/orders", my_orders, "payments"),
     ("GET", "/api/orders", list_orders, "payments"),
+    ("POST", "/api/orders/{id}/resolve", resolve_order, "payments"),
 ]
 
 

@@ -109,11 +109,8 @@ def apply(session: Session, provider: str, notice: Notice, now: datetime | None 
         .execution_options(synchronize_session=False)
     ).rowcount == 1
     if claimed:
-        accounts.post(session, order.user_id, "topup", order.credit_micros, f"order-{order.id}",
-                      f"order {order.order_no} paid via {provider} ({money_text(order.amount_minor)} "
-                      f"{order.currency.upper()})")
-        on_credited(session, order)
-        bump_records_version(session, changes.user(order.user_id))
+        _credit(session, order, order.credit_micros, f"order {order.order_no} paid via {provider} "
+                f"({money_text(order.amount_minor)} {order.currency.upper()})")
         return Outcome.CREDITED
     status = session.scalar(select(models.PaymentOrder.status).where(models.PaymentOrder.id == order.id))
     if status in ("paid", "review"):
@@ -122,6 +119,37 @@ def apply(session: Session, provider: str, notice: Notice, now: datetime | None 
     log.warning("order %s not credited: %s", order.order_no, reason)
     _to_review(session, order.id, reason, notice)
     return Outcome.REVIEW
+
+
+def resolve(session: Session, order_id: int, credit_micros: int | None, actor: str, note: str,
+            now: datetime | None = None) -> models.PaymentOrder | None:
+    """An administrator's decision on an order in review: credit it (``credit_micros``, by default what
+    it was to credit; once, as its ``order-<id>`` entry) or, with None, dismiss it (failed, e.g. refunded
+    at the provider). None when the order is not in review (any more)."""
+    order = session.get(models.PaymentOrder, order_id)
+    if order is None:
+        return None
+    decided = f"{order.note}; {'credited' if credit_micros is not None else 'dismissed'} by {actor}" + \
+        (f": {note}" if note else "")
+    values: dict[str, object] = {"status": "failed", "note": decided[:512]}
+    if credit_micros is not None:
+        values.update(status="paid", paid_at=now or datetime.now(timezone.utc))
+    moved = session.execute(
+        update(models.PaymentOrder).where(models.PaymentOrder.id == order_id, models.PaymentOrder.status == "review")
+        .values(**values).execution_options(synchronize_session=False)
+    ).rowcount == 1
+    if not moved:
+        return None
+    if credit_micros is not None:
+        _credit(session, order, credit_micros, f"order {order.order_no} credited by {actor} after review")
+    session.refresh(order)
+    return order
+
+
+def _credit(session: Session, order: models.PaymentOrder, amount_micros: int, note: str) -> None:
+    accounts.post(session, order.user_id, "topup", amount_micros, f"order-{order.id}", note)
+    on_credited(session, order)
+    bump_records_version(session, changes.user(order.user_id))
 
 
 def _mismatch(order: models.PaymentOrder, notice: Notice) -> str:

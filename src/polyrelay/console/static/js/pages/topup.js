@@ -17,22 +17,34 @@ export function paid(order) {
   return `${order.amount} ${order.currency.toUpperCase()}`;
 }
 
-/** The orders as a table; `users` (id → name) adds the user column for administrators. */
-export function orderTable(rows, { users = null, label } = {}) {
+/** The orders as a table whose rows expand to every detail; `users` (id → name) adds the user column for
+ * administrators, `actions` a last column. */
+export function orderTable(rows, { users = null, actions = null, label } = {}) {
   return table(
     [
       { label: t('orders.created'), value: (row) => dateTime(row.created_at) },
       users ? { label: t('orders.user'), value: (row) => users.get(row.user_id) ?? `#${row.user_id}` } : null,
-      { label: t('orders.number'), value: (row) => h('code', {}, row.order_no) },
+      { label: t('orders.number'), value: (row) => h('code', { title: row.order_no }, `…${row.order_no.slice(-8)}`) },
       { label: t('orders.provider'), value: (row) => `${row.provider} · ${methodName(row.method)}` },
       { label: t('orders.amount'), class: 'num', value: paid },
       { label: t('orders.credit'), class: 'num', value: (row) => money(row.credit_micros) },
       { label: t('common.status'), value: (row) => statusBadge(row.status) },
-      { label: t('orders.paidAt'), value: (row) => dateTime(row.paid_at) },
-      users ? { label: t('orders.note'), value: (row) => row.note || '—' } : null,
+      actions ? { label: t('common.actions'), class: 'row-actions', value: actions } : null,
     ].filter(Boolean),
     rows,
-    { empty: t('orders.none'), label },
+    {
+      empty: t('orders.none'),
+      label,
+      details: (row) =>
+        facts([
+          [t('orders.number'), row.order_no], // plain text: a table cell's code never wraps
+          [t('orders.providerRef'), row.provider_ref || '—'],
+          [t('orders.bonus'), money(row.bonus_micros)],
+          [t('orders.expires'), dateTime(row.expires_at)],
+          [t('orders.paidAt'), dateTime(row.paid_at)],
+          [t('orders.note'), row.note || '—'],
+        ]),
+    },
   );
 }
 

@@ -1,9 +1,10 @@
 // Every user's top-up orders, filtered by status and user; "review" holds money that arrived but was
-// not credited automatically (late, or not what was ordered): settle it by hand (docs/platform.md).
-import { get } from '../../api.js';
+// not credited automatically (late, or not what was ordered): credit or dismiss it here (docs/platform.md).
+import { get, post } from '../../api.js';
+import { money } from '../../format.js';
 import { t } from '../../i18n.js';
-import { field, h, loading, pageHeader, pager, readForm } from '../../ui.js';
-import { orderTable } from '../topup.js';
+import { attempt, button, confirmDialog, field, h, loading, pageHeader, pager, readForm } from '../../ui.js';
+import { orderTable, paid } from '../topup.js';
 
 const PAGE = 100;
 const STATUSES = ['pending', 'paid', 'expired', 'failed', 'review'];
@@ -38,7 +39,11 @@ export async function render(page, { params }) {
       return h(
         'div',
         {},
-        orderTable(data, { users: names, label: t('nav.admin/orders') }),
+        orderTable(data, {
+          users: names,
+          actions: (row) => decisions(row, names, show),
+          label: t('nav.admin/orders'),
+        }),
         pager({
           offset,
           limit: PAGE,
@@ -57,4 +62,24 @@ export async function render(page, { params }) {
   });
   page.append(pageHeader(t('nav.admin/orders')), filters, results);
   await show();
+}
+
+/** Credit or dismiss an order in review, after a confirmation that says what happens. */
+function decisions(row, names, done) {
+  if (row.status !== 'review') return null;
+  const decide = (action, question) => async () => {
+    if (!(await confirmDialog(question, t(`orders.action.${action}`)))) return;
+    await attempt(async () => {
+      await post(`/api/orders/${row.id}/resolve`, { action });
+      await done();
+    });
+  };
+  const who = names.get(row.user_id) ?? `#${row.user_id}`;
+  const creditQuestion = t('orders.confirmCredit', { amount: money(row.credit_micros), user: who, paid: paid(row) });
+  return [
+    button(t('orders.action.credit'), decide('credit', creditQuestion), { kind: 'primary' }),
+    button(t('orders.action.dismiss'), decide('dismiss', t('orders.confirmDismiss', { order: row.order_no })), {
+      kind: 'danger',
+    }),
+  ];
 }
