@@ -266,6 +266,7 @@ def test_a_refused_checkout_fails_the_order_and_tells_the_user(site: Site) -> No
     assert refused.status_code == 502 and refused.json()["error"]["code"] == "payment_provider_error"
     assert not any(secret in refused.text for secret in SECRETS)
     assert [o["status"] for o in client.get("/api/me/orders").json()["data"]] == ["failed"]
+    assert "Stripe refused the checkout: APIError (HTTP 500)" in site.gateway.logs()
 
 
 @pytest.fixture(scope="module")

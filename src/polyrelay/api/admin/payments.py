@@ -108,7 +108,6 @@ async def my_create_order(request: Request, principal: Principal) -> Response:
     try:
         checkout = await provider.checkout(view, public_url)
     except CheckoutFailed as exc:
-        log.warning("order %s: checkout failed: %s", view.order_no, exc)
         await run_db(request, _write, request, orders.failed_to_start, order_id, str(exc))
         raise ApiError(502, "payment_provider_error", str(exc)) from None
     await run_db(request, _write, request, orders.started, order_id, checkout.provider_ref)

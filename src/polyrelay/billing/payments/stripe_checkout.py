@@ -3,6 +3,7 @@ webhook (``checkout.session.*``) verified with ``stripe.Webhook.construct_event`
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -10,6 +11,8 @@ import aiohttp
 
 from polyrelay.billing.payments.base import RETURN_PATH, Checkout, CheckoutFailed, Inbound, Notice, OrderView, Refused
 from polyrelay.billing.payments.settings import StripeSettings
+
+log = logging.getLogger("polyrelay.payments")
 
 # Stripe refuses a Checkout Session that expires sooner than this; an order due earlier keeps the
 # session open a little longer, and a payment in that gap lands in review (orders.apply).
@@ -28,6 +31,8 @@ class StripeCheckout:
     def __init__(self, settings: StripeSettings, http: aiohttp.ClientSession) -> None:
         import stripe  # deferred: a large package, needed only where Stripe is configured
 
+        # Its INFO lines (three per call, more per retry) repeat what our one warning per refusal says.
+        logging.getLogger("stripe").setLevel(logging.WARNING)
         self.currency = settings.currency
         self._webhook_secret = settings.webhook_secret.get_secret_value()
         self._client = stripe.StripeClient(
@@ -57,8 +62,10 @@ class StripeCheckout:
                 params,  # type: ignore[arg-type]
                 options={"idempotency_key": order.order_no})
         except stripe.StripeError as exc:
-            raise CheckoutFailed(f"Stripe refused the checkout ({type(exc).__name__}: "
-                                 f"{exc.user_message or 'no detail'}).") from None
+            # Stripe's message can quote part of the key (sk_test_****abcd): the log has it, the user does not.
+            log.warning("order %s: Stripe refused the checkout: %s (HTTP %s): %s", order.order_no,
+                        type(exc).__name__, exc.http_status, exc.user_message)
+            raise CheckoutFailed("Stripe refused the checkout; the gateway's log says why.") from None
         if not session.url:
             raise CheckoutFailed("Stripe returned a checkout session without a URL.")
         return Checkout(redirect_url=session.url, provider_ref=session.id)
