@@ -21,7 +21,7 @@ from polyrelay.api.admin.common import (
     reload_snapshot, run_db,
 )
 from polyrelay.api.admin.fields import MAX_MICROS, check_unknown, field_int, field_str, field_text
-from polyrelay.billing.payments import orders, registry
+from polyrelay.billing.payments import orders
 from polyrelay.billing.payments.base import RETURN_PATH, CheckoutFailed, Inbound, Notice, OrderView, Provider, Refused
 from polyrelay.billing.payments.epay import NOTIFY_PATH
 from polyrelay.billing.payments.quote import QuoteError, money_text, parse_amount, quote
@@ -40,12 +40,9 @@ def _settings(request: Request) -> PaymentSettings:
 
 
 def _providers(request: Request) -> dict[str, Provider]:
-    """The configured providers, made once per process (they share the relay's HTTP connection pool)."""
-    found = getattr(request.app.state, "payment_providers", None)
-    if found is None:
-        found = registry.providers(_settings(request), request.app.state.http)
-        request.app.state.payment_providers = found
-    return found
+    """The configured providers, built at start (app.py) on the pooled HTTP client."""
+    providers: dict[str, Provider] = request.app.state.payment_providers
+    return providers
 
 
 def _user(principal: Principal) -> int:
