@@ -51,6 +51,7 @@ from polyrelay.errors import RelayError
 from polyrelay.fetch import FetchPolicy
 from polyrelay.proxies import TrustedProxies
 from polyrelay.billing.budget import Budgets
+from polyrelay.billing.payments.registry import providers as payment_providers
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.relay.pipeline import Relay
 from polyrelay.relay.healing import Healer
@@ -118,6 +119,8 @@ def create_app(settings: Settings) -> ASGIApp:
         writer.on_commit = budgets.committed
         budgets.start()
         app.state.db, app.state.db_executor = engine, executor  # for the admin API
+        # Built before serving: importing the stripe package takes about a second, which would stall requests.
+        app.state.payment_providers = payment_providers(settings.payments, session)
         # Reports (logs, stats, CSV) can scan many rows: never on the writer's thread, or usage flushes wait.
         app.state.report_executor = reports = ThreadPoolExecutor(max_workers=2, thread_name_prefix="polyrelay-report")
         limiter = RateLimiter(settings.redis_url, namespace=app.state.cluster_id)

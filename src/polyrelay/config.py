@@ -24,6 +24,7 @@ from polyrelay.api.midjourney_settings import MidjourneySettings
 from polyrelay.api.signup_policy import SignupSettings
 from polyrelay.billing.invitations import InvitationSettings
 from polyrelay.billing.budget import BudgetSettings
+from polyrelay.billing.payments.settings import PaymentSettings
 from polyrelay.relay.healing import ProbeSettings
 from polyrelay.store.files import FileSettings
 from polyrelay.store.retention import UsageLogSettings
@@ -168,6 +169,7 @@ class Settings(BaseSettings):
     smtp: SmtpSettings | None = None
     signup: SignupSettings = SignupSettings()
     invitations: InvitationSettings = InvitationSettings()
+    payments: PaymentSettings = PaymentSettings()  # top-up by Stripe / Epay (see docs/platform.md)
 
     admin_key: str | None = Field(default=None, description="Bearer key of the admin API (/api/...).")
     redis_url: str | None = Field(default=None, description="Share rate limits between processes through Redis.")

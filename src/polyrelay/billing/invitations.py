@@ -76,15 +76,12 @@ def reward_verified_invitee(session: Session, rules: InvitationSettings, invitee
     return _reward(session, rules, invitee_id, "signup", amount, f"invite-signup-{invitee_id}")
 
 
-def reward_first_topup(session: Session, user_id: int, credited_micros: int, order_ref: str, *,
-                       rules: InvitationSettings) -> int:
+def reward_first_topup(session: Session, user_id: int, credited_micros: int, *, rules: InvitationSettings) -> int:
     """The share of an invitee's first top-up, for the inviter; the micro-USD it credited (0: none due).
 
     Call it inside the transaction that credits the top-up, for every top-up: only the first one of the
-    user ever rewards (the entry's ref names the invitee), and calling again for the same ``order_ref``
-    changes nothing.
+    user ever rewards: the entry's ref names the invitee, so a repeat changes nothing.
     """
-    del order_ref  # any top-up after the first earns nothing, so the invitee alone identifies the reward
     amount = int(credited_micros * rules.reward_share_of_first_topup)
     return _reward(session, rules, user_id, "first_topup", amount, f"invite-topup-{user_id}")
 

@@ -432,3 +432,29 @@ class AffiliateEntry(Base):
     invitee_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None for a move
     kind: Mapped[str] = mapped_column(String(16))  # signup | first_topup | move
     amount_micros: Mapped[int] = mapped_column(BigInteger)
+class PaymentOrder(Base):
+    """A top-up a user pays through a provider (polyrelay.billing.payments).
+
+    ``order_no`` is the unguessable number providers and browsers see; ``credit_micros`` is fixed
+    when the order is made (rate and bonus of that moment). Status: pending, paid, expired, failed,
+    or review (money arrived that could not be credited automatically: late, or not what was ordered)."""
+
+    __tablename__ = "payment_orders"
+    __table_args__ = (Index("ix_payment_orders_user_id_id", "user_id", "id"),
+                      Index("ix_payment_orders_status_id", "status", "id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_no: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(Integer)
+    provider: Mapped[str] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(String(16), default="")
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    amount_minor: Mapped[int] = mapped_column(BigInteger)  # hundredths of ``currency``
+    currency: Mapped[str] = mapped_column(String(3))
+    credit_micros: Mapped[int] = mapped_column(BigInteger)
+    bonus_micros: Mapped[int] = mapped_column(BigInteger, default=0)  # the part of credit_micros that is bonus
+    provider_ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    note: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -61,8 +61,8 @@ async def reload_snapshot(request: Request) -> None:
     await request.app.state.feed.catch_up()
 
 
-async def read_body(request: Request, limit: int = _MAX_BODY_BYTES) -> dict[str, Any]:
-    """The JSON object sent, refused with 413 once it outgrows ``limit``: a flood is never held in memory."""
+async def read_raw(request: Request, limit: int) -> bytes:
+    """The body's bytes, refused with 413 once they outgrow ``limit``: a flood is never held in memory."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
@@ -72,7 +72,12 @@ async def read_body(request: Request, limit: int = _MAX_BODY_BYTES) -> dict[str,
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_body(request: Request, limit: int = _MAX_BODY_BYTES) -> dict[str, Any]:
+    """The JSON object sent, refused with 413 once it outgrows ``limit``."""
+    raw = await read_raw(request, limit)
     if not raw.strip():
         return {}
     try:

@@ -50,9 +50,11 @@ _QUERIES = {
     "signup": [("invite", {"type": "string", "maxLength": 32}, "an invite code: the answer says whether it is valid")],
     "invite": [],
     "accounts": [],
+    "orders": [("status", _TEXT, "pending, paid, expired, failed or review"), ("user_id", _ID, "admin only"), *_PAGING],
+    "options": [],
 }
 _CREATES = frozenset({"create_user", "create_token", "my_create_token", "create_channel", "create_group",
-                      "create_codes", "signup"})
+                      "create_codes", "signup", "my_create_order"})
 _NO_CONTENT = frozenset({"logout", "my_password", "reset_password"})
 
 

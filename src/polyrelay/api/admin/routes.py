@@ -41,6 +41,14 @@ from polyrelay.api.admin.me import (
     my_tokens,
     my_update_token,
 )
+from polyrelay.api.admin.payments import (
+    list_orders,
+    my_create_order,
+    my_orders,
+    my_topup_options,
+    public_routes,
+    resolve_order,
+)
 from polyrelay.api.admin.prices import delete_price, get_price, list_prices, put_price
 from polyrelay.api.admin.redemptions import create_codes, delete_code, list_codes
 from polyrelay.api.admin.signup import (
@@ -144,6 +152,11 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("GET", "/api/me/invite", my_invite, "me"),
     ("POST", "/api/me/invite/move", my_invite_move, "me"),
     ("GET", "/api/settings/accounts", account_settings, "console"),
+    ("GET", "/api/me/topup/options", my_topup_options, "payments"),
+    ("POST", "/api/me/orders", my_create_order, "payments"),
+    ("GET", "/api/me/orders", my_orders, "payments"),
+    ("GET", "/api/orders", list_orders, "payments"),
+    ("POST", "/api/orders/{id}/resolve", resolve_order, "payments"),
 ]
 
 
@@ -151,7 +164,8 @@ def routes() -> list[BaseRoute]:
     by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
     for method, path, handler, _tag in ROUTES:
         by_path.setdefault(path, {})[method] = handler
-    result: list[BaseRoute] = [Route("/openapi.json", openapi, methods=["GET"]), Route("/docs", docs, methods=["GET"])]
+    result: list[BaseRoute] = [Route("/openapi.json", openapi, methods=["GET"]), Route("/docs", docs, methods=["GET"]),
+                               *public_routes()]
     for path, handlers in by_path.items():
         result.append(Route(path.replace("{model}", "{model:path}"), _dispatch(handlers), methods=list(handlers)))
     return result

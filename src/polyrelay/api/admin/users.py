@@ -200,7 +200,7 @@ async def _move_money(request: Request, user_id: int, kind: str) -> Response:
                 raise not_found(f"User {user_id}")
             applied = accounts.post(session, user_id, kind, amount, request_id, note)
             if applied and kind == "topup":
-                invitations.reward_first_topup(session, user_id, amount, request_id, rules=rules)
+                invitations.reward_first_topup(session, user_id, amount, rules=rules)
             bump_records_version(session, changes.user(user_id))
             session.refresh(row)
             return {"applied": applied, "request_id": request_id, "user": user_json(row)}

@@ -12,6 +12,7 @@ const USER_PAGES = {
   tasks: () => import('./pages/tasks.js'),
   playground: () => import('./pages/playground.js'),
   redeem: () => import('./pages/redeem.js'),
+  topup: () => import('./pages/topup.js'),
   account: () => import('./pages/account.js'),
 };
 // Pages for visitors who are signed out (the links mailed to them land on verify and reset).
@@ -30,6 +31,7 @@ const ADMIN_PAGES = {
   'admin/logs': () => import('./pages/admin/logs.js'),
   'admin/system': () => import('./pages/admin/system.js'),
   'admin/health': () => import('./pages/admin/health.js'),
+  'admin/orders': () => import('./pages/admin/orders.js'),
 };
 
 const root = document.getElementById('app');
