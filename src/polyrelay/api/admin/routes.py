@@ -46,6 +46,8 @@ from polyrelay.api.admin.stats import stats
 from polyrelay.api.admin.system import system
 from polyrelay.api.admin.tasks import list_all_tasks, task_video
 from polyrelay.api.admin.tokens import create_token, delete_token, get_token, list_tokens, update_token
+from polyrelay.api.sso.flow import callback as sso_callback, providers as sso_providers, start as sso_start
+from polyrelay.api.sso.identities import my_delete_identity, my_identities
 from polyrelay.api.admin.users import (
     adjust,
     create_user,
@@ -126,6 +128,11 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("POST", "/api/me/password", my_password, "me"),
     ("GET", "/api/me/stats", my_stats, "me"),
     ("GET", "/api/me/tasks", my_tasks, "me"),
+    ("GET", "/api/auth/sso", sso_providers, "auth"),
+    ("GET", "/api/auth/sso/{provider}/start", sso_start, "auth"),
+    ("GET", "/api/auth/sso/{provider}/callback", sso_callback, "auth"),
+    ("GET", "/api/me/identities", my_identities, "me"),
+    ("DELETE", "/api/me/identities/{id}", my_delete_identity, "me"),
 ]
 
 
