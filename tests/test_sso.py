@@ -17,8 +17,9 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import Page, expect, sync_playwright
 
-from tests.conftest import Gateway, free_port
+from tests.conftest import Gateway, free_port, start_gateway
 from tests.fakes import github_oauth, oidc_issuer
 from tests.fakes.server import FakeServer
 
@@ -308,3 +309,66 @@ def test_the_last_way_in_of_a_user_without_password_stays(gateway: Gateway) -> N
     assert len(only) == 1
     refused = client.delete(f"{gateway.url}/api/me/identities/{only[0]['id']}")
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "last_sign_in"
+
+
+@pytest.fixture(scope="module")
+def console(idp: Idp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway for the browser (SQLite: the API underneath runs on both backends above), with alice."""
+    workdir = tmp_path_factory.mktemp("sso-console")
+    gateway = start_gateway({"database_url": f"sqlite:///{workdir / 'polyrelay.db'}", **sso_config(idp)}, workdir)
+    created = httpx.post(gateway.url + "/api/users", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, json={
+        "name": "alice", "password": "alice-password-1", "email": "alice@example.com", "email_verified": True})
+    assert created.status_code == 201, created.text
+    yield gateway
+    gateway.stop()
+
+
+def at_provider_as(page: Page, idp: Idp, login: str | None) -> None:
+    """Sign in on the provider's own pages (``None``: it still knows who this is), then consent, as a person does."""
+    page.wait_for_url(f"{idp.issuer}/interaction/**")
+    if login is not None:
+        page.locator('input[name="login"]').fill(login)
+        page.locator('input[name="password"]').fill("any password")
+        page.get_by_role("button", name="Sign-in").click()
+    page.get_by_role("button", name="Continue").click()
+
+
+def test_sign_in_link_and_unlink_through_the_console_in_chromium(console: Gateway, idp: Idp) -> None:
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: make test installs it (scripts/browser.sh)"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    expect.set_options(timeout=10_000)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_context(base_url=console.url, locale="en-US").new_page()
+        page.goto("/")
+        expect(page.get_by_role("link", name="Sign in with GitHub")).to_be_visible()
+        page.screenshot(path=ARTIFACTS / "sign-in.png", full_page=True)
+        page.get_by_role("link", name="Sign in with Corp SSO").click()
+        at_provider_as(page, idp, "alice")
+        page.wait_for_url(f"{console.url}/#/dashboard")
+        expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+        page.goto("/#/account")
+        identities = page.get_by_role("region", name="Single sign-on")
+        expect(identities).to_contain_text("Corp SSO")
+        expect(identities).to_contain_text("alice@example.com")
+        page.screenshot(path=ARTIFACTS / "account.png", full_page=True)
+        page.get_by_role("button", name="Delete Corp SSO").click()
+        page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+        expect(page.get_by_text("No sign-in provider is linked to your account.")).to_be_visible()
+        # Linking it again from the account page: the provider still knows alice, and asks for consent only.
+        page.get_by_role("link", name="Link Corp SSO").click()
+        at_provider_as(page, idp, None)
+        page.wait_for_url(f"{console.url}/#/account?sso_linked=corp")
+        expect(page.get_by_role("status").filter(has_text="linked")).to_be_visible()
+        expect(page.get_by_role("region", name="Single sign-on")).to_contain_text("alice@example.com")
+
+        # Someone whose address the provider never verified lands on the sign-in page with the reason, in Chinese.
+        page = browser.new_context(base_url=console.url, locale="zh-CN").new_page()
+        page.goto("/")
+        page.get_by_role("link", name="使用 Corp SSO 登录").click()
+        at_provider_as(page, idp, "mallory")
+        page.wait_for_url(f"{console.url}/#/login?sso_error=email_not_verified")
+        expect(page.get_by_role("alert")).to_have_text("提供方未验证你的邮箱，无法与账户匹配。")
+        page.screenshot(path=ARTIFACTS / "refused-zh-CN.png", full_page=True)
+        browser.close()

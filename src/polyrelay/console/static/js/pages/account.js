@@ -3,8 +3,9 @@ import { post } from '../api.js';
 import { dateTime, money } from '../format.js';
 import { t } from '../i18n.js';
 import { button, facts, field, h, pageHeader, readForm } from '../ui.js';
+import { identitiesSection } from '../sso.js';
 
-export async function render(page, { me, signOut }) {
+export async function render(page, { me, params, signOut }) {
   const result = h('p', { role: 'status' });
   const form = h(
     'form',
@@ -63,5 +64,6 @@ export async function render(page, { me, signOut }) {
       [t('account.since'), dateTime(me.created_at)],
     ]),
     form,
+    await identitiesSection(params),
   );
 }

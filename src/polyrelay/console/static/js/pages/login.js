@@ -2,9 +2,13 @@
 import { post } from '../api.js';
 import { t } from '../i18n.js';
 import { field, h, readForm } from '../ui.js';
+import { errorInHash, errorText, signInButtons } from '../sso.js';
 
 export function render({ languageSwitch, onSignedIn }) {
-  const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const ssoError = errorInHash();
+  const error = h('p', { class: 'form-error', role: 'alert', hidden: !ssoError }, ssoError ? errorText(ssoError) : '');
+  const sso = h('div');
+  signInButtons().then((buttons) => buttons && sso.replaceChildren(buttons));
   const submit = h('button', { type: 'submit', class: 'primary wide' }, t('login.submit'));
   const form = h(
     'form',
@@ -44,6 +48,7 @@ export function render({ languageSwitch, onSignedIn }) {
       h('p', { class: 'brand' }, 'polyrelay'),
       h('h1', { id: 'login-title' }, t('login.title')),
       form,
+      sso,
       h('p', { class: 'muted small' }, t('login.help')),
     ),
   );
