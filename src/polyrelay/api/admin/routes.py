@@ -46,7 +46,7 @@ from polyrelay.api.admin.stats import stats
 from polyrelay.api.admin.system import system
 from polyrelay.api.admin.tasks import list_all_tasks, task_video
 from polyrelay.api.admin.tokens import create_token, delete_token, get_token, list_tokens, update_token
-from polyrelay.api.sso.flow import callback as sso_callback, providers as sso_providers, start as sso_start
+from polyrelay.api.sso.flow import sso_callback, sso_providers, sso_start
 from polyrelay.api.sso.identities import my_delete_identity, my_identities
 from polyrelay.api.admin.users import (
     adjust,

@@ -101,14 +101,14 @@ def _leave(request: Request, location: str) -> Response:
 
 
 @endpoint(admin=False, public=True)
-async def providers(request: Request, _: Principal) -> Response:
+async def sso_providers(request: Request, _: Principal) -> Response:
     """The sign-in buttons: each provider's name, kind and label (nothing secret)."""
     return json_response({"data": [{"name": p.name, "kind": p.kind, "label": p.button}
                                    for p in _settings(request).providers]})
 
 
 @endpoint(admin=False, public=True)
-async def start(request: Request, _: Principal) -> Response:
+async def sso_start(request: Request, _: Principal) -> Response:
     """Off to the provider. ``?link=1`` from a signed-in console links the identity to that user instead."""
     provider = _provider(request)
     link_user = None
@@ -133,7 +133,7 @@ async def start(request: Request, _: Principal) -> Response:
 
 
 @endpoint(admin=False, public=True)
-async def callback(request: Request, _: Principal) -> Response:
+async def sso_callback(request: Request, _: Principal) -> Response:
     provider = _provider(request)
     pending = _open(request.cookies.get(STATE_COOKIE))
     linking = pending is not None and pending.link_user is not None
