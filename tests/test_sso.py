@@ -17,8 +17,10 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from playwright.sync_api import Page, expect, sync_playwright
 
+from polyrelay.api.sso.settings import SsoSettings
 from tests.conftest import Gateway, free_port, start_gateway
 from tests.fakes import github_oauth, oidc_issuer
 from tests.fakes.server import FakeServer
@@ -152,6 +154,14 @@ def identities_of(gateway: Gateway, user: str) -> list[tuple[str, str | None]]:
     return [(row.provider, row.email) for row in gateway.query(
         "SELECT i.provider, i.email FROM user_identities i JOIN users u ON u.id = i.user_id WHERE u.name = :n "
         "ORDER BY i.id", n=user)]
+
+
+def test_settings_refuse_an_oidc_provider_without_issuer_and_hide_secrets() -> None:
+    with pytest.raises(ValidationError, match="needs 'issuer'"):
+        SsoSettings(providers=[{"name": "corp", "client_id": "x", "client_secret": "y"}])
+    settings = SsoSettings(providers=[{"name": "gh", "kind": "github", "client_id": "x", "client_secret": CLIENT_SECRET}])
+    assert CLIENT_SECRET not in repr(settings) and CLIENT_SECRET not in settings.model_dump_json()
+    assert settings.providers[0].scope == "read:user user:email"
 
 
 def test_the_sign_in_page_lists_the_providers_and_nothing_secret(gateway: Gateway) -> None:
@@ -297,8 +307,12 @@ def test_linking_while_signed_in_then_listing_and_removing(gateway: Gateway) -> 
     assert client.delete(f"/api/me/identities/{corp['id']}").status_code == 204
     _, answer = sign_in_via(gateway, "corp", "alice-work")
     assert landed(answer) == "/#/login?sso_error=no_account"
-    # A linking start needs a signed-in user.
+    # A linking start needs a signed-in user, and its callback the same one still signed in.
     assert httpx.get(gateway.url + "/api/auth/sso/corp/start?link=1").status_code == 401
+    callback = through_provider(client, f"{gateway.url}/api/auth/sso/corp/start?link=1", gateway, "alice-work")
+    assert client.post("/api/auth/logout").status_code == 204
+    assert landed(client.get(callback)) == "/#/account?sso_error=invalid_state"
+    assert ("corp", "alice@work.example") not in identities_of(gateway, "bob")
 
 
 def test_the_last_way_in_of_a_user_without_password_stays(gateway: Gateway) -> None:

@@ -150,6 +150,8 @@ async def sso_callback(request: Request, _: Principal) -> Response:
         return _leave(request, _console(linking, "invalid_request"))
     if provider.kind == "oidc" and "iss" in params and params["iss"] != provider.issuer:  # RFC 9207: mix-up
         return _leave(request, _console(linking, "invalid_issuer"))
+    if pending.link_user is not None and not await _still_signed_in_as(request, pending.link_user):
+        return _leave(request, _console(True, "invalid_state"))  # signed out, or someone else signed in meanwhile
     try:
         identity = await _identity(request, provider, code, pending)
         if pending.link_user is not None:
@@ -166,6 +168,13 @@ async def sso_callback(request: Request, _: Principal) -> Response:
     response = _leave(request, _console(False))
     set_session_cookie(request, response, cookie)
     return response
+
+
+async def _still_signed_in_as(request: Request, user_id: int) -> bool:
+    try:
+        return (await authenticate(request)).user_id == user_id
+    except ApiError:
+        return False
 
 
 async def _identity(request: Request, provider: SsoProvider, code: str, pending: Pending) -> Identity:
