@@ -7,6 +7,7 @@ verified e-mail, provisioning, refusals, linking while signed in) and once throu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -20,6 +21,9 @@ import pytest
 from pydantic import ValidationError
 from playwright.sync_api import Page, expect, sync_playwright
 
+from polyrelay.api.sso import oidc
+from polyrelay.api.sso.identity import Pending
+from polyrelay.api.sso.remote import ProviderError
 from polyrelay.api.sso.settings import SsoSettings
 from tests.conftest import Gateway, free_port, start_gateway
 from tests.fakes import github_oauth, oidc_issuer
@@ -270,6 +274,28 @@ def test_a_dishonest_id_token_is_refused(gateway: Gateway, idp: Idp, knobs: dict
     assert me(client, gateway).status_code == 401
     honest, answer = sign_in_via(gateway, "forge")  # the same issuer, honest again: bob signs in
     assert landed(answer) == "/#/dashboard" and me(honest, gateway).json()["name"] == "bob"
+
+
+def test_a_sign_in_cancelled_at_the_provider_says_so(gateway: Gateway, idp: Idp) -> None:
+    idp.forge.knobs["deny"] = True
+    try:
+        client, answer = sign_in_via(gateway, "forge")
+    finally:
+        idp.forge.knobs["deny"] = False
+    assert landed(answer) == "/#/login?sso_error=access_denied"
+    assert me(client, gateway).status_code == 401
+
+
+def test_an_issuer_on_a_private_address_needs_the_operator_s_consent(idp: Idp) -> None:
+    """Discovery goes through the checked outbound fetch: loopback (here) is refused unless allowed."""
+    settings = SsoSettings(providers=[{"name": "corp", "issuer": idp.issuer, "client_id": CLIENT_ID,
+                                       "client_secret": CLIENT_SECRET}])
+    pending = Pending.new("corp", "http://127.0.0.1/api/auth/sso/corp/callback", None)
+    with pytest.raises(ProviderError) as refused:
+        asyncio.run(oidc.authorization_url(settings, settings.providers[0], pending))
+    assert refused.value.code == "discovery_failed" and "not a public address" in str(refused.value)
+    allowed = settings.model_copy(update={"allow_private_hosts": True})
+    assert asyncio.run(oidc.authorization_url(allowed, allowed.providers[0], pending)).startswith(idp.issuer + "/auth?")
 
 
 def test_github_signs_in_by_its_primary_verified_email_only(gateway: Gateway, idp: Idp) -> None:

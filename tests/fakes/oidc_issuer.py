@@ -4,7 +4,8 @@ that approves at once (as the account in the knob ``account``) and a token endpo
 client_secret_basic, one-time codes, the redirect URI and PKCE (S256), as a real issuer does.
 
 The knob ``forge`` (a dict) overrides claims of the next id_tokens (``aud``, ``nonce``, ``iss``, ``exp``...);
-``sign_with`` = "stranger" signs them with a key the JWKS does not hold, "hs256" with the client secret.
+``sign_with`` = "stranger" signs them with a key the JWKS does not hold, "hs256" with the client secret;
+``deny`` makes the authorize endpoint answer as when the person cancels.
 """
 
 from __future__ import annotations
@@ -52,10 +53,12 @@ def create_app() -> web.Application:
         query = request.query
         if query.get("client_id") != CLIENT_ID or query.get("code_challenge_method") != "S256":
             return web.Response(status=400, text="invalid_request")
+        state = query.get("state", "")
+        if request.app[KNOBS].get("deny"):  # the person clicked "Cancel" at the provider
+            raise web.HTTPFound(f"{query['redirect_uri']}?{urlencode({'error': 'access_denied', 'state': state})}")
         code = secrets.token_urlsafe(24)
         codes[code] = {"redirect_uri": query["redirect_uri"], "nonce": query.get("nonce"),
                        "challenge": query["code_challenge"], "account": dict(request.app[KNOBS]["account"])}
-        state = query.get("state", "")
         raise web.HTTPFound(f"{query['redirect_uri']}?{urlencode({'code': code, 'state': state, 'iss': issuer(request)})}")
 
     async def token(request: web.Request) -> web.Response:
