@@ -8,6 +8,7 @@ or ``#/login?sso_error=CODE`` (``#/account?...`` when linking) with the reason l
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import logging
 import re
 import time
@@ -138,7 +139,9 @@ async def sso_callback(request: Request, _: Principal) -> Response:
     pending = _open(request.cookies.get(STATE_COOKIE))
     linking = pending is not None and pending.link_user is not None
     params = request.query_params
-    if pending is None or pending.provider != provider.name or params.get("state") != pending.state:
+    state = params.get("state", "")
+    if pending is None or pending.provider != provider.name or not hmac.compare_digest(state.encode(),
+                                                                                        pending.state.encode()):
         return _leave(request, _console(linking, "invalid_state"))
     if not _used.first_use(pending.state):
         return _leave(request, _console(linking, "invalid_state"))
