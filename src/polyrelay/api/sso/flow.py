@@ -16,6 +16,7 @@ from collections import OrderedDict
 
 import orjson
 from cryptography.fernet import InvalidToken
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -160,7 +161,10 @@ async def sso_callback(request: Request, _: Principal) -> Response:
         if pending.link_user is not None:
             await run_db(request, link, engine_of(request), provider, identity, pending.link_user)
             return _leave(request, _console(True, linked=provider.name))
-        user_id = await run_db(request, sign_in, engine_of(request), provider, identity)
+        try:
+            user_id = await run_db(request, sign_in, engine_of(request), provider, identity)
+        except IntegrityError:  # the same identity's first sign-in in another tab or process won: it is linked now
+            user_id = await run_db(request, sign_in, engine_of(request), provider, identity)
     except ProviderError as exc:
         log.warning("sso %s: %s", provider.name, exc)
         return _leave(request, _console(linking, exc.code))
