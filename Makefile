@@ -1,12 +1,13 @@
 # Two commands do everything on a fresh machine:
 #   make run    install, then start the gateway with examples/polyrelay.yaml
-#   make test   install, lint (ruff, import layers), start the databases the suite needs, install Chromium, run the whole suite
+#   make test   install, lint (ruff, import layers), start the databases the suite needs, install Chromium and
+#               the test OpenID Connect provider (npm ci), run the whole suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= examples/polyrelay.yaml
 
-.PHONY: install run test lint bench services browser
+.PHONY: install run test lint bench services browser oidc
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +27,14 @@ services:
 browser:
 	@bash scripts/browser.sh
 
+oidc:
+	@bash scripts/oidc.sh
+
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
 
-test: install lint services browser
+test: install lint services browser oidc
 	$(BIN)/python -m pytest
 
 bench: install

@@ -23,6 +23,7 @@ from polyrelay.alerts.settings import AlertSettings
 from polyrelay.api.midjourney_settings import MidjourneySettings
 from polyrelay.api.signup_policy import SignupSettings
 from polyrelay.billing.invitations import InvitationSettings
+from polyrelay.api.sso.settings import SsoSettings
 from polyrelay.billing.budget import BudgetSettings
 from polyrelay.billing.payments.settings import PaymentSettings
 from polyrelay.relay.healing import ProbeSettings
@@ -180,6 +181,7 @@ class Settings(BaseSettings):
     session_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     cookie_secure: Literal["auto"] | bool = Field(default="auto", description="Secure session cookie; auto: over HTTPS.")
     sign_in_throttle_entries: int = Field(default=10_000, ge=2, description="Sign-in failure table size per process.")
+    sso: SsoSettings = SsoSettings()  # single sign-on: OpenID Connect and GitHub (see docs/platform.md)
 
     channels: list[ChannelConfig] = []
     users: list[UserConfig] = []

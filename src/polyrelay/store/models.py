@@ -273,6 +273,21 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class UserIdentity(Base):
+    """An account at a single sign-on provider that signs in ``user_id``: the provider's name and its
+    stable subject (OIDC ``sub``, GitHub user id); ``email`` is what the provider said when it was linked."""
+
+    __tablename__ = "user_identities"
+    __table_args__ = (UniqueConstraint("provider", "subject", name="uq_user_identities_provider_subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    email: Mapped[str | None] = mapped_column(String(254), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class RedemptionCode(Base):
     """A code worth an amount, redeemable once (a conditional UPDATE claims it)."""
 

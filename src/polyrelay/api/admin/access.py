@@ -47,7 +47,8 @@ def is_admin_key(request: Request, admin_key: str | None) -> bool:
                 and hmac.compare_digest(presented.strip().encode(), admin_key.encode()))
 
 
-async def _authenticate(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
+    """The admin key or a live session (with the CSRF rule for writes); ApiError otherwise."""
     admin_key = request.app.state.settings.admin_key
     if request.headers.get("authorization", ""):
         if is_admin_key(request, admin_key):
@@ -71,7 +72,7 @@ def endpoint(*, admin: bool = True, public: bool = False) -> Callable[[Handler],
         async def run(request: Request) -> Response:
             try:
                 check_url(request)
-                principal = Principal(None, "", False, "none") if public else await _authenticate(request)
+                principal = Principal(None, "", False, "none") if public else await authenticate(request)
                 if admin and not principal.admin:
                     raise ApiError(403, "forbidden", "This needs an administrator.")
                 return await handler(request, principal)

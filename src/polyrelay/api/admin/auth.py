@@ -52,7 +52,7 @@ def _password_matches(password_hash: str | None, password: str) -> bool:
     return accounts.verify_password(password_hash, password)
 
 
-def _secure_cookie(request: Request) -> bool:
+def secure_cookie(request: Request) -> bool:
     setting = request.app.state.settings.cookie_secure
     return request.url.scheme == "https" if setting == "auto" else setting
 
@@ -89,7 +89,14 @@ async def login(request: Request, _: Principal) -> Response:
             and request.app.state.settings.signup.require_email_verification:
         raise ApiError(403, "email_unverified", "Confirm your e-mail address first: open the link we mailed to you, "
                                                 "or ask for a new one.")
-    user_id = found.id
+    cookie, user = await open_session(request, found.id)
+    response = json_response({"user": user})
+    set_session_cookie(request, response, cookie)
+    return response
+
+
+async def open_session(request: Request, user_id: int) -> tuple[str, dict[str, Any]]:
+    """A new console session for ``user_id`` (password or single sign-on): the cookie value and the user."""
     cookie = secrets.token_urlsafe(32)
     ttl = request.app.state.settings.session_ttl_s
 
@@ -101,11 +108,12 @@ async def login(request: Request, _: Principal) -> Response:
             assert row is not None
             return user_json(row)
 
-    user = await run_db(request, store)
-    response = json_response({"user": user})
-    response.set_cookie(SESSION_COOKIE, cookie, max_age=ttl, path="/api", httponly=True, samesite="lax",
-                        secure=_secure_cookie(request))
-    return response
+    return cookie, await run_db(request, store)
+
+
+def set_session_cookie(request: Request, response: Response, cookie: str) -> None:
+    response.set_cookie(SESSION_COOKIE, cookie, max_age=request.app.state.settings.session_ttl_s, path="/api",
+                        httponly=True, samesite="lax", secure=secure_cookie(request))
 
 
 @endpoint(admin=False, public=True)
@@ -122,5 +130,5 @@ async def logout(request: Request, _: Principal) -> Response:
         await run_db(request, work)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/api", httponly=True, samesite="lax",
-                           secure=_secure_cookie(request))
+                           secure=secure_cookie(request))
     return response

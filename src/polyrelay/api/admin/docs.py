@@ -52,16 +52,22 @@ _QUERIES = {
     "accounts": [],
     "orders": [("status", _TEXT, "pending, paid, expired, failed or review"), ("user_id", _ID, "admin only"), *_PAGING],
     "options": [],
+    "sso": [],
+    "start": [("link", {"type": "string", "enum": ["1"]}, "1: link the identity to the signed-in user")],
+    "callback": [("state", _TEXT, "as the provider sends it"), ("code", _TEXT, "as the provider sends it")],
 }
 _CREATES = frozenset({"create_user", "create_token", "my_create_token", "create_channel", "create_group",
                       "create_codes", "signup", "my_create_order"})
 _NO_CONTENT = frozenset({"logout", "my_password", "reset_password"})
+_REDIRECTS = frozenset({"sso_start", "sso_callback"})  # browser navigations: to the provider, back to the console
 
 
 def _responses(handler_name: str) -> dict[str, Any]:
     """Every status the operation answers: its success, any 4xx (the error names the field), and upstream 5xx."""
     if handler_name in _CREATES:
         success = {"201": {"description": "Created"}}
+    elif handler_name in _REDIRECTS:
+        success = {"303": {"description": "A redirect: to the identity provider, or back to the console"}}
     elif handler_name in _NO_CONTENT or handler_name.startswith(("delete_", "my_delete_")):
         success = {"204": {"description": "Done; no content"}}
     else:

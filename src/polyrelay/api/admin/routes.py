@@ -63,6 +63,8 @@ from polyrelay.api.admin.stats import stats
 from polyrelay.api.admin.system import system
 from polyrelay.api.admin.tasks import list_all_tasks, task_video
 from polyrelay.api.admin.tokens import create_token, delete_token, get_token, list_tokens, update_token
+from polyrelay.api.sso.flow import sso_callback, sso_providers, sso_start
+from polyrelay.api.sso.identities import my_delete_identity, my_identities
 from polyrelay.api.admin.users import (
     adjust,
     create_user,
@@ -157,6 +159,11 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("GET", "/api/me/orders", my_orders, "payments"),
     ("GET", "/api/orders", list_orders, "payments"),
     ("POST", "/api/orders/{id}/resolve", resolve_order, "payments"),
+    ("GET", "/api/auth/sso", sso_providers, "auth"),
+    ("GET", "/api/auth/sso/{provider}/start", sso_start, "auth"),
+    ("GET", "/api/auth/sso/{provider}/callback", sso_callback, "auth"),
+    ("GET", "/api/me/identities", my_identities, "me"),
+    ("DELETE", "/api/me/identities/{id}", my_delete_identity, "me"),
 ]
 
 

@@ -162,7 +162,7 @@ async def update_user(request: Request, _: Principal) -> Response:
 
 @endpoint()
 async def delete_user(request: Request, _: Principal) -> Response:
-    """Delete a user, its tokens and sessions; its ledger and usage logs stay as history."""
+    """Delete a user, its tokens, sessions and linked identities; its ledger and usage logs stay as history."""
     user_id = path_int(request)
 
     def work() -> None:
@@ -172,6 +172,7 @@ async def delete_user(request: Request, _: Principal) -> Response:
             tokens = session.scalars(select(models.Token.id).where(models.Token.user_id == user_id)).all()
             session.execute(delete(models.Token).where(models.Token.user_id == user_id))
             session.execute(delete(models.WebSession).where(models.WebSession.user_id == user_id))
+            session.execute(delete(models.UserIdentity).where(models.UserIdentity.user_id == user_id))
             session.execute(delete(models.User).where(models.User.id == user_id))
             bump_records_version(session, changes.user(user_id), *map(changes.token, tokens))
 

@@ -3,9 +3,10 @@ import { post } from '../api.js';
 import { dateTime, money } from '../format.js';
 import { t } from '../i18n.js';
 import { button, facts, field, h, pageHeader, readForm } from '../ui.js';
+import { identitiesSection } from '../sso.js';
 import { inviteSection } from './invite.js';
 
-export async function render(page, { me, signOut, refreshMe }) {
+export async function render(page, { me, params, signOut, refreshMe }) {
   const result = h('p', { role: 'status' });
   const form = h(
     'form',
@@ -65,5 +66,6 @@ export async function render(page, { me, signOut, refreshMe }) {
     ]),
     form,
     inviteSection({ refreshMe }),
+    await identitiesSection(params),
   );
 }

@@ -2,10 +2,14 @@
 import { get, post } from '../api.js';
 import { t } from '../i18n.js';
 import { field, h, readForm } from '../ui.js';
+import { errorInHash, errorText, signInButtons } from '../sso.js';
 import { note, visitorCard } from './visitor.js';
 
 export function render({ languageSwitch, onSignedIn }) {
-  const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const ssoError = errorInHash();
+  const error = h('p', { class: 'form-error', role: 'alert', hidden: !ssoError }, ssoError ? errorText(ssoError) : '');
+  const sso = h('div');
+  signInButtons().then((buttons) => buttons && sso.replaceChildren(buttons));
   const submit = h('button', { type: 'submit', class: 'primary wide' }, t('login.submit'));
   const form = h(
     'form',
@@ -47,5 +51,5 @@ export function render({ languageSwitch, onSignedIn }) {
       help.replaceChildren(note(options.mode === 'closed' ? t('login.help') : '', ...links));
     })
     .catch(() => {});
-  return visitorCard({ languageSwitch, title: t('login.title'), content: [form, help] });
+  return visitorCard({ languageSwitch, title: t('login.title'), content: [form, sso, help] });
 }
