@@ -150,7 +150,7 @@ def create_app(settings: Settings) -> ASGIApp:
         watch = None
         if settings.alerts.enabled:
             watch = Watch(settings.alerts, Outbox(settings.alerts, session), engine, reports, lambda: relay.snapshot,
-                          writer)
+                          writer, budgets.node)
             watch.start()
         app.state.metrics = metrics = _metrics_sources(relay, budgets, writer, engine, reports)
         metrics_sync = asyncio.create_task(exposition.keep_synced(metrics), name="polyrelay-metrics")

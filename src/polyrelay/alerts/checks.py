@@ -47,3 +47,12 @@ def late_tasks(engine: Engine, submitted_before_ms: int, limit: int) -> int:
                                t.status.not_in(TERMINAL)).limit(limit).subquery())
     with engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(late)).scalar_one())
+
+
+def verified_emails(engine: Engine, user_ids: list[int]) -> dict[int, str]:
+    """The verified addresses of these users (the snapshot holds no addresses): a primary-key lookup."""
+    u = models.User
+    with engine.connect() as connection:
+        rows = connection.execute(select(u.id, u.email).where(u.id.in_(user_ids), u.email.is_not(None),
+                                                               u.email_verified.is_(True))).all()
+    return {row.id: row.email for row in rows}

@@ -10,6 +10,7 @@ import ssl
 import time
 from collections import deque
 from email.message import EmailMessage
+from typing import Generic, TypeVar
 
 import aiohttp
 import orjson
@@ -22,15 +23,17 @@ log = logging.getLogger("polyrelay.alerts")
 
 _QUEUE = 200  # alerts held per destination while it is down; the oldest go first
 _REFUSAL = {"feishu": "code", "dingtalk": "errcode"}  # the field of the answer that is non-zero on refusal
+Item = TypeVar("Item")
+Mail = tuple[Alert, tuple[str, ...]]  # an alert and its recipients
 
 
-class _Destination:
+class _Destination(Generic[Item]):
     def __init__(self, name: str) -> None:
         self.name = name
-        self.queue: deque[Alert] = deque(maxlen=_QUEUE)
+        self.queue: deque[Item] = deque(maxlen=_QUEUE)
         self.failing = False
 
-    async def deliver(self, alert: Alert) -> None:
+    async def deliver(self, item: Item) -> None:
         raise NotImplementedError
 
     async def drain(self) -> None:
@@ -48,7 +51,7 @@ class _Destination:
                 self.failing = False
 
 
-class _Webhook(_Destination):
+class _Webhook(_Destination[Alert]):
     def __init__(self, settings: WebhookSettings, session: aiohttp.ClientSession, timeout_s: float) -> None:
         super().__init__(f"{settings.format} webhook")
         self._settings = settings
@@ -79,41 +82,64 @@ class _Webhook(_Destination):
                 raise RuntimeError(f"{kind} answered {_REFUSAL[kind]} {code}: {answer[:200].decode(errors='replace')}")
 
 
-class _Email(_Destination):
-    def __init__(self, settings: EmailSettings, timeout_s: float) -> None:
-        super().__init__("email")
+class _Email(_Destination[Mail]):
+    """The operator's mail, or (a destination of its own, so a user's address never holds up the
+    operator's alerts) the users' balance mails."""
+
+    def __init__(self, name: str, settings: EmailSettings, timeout_s: float) -> None:
+        super().__init__(name)
         self._settings = settings
         self._timeout_s = timeout_s
 
-    async def deliver(self, alert: Alert) -> None:
-        await asyncio.to_thread(self._send, alert)  # smtplib blocks: never on the event loop
+    async def deliver(self, item: Mail) -> None:
+        await asyncio.to_thread(self._send, *item)  # smtplib blocks: never on the event loop
 
-    def _send(self, alert: Alert) -> None:
+    def _send(self, alert: Alert, to: tuple[str, ...]) -> None:
         settings = self._settings
         message = EmailMessage()
         message["Subject"] = f"[polyrelay] {alert.subject}"
         message["From"] = settings.sender
-        message["To"] = ", ".join(settings.to)
+        message["To"] = ", ".join(to)
         message.set_content(alert.text())
         with smtplib.SMTP(settings.host, settings.port, timeout=self._timeout_s) as smtp:
             if settings.starttls:
                 smtp.starttls(context=ssl.create_default_context())  # verify the server, unlike the default
             if settings.user:
                 smtp.login(settings.user, settings.password or "")
-            smtp.send_message(message)
+            try:
+                smtp.send_message(message)
+            except smtplib.SMTPRecipientsRefused:  # an address the server will never take: retrying cannot help
+                log.warning("the mail server refused the address of %s's alert; not retried", self.name)
 
 
 class Outbox:
     def __init__(self, settings: AlertSettings, session: aiohttp.ClientSession) -> None:
-        self._destinations: list[_Destination] = [_Webhook(w, session, settings.timeout_s) for w in settings.webhooks]
+        self._webhooks = [_Webhook(w, session, settings.timeout_s) for w in settings.webhooks]
+        self._email = self._users = None
         if settings.email is not None:
-            self._destinations.append(_Email(settings.email, settings.timeout_s))
+            self._email = _Email("email", settings.email, settings.timeout_s)
+            self._users = _Email("users' email", settings.email, settings.timeout_s)
+        self._operator_to = tuple(settings.email.to) if settings.email else ()
+
+    @property
+    def mails_users(self) -> bool:
+        """Whether users can be told anything: only when a mail server is configured."""
+        return self._users is not None
 
     def put(self, alerts: list[Alert]) -> None:
         for alert in alerts:
             log.warning("alert %s (%s): %s", alert.kind, alert.severity, alert.subject)
-            for destination in self._destinations:
-                destination.queue.append(alert)
+            for webhook in self._webhooks:
+                webhook.queue.append(alert)
+            if self._email is not None:
+                self._email.queue.append((alert, self._operator_to))
+
+    def tell_user(self, alert: Alert, address: str) -> None:
+        """Mail ``alert`` to a user's (verified) address; nothing without a mail server."""
+        if self._users is not None:
+            self._users.queue.append((alert, (address,)))
 
     async def send(self) -> None:
-        await asyncio.gather(*(d.drain() for d in self._destinations))
+        destinations: list[_Destination[Alert] | _Destination[Mail]] = [*self._webhooks]
+        destinations += [d for d in (self._email, self._users) if d is not None]
+        await asyncio.gather(*(d.drain() for d in destinations))

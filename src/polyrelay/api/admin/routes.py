@@ -9,6 +9,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from polyrelay.api.admin import docs as admin_docs
+from polyrelay.api.admin.alerts import list_alerts
 from polyrelay.api.admin.auth import login, logout
 from polyrelay.api.admin.channels import (
     create_channel,
@@ -98,6 +99,7 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("POST", "/api/channels/{id}/disable", disable_channel, "channels"),
     ("GET", "/api/channels/{id}/events", channel_events, "channels"),
     ("GET", "/api/health", health, "console"),
+    ("GET", "/api/alerts", list_alerts, "console"),
     ("GET", "/api/prices", list_prices, "prices"),
     ("GET", "/api/prices/{model}", get_price, "prices"),
     ("PUT", "/api/prices/{model}", put_price, "prices"),

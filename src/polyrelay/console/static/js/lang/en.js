@@ -367,4 +367,12 @@ export default {
   'health.event.probe_succeeded': 'probe succeeded',
   'health.actor.auto': 'health accounting',
   'health.actor.probe': 'probe',
+  'health.alerts': 'Alerts sent',
+  'health.noAlerts': 'No alerts sent yet.',
+  'health.severity': 'Severity',
+  'health.severity.info': 'info',
+  'health.severity.warning': 'warning',
+  'health.severity.critical': 'critical',
+  'health.subject': 'Subject',
+  'health.userEmailed': 'User e-mailed',
 };

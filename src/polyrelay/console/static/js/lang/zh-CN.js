@@ -366,4 +366,12 @@ export default {
   'health.event.probe_succeeded': '探测成功',
   'health.actor.auto': '健康统计',
   'health.actor.probe': '探测',
+  'health.alerts': '已发送的告警',
+  'health.noAlerts': '尚未发送告警。',
+  'health.severity': '级别',
+  'health.severity.info': '信息',
+  'health.severity.warning': '警告',
+  'health.severity.critical': '严重',
+  'health.subject': '主题',
+  'health.userEmailed': '已邮件通知用户',
 };
