@@ -53,6 +53,7 @@ from polyrelay.proxies import TrustedProxies
 from polyrelay.billing.budget import Budgets
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.relay.pipeline import Relay
+from polyrelay.relay.balance import Schedule as BalanceSchedule
 from polyrelay.relay.healing import Healer
 from polyrelay.relay.routing import Health, HealthPolicy
 from polyrelay.relay.upstream import UpstreamClient
@@ -147,6 +148,8 @@ def create_app(settings: Settings) -> ASGIApp:
         poller.start()
         retention = Retention(engine, settings.usage_logs)  # old raw usage rows; the rollups stay
         retention.start()
+        app.state.http = session  # for admin actions that call upstreams (channel balances)
+        balances = BalanceSchedule(engine, executor, session, budgets.node, settings.channel_balance).start()
         watch = None
         if settings.alerts.enabled:
             watch = Watch(settings.alerts, Outbox(settings.alerts, session), engine, reports, lambda: relay.snapshot,
@@ -163,6 +166,7 @@ def create_app(settings: Settings) -> ASGIApp:
             await poller.stop()  # before the writer and the session: it uses both
             await stop_task(metrics_sync)
             await retention.stop()
+            await stop_task(balances)
             if watch is not None:
                 await watch.stop()
             await healer.stop()

@@ -21,6 +21,7 @@ from polyrelay import multipart, proxies
 from polyrelay.alerts.settings import AlertSettings
 from polyrelay.api.midjourney_settings import MidjourneySettings
 from polyrelay.billing.budget import BudgetSettings
+from polyrelay.relay.balance import BalanceSettings
 from polyrelay.relay.healing import ProbeSettings
 from polyrelay.store.files import FileSettings
 from polyrelay.store.retention import UsageLogSettings
@@ -159,6 +160,7 @@ class Settings(BaseSettings):
     midjourney: MidjourneySettings = MidjourneySettings()
     files: FileSettings = FileSettings()  # re-hosting provider results (see docs/configuration.md)
     usage_logs: UsageLogSettings = UsageLogSettings()  # raw-row retention (see docs/operations.md)
+    channel_balance: BalanceSettings = BalanceSettings()  # fetched upstream balances (see docs/operations.md)
 
     admin_key: str | None = Field(default=None, description="Bearer key of the admin API (/api/...).")
     redis_url: str | None = Field(default=None, description="Share rate limits between processes through Redis.")

@@ -39,7 +39,7 @@ log = logging.getLogger("polyrelay.alerts")
 T = TypeVar("T")
 _States = dict[str, Alert]  # condition key -> its alert, for the conditions that hold now
 LEASE = "alerts"  # the job lease of the cluster-wide checks
-_CLUSTER_CHECKS = ("error_rate", "balance", "tasks")
+_CLUSTER_CHECKS = ("error_rate", "balance", "channel_balance", "tasks")
 
 
 class Tracker:
@@ -116,6 +116,7 @@ class Watch:
             alerts += await self._channel_changes(at)
             alerts += track("error_rate", await self._error_rate(at), at, time.monotonic())
             alerts += track("balance", self._balances(at), at, time.monotonic())
+            alerts += track("channel_balance", self._channel_balances(at), at, time.monotonic())
             alerts += track("tasks", await self._backlog(at), at, time.monotonic())
         elif leading is not None:  # another node holds the lease (None: the database could not say)
             self._channels = None
@@ -188,6 +189,22 @@ class Watch:
                                       "threshold_usd": f"{below_usd:g}"}, at, user.id)
             for user in self._snapshot().users.values()
             if user.enabled and not user.unlimited and user.balance_micros < below
+        }
+
+    def _channel_balances(self, at: datetime) -> _States | None:
+        """Enabled channels whose upstream balance is below the threshold, from the latest channel read."""
+        below_usd = self._settings.channel_balance_below_usd
+        if below_usd is None:
+            return {}
+        if self._channels is None:  # no channel read has succeeded yet: no verdict
+            return None
+        below = round(below_usd * 1_000_000)
+        return {
+            f"channel:{channel_id}": Alert(
+                "channel_balance_low", "warning", f"Channel {state.name}'s upstream balance is below {below_usd:g} USD",
+                {"channel": state.name, "balance_usd": f"{state.balance_micros / 1_000_000:.6f}"}, at)
+            for channel_id, state in self._channels.items()
+            if state.enabled and state.balance_micros is not None and state.balance_micros < below
         }
 
     async def _backlog(self, at: datetime) -> _States | None:

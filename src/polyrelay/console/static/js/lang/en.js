@@ -375,4 +375,9 @@ export default {
   'health.severity.critical': 'critical',
   'health.subject': 'Subject',
   'health.userEmailed': 'User e-mailed',
+  'channels.balanceColumn': 'Balance',
+  'channels.balanceFetched': 'fetched {when}',
+  'channels.balanceNoted': 'noted by hand',
+  'channels.fetchBalance': 'Fetch balance',
+  'channels.balanceToast': '{name}: the upstream balance is {balance}.',
 };

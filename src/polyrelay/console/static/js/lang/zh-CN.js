@@ -374,4 +374,9 @@ export default {
   'health.severity.critical': '严重',
   'health.subject': '主题',
   'health.userEmailed': '已邮件通知用户',
+  'channels.balanceColumn': '余额',
+  'channels.balanceFetched': '{when} 查询',
+  'channels.balanceNoted': '手动记录',
+  'channels.fetchBalance': '查询余额',
+  'channels.balanceToast': '{name}：上游余额为 {balance}。',
 };
