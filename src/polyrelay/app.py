@@ -156,7 +156,7 @@ def create_app(settings: Settings) -> ASGIApp:
                           writer, budgets.node)
             watch.start()
         app.state.metrics = metrics = _metrics_sources(relay, budgets, writer, engine, reports)
-        metrics_sync = asyncio.create_task(exposition.keep_synced(metrics), name="polyrelay-metrics")
+        metrics_sync = exposition.keep_synced(metrics)
         # For /api/system.
         app.state.poller, app.state.writer, app.state.limiter = poller, writer, limiter
         app.state.started_at = time.monotonic()
@@ -164,7 +164,7 @@ def create_app(settings: Settings) -> ASGIApp:
             yield
         finally:
             await poller.stop()  # before the writer and the session: it uses both
-            await stop_task(metrics_sync)
+            await exposition.stop_syncing(metrics_sync)
             await retention.stop()
             await stop_task(balances)
             if watch is not None:

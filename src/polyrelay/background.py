@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger("polyrelay")
 
 
-def every(interval_s: float, job: Callable[[], Awaitable[object]], name: str, *,
-          wait_first: bool = False) -> asyncio.Task[None]:
+def every(interval_s: float, job: Callable[[], Awaitable[object]], name: str, *, wait_first: bool = False,
+          logger: logging.Logger = log) -> asyncio.Task[None]:
     """Run ``job`` now (or after one interval with ``wait_first``) and then every ``interval_s`` after
-    it ends, until the task is cancelled (``stop_task``). A job that raises is logged as ``"{name}
-    failed"`` with its traceback and the loop goes on: the next round is the retry."""
+    it ends, until the task is cancelled (``stop_task``). A job that raises is logged on ``logger`` as
+    ``"{name} failed"`` with its traceback and the loop goes on: the next round is the retry."""
 
     async def loop() -> None:
         if wait_first:
@@ -22,7 +22,7 @@ def every(interval_s: float, job: Callable[[], Awaitable[object]], name: str, *,
             try:
                 await job()
             except Exception:  # a bug or the database away: say so, try again next round
-                log.exception("%s failed", name)
+                logger.exception("%s failed", name)
             await asyncio.sleep(interval_s)
 
     return asyncio.create_task(loop(), name=f"polyrelay-{name.replace(' ', '-')}")

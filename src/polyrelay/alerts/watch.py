@@ -29,7 +29,7 @@ from polyrelay.alerts import checks, log as alert_log, messages
 from polyrelay.alerts.messages import Alert
 from polyrelay.alerts.outbox import Outbox
 from polyrelay.alerts.settings import AlertSettings
-from polyrelay.background import stop_task
+from polyrelay.background import every, stop_task
 from polyrelay.store import leases
 from polyrelay.store.snapshot import Snapshot
 from polyrelay.store.writer import BatchWriter
@@ -91,21 +91,11 @@ class Watch:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="polyrelay-alerts")
+        self._task = every(self._settings.interval_s, self.round, "alert round", logger=log)
 
     async def stop(self) -> None:
         await stop_task(self._task)
         await self._read("the alerts lease", leases.release, LEASE, self._node)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug: say so, keep watching
-                log.exception("alert round failed")
-            await asyncio.sleep(self._settings.interval_s)
 
     async def round(self) -> None:
         at = datetime.now(timezone.utc)

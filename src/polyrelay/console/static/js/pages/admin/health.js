@@ -14,13 +14,20 @@ export async function render(page) {
   const body = h('div');
   const alerts = h('div');
   let offset = 0;
-  const showAlerts = () => loading(alerts, () => alertsView(offset, (next) => {
-    offset = next;
-    showAlerts();
-  }));
+  const showAlerts = () =>
+    loading(alerts, () =>
+      alertsView(offset, (next) => {
+        offset = next;
+        showAlerts();
+      }),
+    );
   const refresh = () => Promise.all([loading(body, view), showAlerts()]);
-  page.append(pageHeader(t('nav.admin/health'), button(t('common.refresh'), refresh)), body,
-    h('h2', {}, t('health.alerts')), alerts);
+  page.append(
+    pageHeader(t('nav.admin/health'), button(t('common.refresh'), refresh)),
+    body,
+    h('h2', {}, t('health.alerts')),
+    alerts,
+  );
   await refresh();
 }
 
