@@ -379,5 +379,6 @@ export default {
   'channels.balanceFetched': 'fetched {when}',
   'channels.balanceNoted': 'noted by hand',
   'channels.fetchBalance': 'Fetch balance',
+  'channels.fetch': 'Fetch',
   'channels.balanceToast': '{name}: the upstream balance is {balance}.',
 };

@@ -378,5 +378,6 @@ export default {
   'channels.balanceFetched': '{when} 查询',
   'channels.balanceNoted': '手动记录',
   'channels.fetchBalance': '查询余额',
+  'channels.fetch': '查询',
   'channels.balanceToast': '{name}：上游余额为 {balance}。',
 };

@@ -59,12 +59,15 @@ function status(row) {
   ];
 }
 
-function balance(row) {
-  if (row.balance_micros === null) return h('span', { class: 'muted' }, '—');
+function balance(row, refresh) {
+  const fetchButton = button(t('channels.fetch'), () => fetchBalance(row, refresh), {
+    'aria-label': `${t('channels.fetchBalance')} ${row.name}`,
+  });
+  if (row.balance_micros === null) return [h('span', { class: 'muted' }, '—'), h('div', {}, fetchButton)];
   const when = row.balance_updated_at
     ? t('channels.balanceFetched', { when: dateTime(row.balance_updated_at) })
     : t('channels.balanceNoted');
-  return [money(row.balance_micros), h('div', { class: 'muted small' }, when)];
+  return [money(row.balance_micros), h('div', { class: 'muted small' }, when), h('div', {}, fetchButton)];
 }
 
 async function fetchBalance(row, refresh) {
@@ -101,7 +104,7 @@ async function channelTable(refresh) {
       },
       { label: t('channels.priorityWeight'), class: 'num', value: (row) => `${row.priority} / ${row.weight}` },
       { label: t('channels.lastTest'), class: 'test-cell', value: lastTest },
-      { label: t('channels.balanceColumn'), class: 'num', value: balance },
+      { label: t('channels.balanceColumn'), class: 'num', value: (row) => balance(row, refresh) },
       {
         label: t('common.actions'),
         class: 'row-actions',
@@ -109,9 +112,6 @@ async function channelTable(refresh) {
           button(t('channels.test'), (event) => test(row, event.currentTarget, refresh), {
             kind: 'primary',
             'aria-label': `${t('channels.test')} ${row.name}`,
-          }),
-          button(t('channels.fetchBalance'), () => fetchBalance(row, refresh), {
-            'aria-label': `${t('channels.fetchBalance')} ${row.name}`,
           }),
           button(t('common.edit'), () => edit(row, refresh), { 'aria-label': `${t('common.edit')} ${row.name}` }),
           button(row.enabled ? t('common.disable') : t('common.enable'), () =>
