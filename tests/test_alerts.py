@@ -56,9 +56,9 @@ class Setup:
             wait_until(lambda: any(body["subject"] in t for t in self.texts(hook)), what=f"{kind} at {hook}")
         return body
 
-    def admin(self, method: str, path: str) -> httpx.Response:
+    def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
         return httpx.request(method, self.gateway.url + path, headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-                             timeout=20)
+                             json=body, timeout=20)
 
     def chat(self, key: str, model: str = "gpt-4o-mini") -> httpx.Response:
         return httpx.post(self.gateway.v1 + "/chat/completions", headers={"Authorization": f"Bearer {key}"},
@@ -123,11 +123,42 @@ def test_a_channel_disabled_by_the_admin_and_enabled_again_is_announced(setup: S
     assert UPSTREAM_KEY.encode() not in everything  # channel names only, never a key
 
 
-def test_a_user_whose_balance_runs_low_is_announced(setup: Setup) -> None:
+def test_a_user_whose_balance_runs_low_is_announced_to_the_operator_and_to_them(setup: Setup) -> None:
+    spender = setup.gateway.query("SELECT id FROM users WHERE name = 'spender'")[0].id
+    verified = {"email": "spender@example.test", "email_verified": True}
+    assert setup.admin("PATCH", f"/api/users/{spender}", verified).status_code == 200
+    # A user with an address nobody proved is theirs: the operator hears of them, the address gets nothing.
+    assert setup.admin("POST", "/api/users", {"name": "unproven", "email": "unproven@example.test"}).status_code == 201
     assert setup.chat(SPENDER_KEY).status_code == 200  # 0.05 - 0.02 = 0.03 USD, under 0.04
     low = setup.alert("balance_low", lambda b: b["details"]["user"] == "spender")
     assert low["subject"] == "User spender's balance is below 0.04 USD"
     assert float(low["details"]["balance_usd"]) == pytest.approx(0.03)
+    setup.alert("balance_low", lambda b: b["details"]["user"] == "unproven")
+    mine = wait_until(lambda: [m for m in setup.mailbox.messages if m["To"] == "spender@example.test"],
+                      what="the spender's own mail")
+    assert mine[0]["Subject"] == "[polyrelay] Your polyrelay balance is below 0.04 USD"
+    assert "balance_usd: 0.030000" in mine[0].get_content() and "ops@" not in mine[0]["To"]
+
+    def logged() -> dict[str, dict[str, Any]] | None:
+        lows = {a["details"]["user"]: a for a in setup.admin("GET", "/api/alerts").json()["data"]
+                if a["kind"] == "balance_low"}
+        return lows if {"spender", "unproven"} <= lows.keys() else None
+
+    listed = wait_until(logged, what="both low balances in the alert log")
+    assert listed["spender"]["user_id"] == spender and listed["spender"]["user_emailed"] is True
+    assert listed["unproven"]["user_emailed"] is False
+    assert all(m["To"] != "unproven@example.test" for m in setup.mailbox.messages)
+
+
+def test_the_alert_log_pages_newest_first_for_administrators_only(setup: Setup) -> None:
+    wait_until(lambda: setup.admin("GET", "/api/alerts").json()["total"] >= 2, what="two alerts logged")
+    everything = setup.admin("GET", "/api/alerts?limit=1000").json()
+    first, second = (setup.admin("GET", f"/api/alerts?limit=1&offset={n}").json()["data"][0] for n in (0, 1))
+    assert [first["id"], second["id"]] == [a["id"] for a in everything["data"][:2]]
+    assert first["created_at"] >= second["created_at"] and everything["total"] >= len(everything["data"])
+    assert setup.admin("GET", "/api/alerts?limit=0").json()["error"]["code"] == "invalid_query"
+    as_user = httpx.get(setup.gateway.url + "/api/alerts", headers={"Authorization": f"Bearer {SPENDER_KEY}"})
+    assert as_user.status_code in (401, 403) and "error" in as_user.json()
 
 
 def test_an_error_rate_over_the_threshold_is_announced_and_cleared(setup: Setup) -> None:

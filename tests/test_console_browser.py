@@ -363,6 +363,7 @@ def test_admin_manages_channels_users_prices_and_the_system(open_page: Callable[
     expect(page.get_by_role("region", name="Channel states").get_by_role("row", name=re.compile("console-made"))
            ).to_contain_text("disabled by admin:root")
     expect(page.get_by_role("region", name="Channel events")).to_contain_text("admin:root")
+    expect(page.get_by_text("No alerts sent yet.")).to_be_visible()  # alerts are not configured here
     shot(page, "admin-health")
 
 

@@ -18,12 +18,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Gateway
-from tests.fakes import openai_upstream
+from tests.fakes import midjourney_proxy, openai_upstream
 from tests.fakes.server import FakeServer
 
 UPSTREAM_KEY = "sk-upstream-metrics-0123456789"
 ALICE = "sk-alice-metrics-0123456789abcdef"
 ADMIN = "admin-key-metrics-0123456789"
+FENCED = "sk-fenced-metrics-0123456789abcdef"  # only from 10.0.0.0/8
+LIMITED = "sk-limited-metrics-0123456789abcdef"  # one request a minute
 HI = [{"role": "user", "content": "Hi"}]
 # input 2 USD and output 8 USD per million tokens: the fake's 12 + 6 tokens cost 24 + 48 micro-USD.
 COST = openai_upstream.PROMPT_TOKENS * 2 + openai_upstream.COMPLETION_TOKENS * 8
@@ -51,19 +53,20 @@ def parse(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 @pytest.fixture(scope="module")
-def upstreams() -> Iterator[tuple[FakeServer, FakeServer]]:
+def upstreams() -> Iterator[tuple[FakeServer, FakeServer, FakeServer]]:
     good = FakeServer(openai_upstream.create_app({UPSTREAM_KEY})).start()
     broken = FakeServer(openai_upstream.create_app({UPSTREAM_KEY})).start()
     broken.knobs["fail_with"] = 500
-    yield good, broken
-    good.stop()
-    broken.stop()
+    mj = FakeServer(midjourney_proxy.create_app()).start()
+    yield good, broken, mj
+    for server in (good, broken, mj):
+        server.stop()
 
 
 @pytest.fixture(scope="module")
 def setup(gateway_factory: Callable[..., Gateway], database_factory: Callable[[], str],
-          upstreams: tuple[FakeServer, FakeServer], tmp_path_factory: pytest.TempPathFactory) -> Setup:
-    good, broken = upstreams
+          upstreams: tuple[FakeServer, FakeServer, FakeServer], tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    good, broken, mj = upstreams
     gateway = gateway_factory({
         "database_url": database_factory(),  # empty: this start migrates
         "log_format": "json",
@@ -75,10 +78,14 @@ def setup(gateway_factory: Callable[..., Gateway], database_factory: Callable[[]
              "models": ["gpt-m", "gpt-f", "upstream-rejects"]},
             {"name": "down", "type": "openai", "base_url": broken.url, "keys": [UPSTREAM_KEY],
              "models": ["gpt-f"], "priority": 10},
+            {"name": "mj", "type": "midjourney", "base_url": mj.url, "keys": [midjourney_proxy.SECRET],
+             "models": ["mj_*"]},
         ],
         "users": [{"name": "alice", "group": "gold", "unlimited": True}],
-        "tokens": [{"name": "alice-laptop", "key": ALICE, "user": "alice"}],
-        "prices": {"default": {"input_per_mtok": 2.0, "output_per_mtok": 8.0}},
+        "tokens": [{"name": "alice-laptop", "key": ALICE, "user": "alice"},
+                   {"name": "fenced", "key": FENCED, "user": "alice", "allowed_ips": ["10.0.0.0/8"]},
+                   {"name": "limited", "key": LIMITED, "user": "alice", "rpm_limit": 1}],
+        "prices": {"default": {"input_per_mtok": 2.0, "output_per_mtok": 8.0}, "mj_imagine": {"per_request": 0.1}},
     }, extra_env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("metrics"))})
     client = openai.OpenAI(api_key=ALICE, base_url=gateway.v1, max_retries=0, timeout=20)
     ids: dict[str, list[str]] = {"gpt-m": [], "gpt-f": [], "upstream-rejects": []}
@@ -127,6 +134,30 @@ def test_failovers_upstream_statuses_and_errors(setup: Setup) -> None:
     assert setup.value("polyrelay_requests_total", model="gpt-f", channel="good", status_class="2xx") == 1
     assert setup.value("polyrelay_errors_total", model="upstream-rejects", channel="good", status_class="4xx") == 1
     assert setup.value("polyrelay_spend_micros_total", model="upstream-rejects") == 0  # a refusal is free
+
+
+def test_refusals_before_any_upstream_and_charged_task_submits_are_counted(setup: Setup) -> None:
+    chat = {"model": "gpt-m", "messages": HI}
+
+    def call(key: str) -> httpx.Response:
+        return httpx.post(setup.gateway.v1 + "/chat/completions", json=chat, timeout=20,
+                          headers={"Authorization": f"Bearer {key}"})
+
+    assert call("sk-nobody-0123456789").status_code == 401
+    assert call(FENCED).status_code == 403  # from 127.0.0.1, outside the key's fence
+    assert call(LIMITED).status_code == 200
+    assert call(LIMITED).status_code == 429
+    submitted = httpx.post(setup.gateway.url + "/mj/submit/imagine", json={"prompt": "a counted fox"}, timeout=20,
+                           headers={"Authorization": f"Bearer {ALICE}"})
+    assert submitted.json()["code"] == 1, submitted.text
+    (task,) = setup.gateway.query("SELECT family, model, cost_micros FROM usage_logs WHERE request_id LIKE 'task-%'")
+    series = parse(scrape(setup.gateway).text)
+    counted = Setup(setup.gateway, setup.request_ids, series).value
+    assert counted("polyrelay_refusals_total", reason="invalid_api_key") == 1
+    assert counted("polyrelay_refusals_total", reason="ip_not_allowed") == 1
+    assert counted("polyrelay_refusals_total", reason="rate_limit_exceeded") == 1
+    assert counted("polyrelay_requests_total", family=task.family, model=task.model, status_class="2xx") == 1
+    assert counted("polyrelay_spend_micros_total", model=task.model, channel="mj") == task.cost_micros == 100_000
 
 
 def test_channel_states_writer_and_tasks_are_read_at_scrape(setup: Setup) -> None:

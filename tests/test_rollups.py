@@ -136,6 +136,24 @@ def test_the_stats_answer_in_the_dashboards_shape_from_the_rollups(setup: Setup)
     assert everyone["requests"] == 3 + 6 and everyone["errors"] == 1
 
 
+def test_channel_stats_read_the_channel_rollup_per_day(setup: Setup) -> None:
+    """After the two tests above: alice's 6 (1 refused by the upstream) and bob's 3, all through "main"."""
+    today = datetime.now(timezone.utc).date().isoformat()
+    answer = setup.admin.get("/api/stats/channels").json()
+    (main,) = [row for row in answer["data"] if row["channel"] == "main"]
+    raw = setup.gateway.query("SELECT SUM(cost_micros), SUM(prompt_tokens) FROM usage_logs")[0]
+    assert (main["day"], main["requests"], main["errors"]) == (today, 9, 1)
+    assert (main["cost_micros"], main["prompt_tokens"]) == (int(raw[0]), int(raw[1]))
+    assert main["error_rate"] == pytest.approx(1 / 9) and main["p50_latency_ms"] > 0
+    assert answer["end"] == today
+    past = setup.admin.get("/api/stats/channels", params={"start": "2020-01-01", "end": "2020-01-31"}).json()
+    assert past == {"start": "2020-01-01", "end": "2020-01-31", "data": []}
+    for params in ({"start": "yesterday"}, {"start": "2026-02-30"}, {"start": "2020-01-02", "end": "2020-01-01"},
+                   {"start": "2020-01-01", "end": "2021-12-31"}):
+        refused = setup.admin.get("/api/stats/channels", params=params)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_query", params
+
+
 def test_retention_deletes_old_raw_rows_and_keeps_their_rollups(setup: Setup) -> None:
     bob = setup.users["bob"]
     now = datetime.now(timezone.utc)

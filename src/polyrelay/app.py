@@ -54,6 +54,7 @@ from polyrelay.billing.budget import Budgets
 from polyrelay.billing.payments.registry import providers as payment_providers
 from polyrelay.billing.ratelimit import RateLimiter
 from polyrelay.relay.pipeline import Relay
+from polyrelay.relay.balance import Schedule as BalanceSchedule
 from polyrelay.relay.healing import Healer
 from polyrelay.relay.routing import Health, HealthPolicy
 from polyrelay.relay.upstream import UpstreamClient
@@ -150,13 +151,15 @@ def create_app(settings: Settings) -> ASGIApp:
         poller.start()
         retention = Retention(engine, settings.usage_logs)  # old raw usage rows; the rollups stay
         retention.start()
+        app.state.http = session  # for admin actions that call upstreams (channel balances)
+        balances = BalanceSchedule(engine, executor, session, budgets.node, settings.channel_balance).start()
         watch = None
         if settings.alerts.enabled:
-            outbox = Outbox(settings.alerts, session, settings.mail_server)
-            watch = Watch(settings.alerts, outbox, engine, reports, lambda: relay.snapshot, writer)
+            watch = Watch(settings.alerts, Outbox(settings.alerts, session, settings.mail_server), engine, reports,
+                          lambda: relay.snapshot, writer, budgets.node)
             watch.start()
         app.state.metrics = metrics = _metrics_sources(relay, budgets, writer, engine, reports)
-        metrics_sync = asyncio.create_task(exposition.keep_synced(metrics), name="polyrelay-metrics")
+        metrics_sync = exposition.keep_synced(metrics)
         # For /api/system.
         app.state.poller, app.state.writer, app.state.limiter = poller, writer, limiter
         app.state.started_at = time.monotonic()
@@ -164,8 +167,9 @@ def create_app(settings: Settings) -> ASGIApp:
             yield
         finally:
             await poller.stop()  # before the writer and the session: it uses both
-            await stop_task(metrics_sync)
+            await exposition.stop_syncing(metrics_sync)
             await retention.stop()
+            await stop_task(balances)
             if watch is not None:
                 await watch.stop()
             await healer.stop()

@@ -26,6 +26,7 @@ from polyrelay.billing.invitations import InvitationSettings
 from polyrelay.api.sso.settings import SsoSettings
 from polyrelay.billing.budget import BudgetSettings
 from polyrelay.billing.payments.settings import PaymentSettings
+from polyrelay.relay.balance import BalanceSettings
 from polyrelay.relay.healing import ProbeSettings
 from polyrelay.store.files import FileSettings
 from polyrelay.store.retention import UsageLogSettings
@@ -171,6 +172,7 @@ class Settings(BaseSettings):
     signup: SignupSettings = SignupSettings()
     invitations: InvitationSettings = InvitationSettings()
     payments: PaymentSettings = PaymentSettings()  # top-up by Stripe / Epay (see docs/platform.md)
+    channel_balance: BalanceSettings = BalanceSettings()  # fetched upstream balances (see docs/operations.md)
 
     admin_key: str | None = Field(default=None, description="Bearer key of the admin API (/api/...).")
     redis_url: str | None = Field(default=None, description="Share rate limits between processes through Redis.")

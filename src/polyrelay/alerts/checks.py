@@ -17,15 +17,16 @@ class ChannelState:
     name: str
     enabled: bool
     reason: str  # why it was disabled, the channel's keys scrubbed out
+    balance_micros: int | None  # the upstream balance fetched (relay/balance.py) or noted by hand
 
 
 def channel_states(engine: Engine) -> dict[int, ChannelState]:
     """Every channel's ``enabled``: the snapshot holds enabled channels only, and not why one left."""
     c = models.Channel
     with engine.connect() as connection:
-        rows = connection.execute(select(c.id, c.name, c.enabled, c.disabled_reason, c.keys)).all()
-    return {row.id: ChannelState(row.name, bool(row.enabled), scrub(row.disabled_reason or "", tuple(row.keys or ())))
-            for row in rows}
+        rows = connection.execute(select(c.id, c.name, c.enabled, c.disabled_reason, c.keys, c.balance_micros)).all()
+    return {row.id: ChannelState(row.name, bool(row.enabled), scrub(row.disabled_reason or "", tuple(row.keys or ())),
+                                 row.balance_micros) for row in rows}
 
 
 def error_counts(engine: Engine, since: datetime) -> tuple[int, int]:
@@ -47,3 +48,12 @@ def late_tasks(engine: Engine, submitted_before_ms: int, limit: int) -> int:
                                t.status.not_in(TERMINAL)).limit(limit).subquery())
     with engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(late)).scalar_one())
+
+
+def verified_emails(engine: Engine, user_ids: list[int]) -> dict[int, str]:
+    """The verified addresses of these users (the snapshot holds no addresses): a primary-key lookup."""
+    u = models.User
+    with engine.connect() as connection:
+        rows = connection.execute(select(u.id, u.email).where(u.id.in_(user_ids), u.email.is_not(None),
+                                                               u.email_verified.is_(True))).all()
+    return {row.id: row.email for row in rows}

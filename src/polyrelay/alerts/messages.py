@@ -27,20 +27,29 @@ class Alert:
     subject: str
     details: dict[str, Any]
     at: datetime
+    user_id: int | None = None  # the user a balance alert is about (never in a body: the name is in details)
+    repeat: bool = False  # a reminder of a condition already told
 
     def resolved(self, at: datetime) -> Alert:
         """The all-clear of a condition that ended."""
-        return Alert(f"{self.kind}_resolved", "info", f"Resolved: {self.subject}", self.details, at)
+        return Alert(f"{self.kind}_resolved", "info", f"Resolved: {self.subject}", self.details, at, self.user_id)
 
     def again(self, at: datetime) -> Alert:
         """The reminder of a condition still going on after ``repeat_s``."""
-        return replace(self, subject=f"Still: {self.subject}", at=at)
+        return replace(self, subject=f"Still: {self.subject}", at=at, repeat=True)
 
     def text(self) -> str:
         lines = [f"[polyrelay {self.severity}] {self.subject}"]
         lines += [f"{key}: {value}" for key, value in self.details.items()]
         lines.append(f"at: {self.at.isoformat(timespec='seconds')}")
         return "\n".join(lines)
+
+
+def to_user(alert: Alert) -> Alert:
+    """A low-balance alert as the user it is about reads it: their balance and the threshold, nothing else."""
+    details = {"account": alert.details["user"], "balance_usd": alert.details["balance_usd"]}
+    return replace(alert, subject=f"Your polyrelay balance is below {alert.details['threshold_usd']} USD",
+                   details=details)
 
 
 def generic(alert: Alert) -> dict[str, Any]:

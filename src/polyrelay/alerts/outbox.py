@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import smtplib
 import time
 from collections import deque
+from typing import Generic, TypeVar
 
 import aiohttp
 import orjson
@@ -14,21 +16,23 @@ import orjson
 from polyrelay import mail
 from polyrelay.alerts import messages
 from polyrelay.alerts.messages import Alert
-from polyrelay.alerts.settings import AlertSettings, EmailSettings, WebhookSettings
+from polyrelay.alerts.settings import AlertSettings, WebhookSettings
 
 log = logging.getLogger("polyrelay.alerts")
 
 _QUEUE = 200  # alerts held per destination while it is down; the oldest go first
 _REFUSAL = {"feishu": "code", "dingtalk": "errcode"}  # the field of the answer that is non-zero on refusal
+Item = TypeVar("Item")
+Mail = tuple[Alert, tuple[str, ...]]  # an alert and its recipients
 
 
-class _Destination:
+class _Destination(Generic[Item]):
     def __init__(self, name: str) -> None:
         self.name = name
-        self.queue: deque[Alert] = deque(maxlen=_QUEUE)
+        self.queue: deque[Item] = deque(maxlen=_QUEUE)
         self.failing = False
 
-    async def deliver(self, alert: Alert) -> None:
+    async def deliver(self, item: Item) -> None:
         raise NotImplementedError
 
     async def drain(self) -> None:
@@ -46,7 +50,7 @@ class _Destination:
                 self.failing = False
 
 
-class _Webhook(_Destination):
+class _Webhook(_Destination[Alert]):
     def __init__(self, settings: WebhookSettings, session: aiohttp.ClientSession, timeout_s: float) -> None:
         super().__init__(f"{settings.format} webhook")
         self._settings = settings
@@ -77,28 +81,49 @@ class _Webhook(_Destination):
                 raise RuntimeError(f"{kind} answered {_REFUSAL[kind]} {code}: {answer[:200].decode(errors='replace')}")
 
 
-class _Email(_Destination):
-    def __init__(self, settings: EmailSettings, smtp: mail.SmtpSettings) -> None:
-        super().__init__("email")
-        self._to = settings.to
+class _Email(_Destination[Mail]):
+    """The operator's mail, or (a destination of its own, so a user's address never holds up the
+    operator's alerts) the users' balance mails."""
+
+    def __init__(self, name: str, smtp: mail.SmtpSettings) -> None:
+        super().__init__(name)
         self._smtp = smtp
 
-    async def deliver(self, alert: Alert) -> None:
-        await mail.send_async(self._smtp, self._to, f"[polyrelay] {alert.subject}", alert.text())
+    async def deliver(self, item: Mail) -> None:
+        alert, to = item
+        try:
+            await mail.send_async(self._smtp, list(to), f"[polyrelay] {alert.subject}", alert.text())
+        except smtplib.SMTPRecipientsRefused:  # an address the server will never take: retrying cannot help
+            log.warning("the mail server refused the address of %s's alert; not retried", self.name)
 
 
 class Outbox:
     def __init__(self, settings: AlertSettings, session: aiohttp.ClientSession, smtp: mail.SmtpSettings | None) -> None:
-        """``smtp``: the server the alert email goes through (``Settings.mail_server``); None without alert email."""
-        self._destinations: list[_Destination] = [_Webhook(w, session, settings.timeout_s) for w in settings.webhooks]
-        if settings.email is not None and smtp is not None:
-            self._destinations.append(_Email(settings.email, smtp))
+        """``smtp``: the server mail goes through (``Settings.mail_server``); None: no mail at all."""
+        self._webhooks = [_Webhook(w, session, settings.timeout_s) for w in settings.webhooks]
+        self._email = _Email("email", smtp) if settings.email is not None and smtp is not None else None
+        self._users = _Email("users' email", smtp) if smtp is not None else None
+        self._operator_to = tuple(settings.email.to) if settings.email else ()
+
+    @property
+    def mails_users(self) -> bool:
+        """Whether users can be told anything: only when a mail server is configured."""
+        return self._users is not None
 
     def put(self, alerts: list[Alert]) -> None:
         for alert in alerts:
             log.warning("alert %s (%s): %s", alert.kind, alert.severity, alert.subject)
-            for destination in self._destinations:
-                destination.queue.append(alert)
+            for webhook in self._webhooks:
+                webhook.queue.append(alert)
+            if self._email is not None:
+                self._email.queue.append((alert, self._operator_to))
+
+    def tell_user(self, alert: Alert, address: str) -> None:
+        """Mail ``alert`` to a user's (verified) address; nothing without a mail server."""
+        if self._users is not None:
+            self._users.queue.append((alert, (address,)))
 
     async def send(self) -> None:
-        await asyncio.gather(*(d.drain() for d in self._destinations))
+        destinations: list[_Destination[Alert] | _Destination[Mail]] = [*self._webhooks]
+        destinations += [d for d in (self._email, self._users) if d is not None]
+        await asyncio.gather(*(d.drain() for d in destinations))

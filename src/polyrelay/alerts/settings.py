@@ -55,6 +55,8 @@ class AlertSettings(BaseModel):
     error_window_s: float = Field(default=300.0, gt=0)
     error_min_requests: int = Field(default=20, ge=1, description="Fewer requests in the window: no verdict.")
     balance_below_usd: float | None = Field(default=None, ge=0, description="Absent: off.")
+    channel_balance_below_usd: float | None = Field(
+        default=None, ge=0, description="An enabled channel's upstream balance (fetched or noted) below this; absent: off.")
     task_backlog_after_s: float = Field(default=3600.0, gt=0, description="A task unfinished this long is late.")
     task_backlog_count: int | None = Field(default=100, ge=0, description="More late tasks than this; absent: off.")
 

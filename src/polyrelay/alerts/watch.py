@@ -7,8 +7,10 @@ error rate, a low balance, a backlog, a writer that cannot commit) alert when th
 rotation, a write kept aside) alert once. A check that fails (the database down) is logged and
 leaves its conditions as they were, so it never sends a false all-clear.
 
-Each node runs its own loop: with several nodes, cluster-wide conditions (channels, error rate,
-backlog, balances) are reported by each of them (docs/operations.md).
+Each node runs its own loop. Conditions of the whole cluster (channels, error rate, backlog, balances)
+are checked by one node at a time, the holder of the ``alerts`` job lease (store/leases.py), so they
+are told once however many nodes there are; each node tells its own writer's troubles. Every alert
+told is recorded (``alert_log``); a low balance also goes to the user's verified address.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from polyrelay.alerts import checks
+from polyrelay.alerts import checks, log as alert_log, messages
 from polyrelay.alerts.messages import Alert
 from polyrelay.alerts.outbox import Outbox
 from polyrelay.alerts.settings import AlertSettings
-from polyrelay.background import stop_task
+from polyrelay.background import every, stop_task
+from polyrelay.store import leases
 from polyrelay.store.snapshot import Snapshot
 from polyrelay.store.writer import BatchWriter
 
@@ -35,6 +38,8 @@ log = logging.getLogger("polyrelay.alerts")
 
 T = TypeVar("T")
 _States = dict[str, Alert]  # condition key -> its alert, for the conditions that hold now
+LEASE = "alerts"  # the job lease of the cluster-wide checks
+_CLUSTER_CHECKS = ("error_rate", "balance", "channel_balance", "tasks")
 
 
 class Tracker:
@@ -63,11 +68,18 @@ class Tracker:
             due.append(opened.pop(key)[0].resolved(at))
         return due
 
+    def forget(self, check: str) -> None:
+        """Another node tells this check's conditions now: should this node take over, it starts afresh."""
+        self._open.pop(check, None)
+
 
 class Watch:
     def __init__(self, settings: AlertSettings, outbox: Outbox, engine: Engine, executor: ThreadPoolExecutor,
-                 snapshot: Callable[[], Snapshot], writer: BatchWriter) -> None:
+                 snapshot: Callable[[], Snapshot], writer: BatchWriter, node: str) -> None:
         self._settings = settings
+        self._node = node
+        # Renewed every round; a round can wait out a few timeouts. A holder gone quiet this long is replaced.
+        self._lease_s = 3 * settings.interval_s + 2 * settings.timeout_s
         self._outbox = outbox
         self._engine = engine
         self._executor = executor
@@ -79,31 +91,42 @@ class Watch:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="polyrelay-alerts")
+        self._task = every(self._settings.interval_s, self.round, "alert round", logger=log)
 
     async def stop(self) -> None:
         await stop_task(self._task)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug: say so, keep watching
-                log.exception("alert round failed")
-            await asyncio.sleep(self._settings.interval_s)
+        await self._read("the alerts lease", leases.release, LEASE, self._node)
 
     async def round(self) -> None:
         at = datetime.now(timezone.utc)
-        alerts = await self._channel_changes(at) + self._writes_kept_aside(at)
         track = self._tracker.update
-        alerts += track("error_rate", await self._error_rate(at), at, time.monotonic())
-        alerts += track("balance", self._balances(at), at, time.monotonic())
-        alerts += track("tasks", await self._backlog(at), at, time.monotonic())
-        alerts += track("writer", self._writer_waiting(at), at, time.monotonic())
-        self._outbox.put(alerts)
+        alerts = self._writes_kept_aside(at) + track("writer", self._writer_waiting(at), at, time.monotonic())
+        leading = await self._read("the alerts lease", leases.claim, LEASE, self._node, self._lease_s)
+        if leading:
+            alerts += await self._channel_changes(at)
+            alerts += track("error_rate", await self._error_rate(at), at, time.monotonic())
+            alerts += track("balance", self._balances(at), at, time.monotonic())
+            alerts += track("channel_balance", self._channel_balances(at), at, time.monotonic())
+            alerts += track("tasks", await self._backlog(at), at, time.monotonic())
+        elif leading is not None:  # another node holds the lease (None: the database could not say)
+            self._channels = None
+            for check in _CLUSTER_CHECKS:
+                self._tracker.forget(check)
+        if alerts:
+            emailed = await self._tell_users(alerts)
+            self._outbox.put(alerts)
+            await self._read("the alert log", alert_log.record, self._node, alerts, emailed)
         await self._outbox.send()
+
+    async def _tell_users(self, alerts: list[Alert]) -> set[int]:
+        """Mail each newly low balance to its user's verified address (once, not the reminders); who was mailed."""
+        low = {a.user_id: a for a in alerts if a.kind == "balance_low" and not a.repeat and a.user_id is not None}
+        if not low or not self._outbox.mails_users:
+            return set()
+        addresses = await self._read("users' addresses", checks.verified_emails, list(low)) or {}
+        for user_id, address in addresses.items():
+            self._outbox.tell_user(messages.to_user(low[user_id]), address)
+        return set(addresses)
 
     async def _read(self, what: str, fn: Callable[..., T], *args: Any) -> T | None:
         try:
@@ -152,9 +175,26 @@ class Watch:
         below = round(below_usd * 1_000_000)
         return {
             f"user:{user.id}": Alert("balance_low", "warning", f"User {user.name}'s balance is below {below_usd:g} USD",
-                                     {"user": user.name, "balance_usd": f"{user.balance_micros / 1_000_000:.6f}"}, at)
+                                     {"user": user.name, "balance_usd": f"{user.balance_micros / 1_000_000:.6f}",
+                                      "threshold_usd": f"{below_usd:g}"}, at, user.id)
             for user in self._snapshot().users.values()
             if user.enabled and not user.unlimited and user.balance_micros < below
+        }
+
+    def _channel_balances(self, at: datetime) -> _States | None:
+        """Enabled channels whose upstream balance is below the threshold, from the latest channel read."""
+        below_usd = self._settings.channel_balance_below_usd
+        if below_usd is None:
+            return {}
+        if self._channels is None:  # no channel read has succeeded yet: no verdict
+            return None
+        below = round(below_usd * 1_000_000)
+        return {
+            f"channel:{channel_id}": Alert(
+                "channel_balance_low", "warning", f"Channel {state.name}'s upstream balance is below {below_usd:g} USD",
+                {"channel": state.name, "balance_usd": f"{state.balance_micros / 1_000_000:.6f}"}, at)
+            for channel_id, state in self._channels.items()
+            if state.enabled and state.balance_micros is not None and state.balance_micros < below
         }
 
     async def _backlog(self, at: datetime) -> _States | None:

@@ -31,7 +31,7 @@ from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from polyrelay.background import stop_task
+from polyrelay.background import every, stop_task
 from polyrelay.billing.quota import Reservation, decide
 from polyrelay.errors import RelayError
 from polyrelay.store import models
@@ -380,7 +380,7 @@ class Budgets:
                     lease.spent(micros)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="polyrelay-budget-leases")
+        self._task = every(self._settings.renew_s, self._renew_round, "budget lease renewal", wait_first=True)
 
     async def close(self) -> None:
         """Give every lease back; after the writer's last flush, whose charges left them."""
@@ -399,15 +399,12 @@ class Budgets:
         with Session(self._engine) as session, session.begin():
             session.connection().execute(_FORGET_NODE, {"b_node": self.node})
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.renew_s)
-            try:
-                await self.renew()
-            except SQLAlchemyError as error:
-                self._note_renewal(False, error)
-            except Exception:
-                log.exception("budget lease renewal failed")
+    async def _renew_round(self) -> None:
+        """One scheduled renewal; the database away is noted (once), not logged with a traceback each time."""
+        try:
+            await self.renew()
+        except SQLAlchemyError as error:
+            self._note_renewal(False, error)
 
     async def renew(self) -> None:
         """Extend this node's leases, give back idle money and write what committed charges used up."""

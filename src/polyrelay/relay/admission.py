@@ -21,6 +21,7 @@ from polyrelay.relay.auth import authenticate, check_client_ip, check_model_allo
 from polyrelay.relay.routing import routes
 from polyrelay.relay.settlement import Outcome
 from polyrelay.store.snapshot import ChannelRecord, Snapshot, TokenRecord
+from polyrelay.telemetry import metrics
 
 # A prompt token is at least ~3 bytes of JSON-encoded text; bytes/3 over-estimates the
 # prompt, which is the safe side for a reservation.
@@ -31,11 +32,25 @@ CostOf = Callable[[Price], tuple[int, int]]
 
 
 def caller(snapshot: Snapshot, key: str | None, client_ip: str) -> TokenRecord:
-    """The key's record, after the checks that need nothing but the key and the address."""
-    token = authenticate(snapshot, key)
-    if token.allowed_ips is not None:
-        check_client_ip(token, client_ip)
+    """The key's record, after the checks that need nothing but the key and the address; a refusal is
+    counted (``polyrelay_refusals_total``): it is no relayed request, so no usage row counts it."""
+    try:
+        token = authenticate(snapshot, key)
+        if token.allowed_ips is not None:
+            check_client_ip(token, client_ip)
+    except RelayError as error:
+        metrics.refused(error.code or str(error.status))
+        raise
     return token
+
+
+async def rate_limit(limiter: RateLimiter, token: TokenRecord) -> None:
+    """Take the call's place in the key's and user's rate limits; a refusal is counted like the key's."""
+    try:
+        await limiter.acquire(token)
+    except RelayError as error:
+        metrics.refused(error.code or str(error.status))
+        raise
 
 
 async def admit(
@@ -59,7 +74,7 @@ async def admit(
     outcome.price = price = snapshot.price_for(model)
     if price_required:
         require_price(token, model, price)
-    await limiter.acquire(token)
+    await rate_limit(limiter, token)
     estimate, minimum = cost(price) if price is not None else (0, 0)
     outcome.reservation = await budgets.reserve(token, charge(token, estimate), charge(token, minimum))
     return groups

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from polyrelay.background import stop_task
+from polyrelay.background import every, stop_task
 from polyrelay.relay.probes import CheckResult, check, check_model, record_of
 from polyrelay.relay.routing import AUTO_DISABLED
 from polyrelay.store import changes, models
@@ -86,18 +86,10 @@ class Healer:
 
     def start(self) -> None:
         if self._settings.enabled:
-            self._task = asyncio.create_task(self._run(), name="polyrelay-probes")
+            self._task = every(self._settings.interval_s, self.probe_round, "channel probes", wait_first=True)
 
     async def stop(self) -> None:
         await stop_task(self._task)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._settings.interval_s)
-            try:
-                await self.probe_round()
-            except Exception:  # a bug or the database away: say so, probe again next round
-                log.exception("channel probes failed")
 
     async def probe_round(self) -> None:
         """Probe every channel due, record what the probes said, and let recovered channels back in."""

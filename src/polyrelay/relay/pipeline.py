@@ -26,7 +26,7 @@ from polyrelay.fetch import FetchPolicy
 from polyrelay.providers.base import Adaptor, Call, Reply, ReplyStream, Services, Target
 from polyrelay.relay import failover, stored
 from polyrelay.relay.bridge import adaptor_for, narrowed
-from polyrelay.relay.admission import admit, call_cost, no_cost
+from polyrelay.relay.admission import admit, call_cost, no_cost, rate_limit
 from polyrelay.relay.routing import Health, candidates, target_for
 from polyrelay.relay.settlement import CLIENT_GONE, Outcome, Settler, note_attempt
 from polyrelay.relay.upstream import Timeouts, UpstreamClient, UpstreamResponse
@@ -94,7 +94,7 @@ class Relay:
     async def handle_stored(self, call: Call, token: TokenRecord, what: str) -> Response:
         """Relay a call about an object an upstream stored (``what``, e.g. "the response resp_1"): no model,
         so routed to the caller's native channels by ``relay.stored``; free, so only rate-limited."""
-        await self.limiter.acquire(token)
+        await rate_limit(self.limiter, token)
 
         async def attempt(target: Target) -> Reply:
             answer = await self._attempt(call, target)

@@ -122,6 +122,15 @@ def usage_row(outcome: Outcome, cost: int) -> dict[str, Any]:
     }
 
 
+def _told(row: dict[str, Any], outcome: Outcome) -> None:
+    """A settled call's usage row, to the metrics, the access log and its trace."""
+    token = outcome.token
+    metrics.request(row, token.user.group if token is not None and token.user is not None else "")
+    logs.request(row)
+    if outcome.trace is not None:
+        outcome.trace.end(row)
+
+
 class Settler:
     """Turns holds into charges and outcomes into usage rows, for every family."""
 
@@ -143,20 +152,17 @@ class Settler:
         token = outcome.token
         row = usage_row(outcome, cost)
         self.writer.record_usage(row, token.id if token else None, cost, reservation)
-        metrics.request(row, token.user.group if token is not None and token.user is not None else "")
-        logs.request(row)
-        if outcome.trace is not None:
-            outcome.trace.end(row)
+        _told(row, outcome)
 
-    def charged(self, outcome: Outcome) -> None:
-        """The charge was committed elsewhere (with its task): settle the hold to it, write no row."""
+    def charged(self, outcome: Outcome, row: dict[str, Any]) -> None:
+        """The charge and its usage ``row`` were committed elsewhere (with its task): settle the hold to it,
+        and count the call in the metrics and the access log like any other."""
         if outcome.settled:
             return
         outcome.settled = True
         if outcome.reservation is not None:
             outcome.reservation.settle(outcome.cost(), committed=True)
-        if outcome.trace is not None:
-            outcome.trace.end(usage_row(outcome, outcome.cost()))
+        _told(row, outcome)
 
     @contextmanager
     def guard(self, outcome: Outcome) -> Iterator[None]:

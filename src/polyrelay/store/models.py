@@ -47,6 +47,8 @@ class Channel(Base):
     test_latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     test_result: Mapped[str] = mapped_column(Text, default="")
     balance_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # operator-noted upstream balance
+    # When ``balance_micros`` was last fetched from the upstream (relay/balance.py); None: noted by hand.
+    balance_updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -473,3 +475,29 @@ class PaymentOrder(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+class AlertLog(Base):
+    """One alert told (alerts/watch.py), for the console's Health page and ``GET /api/alerts``.
+    ``user_id``: the user a balance alert is about; ``user_emailed``: it went to their verified address too."""
+
+    __tablename__ = "alert_log"
+    __table_args__ = (Index("ix_alert_log_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(48))
+    severity: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(512))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    node: Mapped[str] = mapped_column(String(64))  # the node that told it
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    user_emailed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class JobLease(Base):
+    """Which node works a cluster-wide job (store/leases.py) until ``expires_at`` (epoch ms)."""
+
+    __tablename__ = "job_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[int] = mapped_column(BigInteger)

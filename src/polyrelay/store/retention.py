@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, delete, select
 
-from polyrelay.background import stop_task
+from polyrelay.background import every, stop_task
 from polyrelay.store import models
 
 log = logging.getLogger("polyrelay")
@@ -53,7 +53,7 @@ class Retention:
 
     def start(self) -> None:
         if self._settings.retention_days:
-            self._task = asyncio.create_task(self._run(), name="polyrelay-retention")
+            self._task = every(self._settings.retention_interval_s, self.sweep, "usage-log retention sweep")
 
     async def stop(self) -> None:
         await stop_task(self._task)
@@ -72,11 +72,3 @@ class Retention:
         if total:
             log.info("usage-log retention: deleted %d rows older than %s", total, cutoff.isoformat())
         return total
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:  # the database is away, say; the next sweep catches up
-                log.exception("usage-log retention sweep failed")
-            await asyncio.sleep(self._settings.retention_interval_s)

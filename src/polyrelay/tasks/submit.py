@@ -129,9 +129,10 @@ async def submit(
         accepted.result = scrub_json(accepted.result, keys, credentials=False)
         outcome.status = 200
         cost = outcome.cost()
+        row = usage_row(outcome, cost)
         task = await engine.create(_task_row(engine, token, order, accepted, tried.target, cost, task_id, properties),
-                                   usage_row(outcome, cost))
-        engine.spine.settler.charged(outcome)
+                                   row)
+        engine.spine.settler.charged(outcome, row)
         return task
 
 

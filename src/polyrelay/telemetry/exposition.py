@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine, text
 
+from polyrelay.background import every, stop_task
 from polyrelay.telemetry import metrics
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -97,20 +98,25 @@ class Sources:
         metrics.CALLBACKS.set(db.callbacks)
 
 
-async def keep_synced(sources: Sources, interval_s: float = 1.0) -> None:
+def keep_synced(sources: Sources, interval_s: float = 1.0) -> asyncio.Task[None]:
     """Hand the hot path's counts (and, with several workers, this worker's gauges) to the series every
-    ``interval_s``, and once more when cancelled: a scrape reads the other workers' files, which only
-    their own loops fill."""
+    ``interval_s`` (and once more at ``stop_syncing``): a scrape reads the other workers' files, which
+    only their own loops fill."""
     shared = bool(os.environ.get(MULTIPROC_ENV))
-    try:
-        while True:
-            await asyncio.sleep(interval_s)
-            if shared:
-                sources.local()
-            else:
-                metrics.sync()
-    finally:
-        metrics.sync()
+
+    async def step() -> None:
+        if shared:
+            sources.local()
+        else:
+            metrics.sync()
+
+    return every(interval_s, step, "metrics sync", wait_first=True)
+
+
+async def stop_syncing(task: asyncio.Task[None]) -> None:
+    """Stop the loop, then hand over what was counted since its last round."""
+    await stop_task(task)
+    metrics.sync()
 
 
 def render() -> bytes:

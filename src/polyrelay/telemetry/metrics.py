@@ -33,6 +33,8 @@ SPEND = Counter("polyrelay_spend_micros", "Money charged, in micro-USD.", _MONEY
 UPSTREAM = Counter("polyrelay_upstream_responses", "Upstream answers by status code (0: no answer: "
                    "a timeout or a refused connection).", ("channel", "code"))
 FAILOVERS = Counter("polyrelay_failovers", "Attempts that failed on a channel and moved to the next.", ("channel",))
+REFUSALS = Counter("polyrelay_refusals", "Calls refused before any upstream was tried: a missing or bad key, an "
+                   "address outside the key's fence, a rate limit; by the error code answered.", ("reason",))
 FLUSH = Histogram("polyrelay_writer_flush_seconds", "Time of one batching-writer flush.", buckets=_FLUSH_BUCKETS)
 FLUSH_FAILURES = Counter("polyrelay_writer_flush_failures", "Flushes that left rows to retry (database down, a bug).")
 
@@ -87,6 +89,7 @@ _pending: dict[tuple[str, str, str, str, int, str], _Pending] = {}
 _bound: dict[tuple[str, str, str, str, int, str], _Bound] = {}
 _answers: dict[tuple[str, int], int] = {}
 _failovers: dict[str, int] = {}
+_refusals: dict[str, int] = {}
 
 
 def request(row: dict[str, Any], group: str) -> None:
@@ -124,6 +127,11 @@ def failover(channel: str) -> None:
     _failovers[channel] = _failovers.get(channel, 0) + 1
 
 
+def refused(reason: str) -> None:
+    """A call was refused at admission (``reason``: the error code it was answered with)."""
+    _refusals[reason] = _refusals.get(reason, 0) + 1
+
+
 def sync() -> None:
     """Move what was counted since the last call into the exported series (on the event loop)."""
     for key, pending in _pending.items():
@@ -142,13 +150,16 @@ def sync() -> None:
         _add(bound.latency, pending.latency, pending.latency_sum)
         _add(bound.ttfb, pending.ttfb, pending.ttfb_sum)
         _pending[key] = _Pending(key)
-    answers, failovers = dict(_answers), dict(_failovers)
+    answers, failovers, refusals = dict(_answers), dict(_failovers), dict(_refusals)
     _answers.clear()
     _failovers.clear()
+    _refusals.clear()
     for (channel, status), count in answers.items():
         UPSTREAM.labels(channel, str(status)).inc(count)
     for channel, count in failovers.items():
         FAILOVERS.labels(channel).inc(count)
+    for reason, count in refusals.items():
+        REFUSALS.labels(reason).inc(count)
 
 
 def _add(child: Any, counts: list[int], total: float) -> None:

@@ -39,6 +39,7 @@ def channel_json(row: models.Channel) -> dict[str, Any]:
         "disabled_reason": row.disabled_reason, "failure_count": row.failure_count,
         "cooldown_until": iso(row.cooldown_until), "last_error": row.last_error, "timeout_s": row.timeout_s,
         "connect_timeout_s": row.connect_timeout_s, "options": row.options, "balance_micros": row.balance_micros,
+        "balance_updated_at": iso(row.balance_updated_at),
         "tested_at": iso(row.tested_at), "test_latency_ms": row.test_latency_ms, "test_result": row.test_result,
         "created_at": iso(row.created_at), "updated_at": iso(row.updated_at),
     }
@@ -102,6 +103,7 @@ def _apply_channel(row: models.Channel, data: dict[str, Any], creating: bool, ac
                                         reason="by hand", actor=actor[:128]))
     if "balance_micros" in data:
         row.balance_micros = field_int(data, "balance_micros", minimum=-MAX_MICROS, maximum=MAX_MICROS, nullable=True)
+        row.balance_updated_at = None  # noted by hand, not fetched
 
 
 def actor_of(principal: Principal) -> str:

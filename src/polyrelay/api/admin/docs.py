@@ -34,7 +34,7 @@ _QUERY_FILTERS = [
 _LIST_ONLY = [("before_id", {"type": "integer", "minimum": 1, "maximum": INT64_MAX}, "rows with a smaller id")]
 _PAGING = [("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "default 100"),
            ("offset", _ID_OR_ZERO, "default 0")]
-# GET paths (by their last segment) whose query differs from _PAGING.
+# GET paths (by their last segment, or whole) whose query differs from _PAGING.
 _QUERIES = {
     "tasks": [("family", _TEXT, "midjourney, suno, luma, kling, flux or stability"),
               ("status", _TEXT, "engine statuses, comma-separated, case-insensitive"),
@@ -55,6 +55,8 @@ _QUERIES = {
     "sso": [],
     "start": [("link", {"type": "string", "enum": ["1"]}, "1: link the identity to the signed-in user")],
     "callback": [("state", _TEXT, "as the provider sends it"), ("code", _TEXT, "as the provider sends it")],
+    "/api/stats/channels": [("start", {"type": "string", "format": "date"}, "YYYY-MM-DD (UTC), default end - 13 days"),
+                            ("end", {"type": "string", "format": "date"}, "YYYY-MM-DD (UTC), default today")],
 }
 _CREATES = frozenset({"create_user", "create_token", "my_create_token", "create_channel", "create_group",
                       "create_codes", "signup", "my_create_order"})
@@ -72,7 +74,7 @@ def _responses(handler_name: str) -> dict[str, Any]:
         success = {"204": {"description": "Done; no content"}}
     else:
         success = {"200": {"description": "OK"}}
-    upstream = {"5XX": _UPSTREAM_ERROR} if handler_name == "task_video" else {}
+    upstream = {"5XX": _UPSTREAM_ERROR} if handler_name in ("task_video", "fetch_channel_balance") else {}
     return {**success, "4XX": _ERROR, **upstream}
 
 
@@ -108,8 +110,9 @@ def schema(routes: list[tuple[str, str, Callable[..., Any], str]]) -> dict[str, 
         if method == "GET" and "/logs" in path:
             parameters += _query(_QUERY_FILTERS)
         last = path.rsplit("/", 1)[-1]
-        if method == "GET" and last in _QUERIES:
-            parameters += _query(_QUERIES[last])
+        query = _QUERIES.get(path, _QUERIES.get(last))  # by the whole path where the last segment is ambiguous
+        if method == "GET" and query is not None:
+            parameters += _query(query)
         elif method == "GET" and not re.search(r"{\w+}$", path) and not path.endswith(("aggregate", ".csv", "/me")):
             parameters += _query(_PAGING + (_LIST_ONLY if last == "logs" else []))
         if parameters:

@@ -9,7 +9,10 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from polyrelay.api.admin import docs as admin_docs
+from polyrelay.api.admin.alerts import list_alerts
 from polyrelay.api.admin.auth import login, logout
+from polyrelay.api.admin.balance import fetch_channel_balance
+from polyrelay.api.admin.channel_stats import channel_stats
 from polyrelay.api.admin.channels import (
     create_channel,
     delete_channel,
@@ -117,6 +120,9 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("POST", "/api/channels/{id}/disable", disable_channel, "channels"),
     ("GET", "/api/channels/{id}/events", channel_events, "channels"),
     ("GET", "/api/health", health, "console"),
+    ("GET", "/api/alerts", list_alerts, "console"),
+    ("POST", "/api/channels/{id}/balance", fetch_channel_balance, "channels"),
+    ("GET", "/api/stats/channels", channel_stats, "console"),
     ("GET", "/api/prices", list_prices, "prices"),
     ("GET", "/api/prices/{model}", get_price, "prices"),
     ("PUT", "/api/prices/{model}", put_price, "prices"),

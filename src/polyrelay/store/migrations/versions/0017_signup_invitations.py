@@ -2,7 +2,7 @@
 the users' sign-up and invitation columns
 
 Revision ID: 0017
-Revises: 0014
+Revises: 0016
 """
 
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = "0017"
-down_revision = "0014"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 

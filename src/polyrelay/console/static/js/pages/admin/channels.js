@@ -1,7 +1,7 @@
 // Channels: the upstreams. Status and cooldown, create and edit every field the API takes, test
-// (one tiny real call, showing latency and result), enable or disable, delete.
+// (one tiny real call, showing latency and result), fetch the upstream balance, enable or disable, delete.
 import { get, patch, post } from '../../api.js';
-import { dateTime, dollarsToMicros, jsonObject, microsToDollars, millis, splitList } from '../../format.js';
+import { dateTime, dollarsToMicros, jsonObject, microsToDollars, millis, money, splitList } from '../../format.js';
 import { t } from '../../i18n.js';
 import { attempt, badge, button, deleteButton, field, formDialog, h, loading, pageHeader, table, toast } from '../../ui.js';
 
@@ -59,6 +59,23 @@ function status(row) {
   ];
 }
 
+function balance(row, refresh) {
+  const fetchButton = button(t('channels.fetch'), () => fetchBalance(row, refresh), {
+    'aria-label': `${t('channels.fetchBalance')} ${row.name}`,
+  });
+  if (row.balance_micros === null) return [h('span', { class: 'muted' }, '—'), h('div', {}, fetchButton)];
+  const when = row.balance_updated_at
+    ? t('channels.balanceFetched', { when: dateTime(row.balance_updated_at) })
+    : t('channels.balanceNoted');
+  return [money(row.balance_micros), h('div', { class: 'muted small' }, when), h('div', {}, fetchButton)];
+}
+
+async function fetchBalance(row, refresh) {
+  const result = await attempt(() => post(`/api/channels/${row.id}/balance`));
+  if (result) toast(t('channels.balanceToast', { name: row.name, balance: money(result.balance_micros) }));
+  await refresh();
+}
+
 function lastTest(row) {
   if (!row.tested_at) return h('span', { class: 'muted' }, t('channels.neverTested'));
   const ok = row.test_result === 'ok';
@@ -87,6 +104,7 @@ async function channelTable(refresh) {
       },
       { label: t('channels.priorityWeight'), class: 'num', value: (row) => `${row.priority} / ${row.weight}` },
       { label: t('channels.lastTest'), class: 'test-cell', value: lastTest },
+      { label: t('channels.balanceColumn'), class: 'num', value: (row) => balance(row, refresh) },
       {
         label: t('common.actions'),
         class: 'row-actions',

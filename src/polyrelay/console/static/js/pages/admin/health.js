@@ -1,17 +1,53 @@
 // Health: each channel's state (enabled, cooling, disabled), its last probe and event, and the
-// trail of disables, enables and probe results (GET /api/health, GET /api/channels/{id}/events).
+// trail of disables, enables and probe results (GET /api/health, GET /api/channels/{id}/events);
+// the alerts told, a page at a time (GET /api/alerts).
 import { get } from '../../api.js';
 import { dateTime, millis, number } from '../../format.js';
 import { t } from '../../i18n.js';
-import { badge, button, facts, h, loading, pageHeader, table } from '../../ui.js';
+import { badge, button, facts, h, loading, pageHeader, pager, table } from '../../ui.js';
 
 const STATE_KIND = { enabled: 'ok', cooling: 'busy', disabled: 'error' };
+const SEVERITY_KIND = { info: 'ok', warning: 'busy', critical: 'error' };
+const ALERTS_PAGE = 20;
 
 export async function render(page) {
   const body = h('div');
-  const refresh = () => loading(body, view);
-  page.append(pageHeader(t('nav.admin/health'), button(t('common.refresh'), refresh)), body);
+  const alerts = h('div');
+  let offset = 0;
+  const showAlerts = () =>
+    loading(alerts, () =>
+      alertsView(offset, (next) => {
+        offset = next;
+        showAlerts();
+      }),
+    );
+  const refresh = () => Promise.all([loading(body, view), showAlerts()]);
+  page.append(
+    pageHeader(t('nav.admin/health'), button(t('common.refresh'), refresh)),
+    body,
+    h('h2', {}, t('health.alerts')),
+    alerts,
+  );
   await refresh();
+}
+
+async function alertsView(offset, onPage) {
+  const { data, total } = await get('/api/alerts', { limit: ALERTS_PAGE, offset });
+  const rows = table(
+    [
+      { label: t('health.when'), value: (a) => dateTime(a.created_at) },
+      { label: t('health.severity'), value: (a) => badge(t(`health.severity.${a.severity}`), SEVERITY_KIND[a.severity]) },
+      { label: t('health.subject'), value: (a) => a.subject },
+      { label: t('health.userEmailed'), value: (a) => (a.user_emailed ? t('health.yes') : '—') },
+    ],
+    data,
+    {
+      empty: t('health.noAlerts'),
+      label: t('health.alerts'),
+      details: (a) => facts(Object.entries(a.details).map(([name, value]) => [name, String(value)])),
+    },
+  );
+  return h('div', {}, rows, pager({ offset, limit: ALERTS_PAGE, count: data.length, total, onPage }));
 }
 
 const state = (name) => badge(t(`health.state.${name}`), STATE_KIND[name] ?? 'neutral');
