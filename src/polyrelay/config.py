@@ -121,6 +121,19 @@ class MetricsSettings(BaseModel):
         return [proxies.network(cidr) for cidr in value]
 
 
+class ConsoleSettings(BaseModel):
+    """The console's public pages and its HTTP compression (see docs/console.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    public_prices: bool = Field(default=True, description="Serve the price list to visitors who are not signed in.")
+    public_url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$", max_length=512,
+        description="The base URL callers use (e.g. https://ai.example.com); absent: the address each request came to.",
+    )
+    compress_min_bytes: int = Field(default=1024, ge=0, description="Compress console and /api/ answers from this size.")
+
+
 class Settings(BaseSettings):
     """Process settings. Precedence: ``POLYRELAY_*`` env > YAML file > defaults."""
 
@@ -159,6 +172,7 @@ class Settings(BaseSettings):
     midjourney: MidjourneySettings = MidjourneySettings()
     files: FileSettings = FileSettings()  # re-hosting provider results (see docs/configuration.md)
     usage_logs: UsageLogSettings = UsageLogSettings()  # raw-row retention (see docs/operations.md)
+    console: ConsoleSettings = ConsoleSettings()  # public pages, compression (see docs/console.md)
 
     admin_key: str | None = Field(default=None, description="Bearer key of the admin API (/api/...).")
     redis_url: str | None = Field(default=None, description="Share rate limits between processes through Redis.")

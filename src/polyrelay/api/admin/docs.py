@@ -105,7 +105,7 @@ def schema(routes: list[tuple[str, str, Callable[..., Any], str]]) -> dict[str, 
             operation["parameters"] = parameters
         if method in ("POST", "PATCH", "PUT"):
             operation["requestBody"] = {"content": {"application/json": {"schema": {"type": "object"}}}}
-        if tag != "auth":
+        if tag not in ("auth", "public"):
             operation["security"] = [{"adminKey": []}, {"session": []}]
         paths.setdefault(path, {})[method.lower()] = operation
     return {

@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute, Route
 
 from polyrelay.api.admin import docs as admin_docs
 from polyrelay.api.admin.auth import login, logout
+from polyrelay.api.admin.catalog import my_prices, public_info, public_prices
 from polyrelay.api.admin.channels import (
     create_channel,
     delete_channel,
@@ -126,6 +127,9 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("POST", "/api/me/password", my_password, "me"),
     ("GET", "/api/me/stats", my_stats, "me"),
     ("GET", "/api/me/tasks", my_tasks, "me"),
+    ("GET", "/api/me/prices", my_prices, "me"),
+    ("GET", "/api/public/prices", public_prices, "public"),
+    ("GET", "/api/public/info", public_info, "public"),
 ]
 
 

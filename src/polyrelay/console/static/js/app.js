@@ -5,6 +5,11 @@ import { LANGUAGES, initialLanguage, language, loadLanguage, t } from './i18n.js
 import { money } from './format.js';
 import { attempt, button, h, uid } from './ui.js';
 
+// Readable without signing in (linked from the sign-in page); signed in, they are ordinary pages.
+const PUBLIC_PAGES = {
+  pricing: () => import('./pages/pricing.js'),
+  howto: () => import('./pages/howto.js'),
+};
 const USER_PAGES = {
   dashboard: () => import('./pages/dashboard.js'),
   keys: () => import('./pages/keys.js'),
@@ -13,6 +18,7 @@ const USER_PAGES = {
   playground: () => import('./pages/playground.js'),
   redeem: () => import('./pages/redeem.js'),
   account: () => import('./pages/account.js'),
+  ...PUBLIC_PAGES,
 };
 const ADMIN_PAGES = {
   'admin/channels': () => import('./pages/admin/channels.js'),
@@ -58,11 +64,44 @@ async function showSignIn() {
   leavePage();
   state.me = null;
   state.layout = null;
+  const [path] = currentRoute();
+  if (path in PUBLIC_PAGES) return showPublic(path);
   document.title = `${t('login.title')} · polyrelay`;
   const page = await import('./pages/login.js');
-  root.replaceChildren(page.render({ languageSwitch: languageSwitch(), onSignedIn: signedIn }));
+  root.replaceChildren(page.render({ languageSwitch: languageSwitch(), onSignedIn: signedIn }), publicLinks());
   root.removeAttribute('aria-busy');
   root.querySelector('[autofocus]')?.focus();
+}
+
+function publicLinks() {
+  return h(
+    'nav',
+    { class: 'public-links', 'aria-label': t('nav.public') },
+    Object.keys(PUBLIC_PAGES).map((path) => h('a', { href: `#/${path}` }, t(`nav.${path}`))),
+  );
+}
+
+/** A public page for a visitor who is not signed in: the page, the language switch and a way to sign in. */
+async function showPublic(path) {
+  document.title = `${t(`nav.${path}`)} · polyrelay`;
+  const main = h('main', { id: 'main', class: 'public-main', tabindex: '-1' });
+  const page = h('div', { class: 'page' });
+  main.append(page);
+  root.replaceChildren(
+    h(
+      'header',
+      { class: 'topbar' },
+      h('a', { class: 'brand', href: '#/' }, 'polyrelay'),
+      h('div', { class: 'spacer' }),
+      languageSwitch(),
+      h('a', { class: 'sign-in', href: '#/' }, t('login.submit')),
+    ),
+    publicLinks(),
+    main,
+  );
+  root.removeAttribute('aria-busy');
+  const module = await PUBLIC_PAGES[path]();
+  await module.render(page, { me: null, params: currentRoute()[1] });
 }
 
 async function signedIn() {
@@ -150,7 +189,10 @@ function leavePage() {
 }
 
 async function route({ meIsFresh = false } = {}) {
-  if (!state.me || !state.layout) return;
+  if (!state.me || !state.layout) {
+    if (!state.me && root.getAttribute('aria-busy') === null) await showSignIn(); // a visitor between public pages
+    return;
+  }
   const serial = ++state.route;
   leavePage();
   const [path, params] = currentRoute();

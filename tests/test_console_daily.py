@@ -1,0 +1,90 @@
+"""The console's daily-work API: the public price list and base URL, a user's own prices, compression of
+console and /api/ answers (never of the relay's), the playground's session calls, channel helpers and batch
+actions, and the totals of filtered logs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Gateway
+from tests.fakes import openai_upstream
+from tests.fakes.server import FakeServer
+from tests.test_admin_api import ADMIN_KEY, UPSTREAM_KEY, Setup
+
+PUBLIC_URL = "https://ai.example.com"
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[FakeServer]:
+    server = FakeServer(openai_upstream.create_app({UPSTREAM_KEY})).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def setup(gateway_factory: Callable[..., Gateway], upstream: FakeServer) -> Setup:
+    gateway = gateway_factory({
+        "admin_key": ADMIN_KEY,
+        "console": {"public_url": PUBLIC_URL + "/"},
+        "groups": {"vip": {"ratio": 0.5}, "partners": {"ratio": 1.0, "channels": ["other"]}},
+        "channels": [
+            {"name": "main", "base_url": upstream.url, "keys": [UPSTREAM_KEY],
+             "models": ["gpt-4o-mini", "per-call", "unpriced-model", "mj_*"]},
+            {"name": "other", "base_url": upstream.url, "keys": [UPSTREAM_KEY], "models": ["other-model"]},
+            {"name": "off", "base_url": upstream.url, "keys": [UPSTREAM_KEY], "models": ["off-model"],
+             "enabled": False},
+        ],
+        "prices": {"gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.6, "cached_input_per_mtok": 0.075},
+                   "per-call": {"per_request": 0.01}, "mj_imagine": {"per_request": 0.1},
+                   "off-model": {"per_request": 1}, "other-model": {"per_image": 0.04}},
+    })
+    admin = httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30)
+    return Setup(gateway, admin)
+
+
+def _models(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["model"]: row for row in body["data"]}
+
+
+# ---- prices and base URL -----------------------------------------------------------------------
+
+def test_the_public_price_list_shows_what_a_caller_of_a_group_pays(setup: Setup) -> None:
+    anonymous = httpx.get(setup.gateway.url + "/api/public/prices")
+    assert anonymous.status_code == 200, anonymous.text
+    body = anonymous.json()
+    prices = _models(body)
+    # Enabled channels only, priced models only; a priced name a channel's pattern covers is listed.
+    assert sorted(prices) == ["gpt-4o-mini", "mj_imagine", "other-model", "per-call"]
+    assert prices["gpt-4o-mini"]["input_per_mtok_micros"] == 150_000
+    assert prices["gpt-4o-mini"]["cached_input_per_mtok_micros"] == 75_000
+    assert prices["per-call"]["per_request_micros"] == 10_000 and prices["per-call"]["per_image_micros"] is None
+    assert {g["name"]: g["ratio_ppm"] for g in body["groups"]} == {
+        "default": 1_000_000, "vip": 500_000, "partners": 1_000_000}
+
+    vip = _models(httpx.get(setup.gateway.url + "/api/public/prices", params={"group": "vip"}).json())
+    assert vip["gpt-4o-mini"]["output_per_mtok_micros"] == 300_000  # x0.5
+    partners = _models(httpx.get(setup.gateway.url + "/api/public/prices", params={"group": "partners"}).json())
+    assert sorted(partners) == ["other-model"]  # the group's channels only
+    missing = httpx.get(setup.gateway.url + "/api/public/prices", params={"group": "nope"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_the_public_info_names_the_base_url(setup: Setup) -> None:
+    info = httpx.get(setup.gateway.url + "/api/public/info").json()
+    assert info == {"base_url": PUBLIC_URL, "public_prices": True}
+
+
+def test_a_user_sees_the_prices_of_their_group_and_which_models_are_unpriced(setup: Setup) -> None:
+    setup.user("pat")
+    assert setup.admin.patch(f"/api/users/{setup.user('vera')['id']}", json={"group": "vip"}).status_code == 200
+    anonymous = httpx.get(setup.gateway.url + "/api/me/prices")
+    assert anonymous.status_code == 401
+    pat = _models(setup.login("pat", "pat-password").get("/api/me/prices").json())
+    assert pat["unpriced-model"] == {"model": "unpriced-model", "priced": False}
+    assert pat["per-call"]["priced"] and pat["per-call"]["per_request_micros"] == 10_000
+    vera = setup.login("vera", "vera-password").get("/api/me/prices").json()
+    assert vera["group"] == "vip" and _models(vera)["per-call"]["per_request_micros"] == 5_000
