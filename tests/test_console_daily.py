@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import Gateway
 from tests.fakes import openai_upstream
 from tests.fakes.server import FakeServer
-from tests.test_admin_api import ADMIN_KEY, UPSTREAM_KEY, Setup
+from tests.test_admin_api import ADMIN_KEY, HI, UPSTREAM_KEY, Setup
 
 PUBLIC_URL = "https://ai.example.com"
 
@@ -88,3 +88,40 @@ def test_a_user_sees_the_prices_of_their_group_and_which_models_are_unpriced(set
     assert pat["per-call"]["priced"] and pat["per-call"]["per_request_micros"] == 10_000
     vera = setup.login("vera", "vera-password").get("/api/me/prices").json()
     assert vera["group"] == "vip" and _models(vera)["per-call"]["per_request_micros"] == 5_000
+
+
+# ---- compression -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("coding", ["br", "gzip"])
+def test_console_files_and_large_api_answers_are_compressed(setup: Setup, coding: str) -> None:
+    plain = httpx.get(setup.gateway.url + "/console/js/app.js", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    raw = httpx.get(setup.gateway.url + "/console/js/app.js", headers={"Accept-Encoding": coding})
+    assert raw.headers["content-encoding"] == coding and raw.headers["vary"] == "Accept-Encoding"
+    assert raw.content == plain.content  # httpx decoded it
+    assert int(raw.headers["content-length"]) < len(plain.content) / 2
+    assert raw.headers["etag"] != plain.headers["etag"]  # another body, another tag
+    again = httpx.get(setup.gateway.url + "/console/js/app.js",
+                      headers={"Accept-Encoding": coding, "If-None-Match": raw.headers["etag"]})
+    assert again.status_code == 304
+
+    schema = setup.admin.get("/openapi.json", headers={"Accept-Encoding": coding})
+    assert schema.headers["content-encoding"] == coding and schema.json()["openapi"] == "3.1.0"
+    prices = setup.admin.get("/api/prices", headers={"Accept-Encoding": coding})  # five prices: over 1 KiB
+    assert prices.headers["content-encoding"] == coding and len(prices.json()["data"]) == 5
+    small = httpx.get(setup.gateway.url + "/api/public/info", headers={"Accept-Encoding": coding})
+    assert "content-encoding" not in small.headers  # under console.compress_min_bytes
+
+
+def test_the_relay_answers_are_never_compressed(setup: Setup) -> None:
+    user = setup.user("rex", balance=10_000_000)
+    key = setup.admin.post("/api/tokens", json={"name": "rex-key", "user_id": user["id"]}).json()["key"]
+    headers = {"Authorization": f"Bearer {key}", "Accept-Encoding": "br, gzip"}
+    long_prompt = [{"role": "user", "content": "Hi " * 2000}]
+    reply = httpx.post(setup.gateway.v1 + "/chat/completions", headers=headers,
+                       json={"model": "per-call", "messages": long_prompt}, timeout=20)
+    assert reply.status_code == 200 and "content-encoding" not in reply.headers
+    with httpx.stream("POST", setup.gateway.v1 + "/chat/completions", headers=headers, timeout=20,
+                      json={"model": "per-call", "messages": HI, "stream": True}) as stream:
+        assert stream.status_code == 200 and "content-encoding" not in stream.headers
+        assert b"[DONE]" in stream.read()

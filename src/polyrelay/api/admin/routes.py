@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from polyrelay import compression
 from polyrelay.api.admin import docs as admin_docs
 from polyrelay.api.admin.auth import login, logout
 from polyrelay.api.admin.catalog import my_prices, public_info, public_prices
@@ -60,11 +61,15 @@ from polyrelay.api.admin.users import (
 
 
 async def openapi(request: Request) -> Response:
-    return json_response(admin_docs.schema(ROUTES))
+    return _compressed(request, json_response(admin_docs.schema(ROUTES)))
 
 
 async def docs(request: Request) -> Response:
-    return HTMLResponse(admin_docs.html(ROUTES))
+    return _compressed(request, HTMLResponse(admin_docs.html(ROUTES)))
+
+
+def _compressed(request: Request, response: Response) -> Response:
+    return compression.compress_response(request, response, request.app.state.settings.console.compress_min_bytes)
 
 
 # (method, path, handler, tag)
@@ -148,6 +153,6 @@ def _dispatch(handlers: dict[str, Callable[[Request], Awaitable[Response]]]) -> 
         handler = handlers.get(request.method)
         if handler is None:
             return error_response(ApiError(405, "method_not_allowed", f"{request.method} is not allowed here."))
-        return await handler(request)
+        return _compressed(request, await handler(request))
 
     return dispatch
