@@ -125,3 +125,22 @@ def test_the_relay_answers_are_never_compressed(setup: Setup) -> None:
                       json={"model": "per-call", "messages": HI, "stream": True}) as stream:
         assert stream.status_code == 200 and "content-encoding" not in stream.headers
         assert b"[DONE]" in stream.read()
+
+
+# ---- keys --------------------------------------------------------------------------------------
+
+def test_admins_find_keys_by_key_or_user_name(setup: Setup) -> None:
+    owner = setup.user("search_owner")
+    for name in ("alpha", "beta_1", "beta-2"):
+        assert setup.admin.post("/api/tokens", json={"name": name, "user_id": owner["id"]}).status_code == 201
+
+    def found(q: str) -> list[tuple[str, str]]:
+        response = setup.admin.get("/api/tokens", params={"q": q})
+        assert response.status_code == 200, response.text
+        return sorted((row["name"], row["user_name"]) for row in response.json()["data"])
+
+    assert found("SEARCH_own") == [("alpha", "search_owner"), ("beta-2", "search_owner"), ("beta_1", "search_owner")]
+    assert found("beta_") == [("beta_1", "search_owner")]  # "_" is a character, not a wildcard
+    assert found("alph") == [("alpha", "search_owner")]
+    too_long = setup.admin.get("/api/tokens", params={"q": "x" * 129})
+    assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "invalid_query"

@@ -23,6 +23,7 @@ const USER_PAGES = {
 const ADMIN_PAGES = {
   'admin/channels': () => import('./pages/admin/channels.js'),
   'admin/users': () => import('./pages/admin/users.js'),
+  'admin/keys': () => import('./pages/admin/keys.js'),
   'admin/groups': () => import('./pages/admin/groups.js'),
   'admin/prices': () => import('./pages/admin/prices.js'),
   'admin/redemptions': () => import('./pages/admin/redemptions.js'),

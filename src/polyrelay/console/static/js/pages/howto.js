@@ -9,7 +9,9 @@ export async function render(page, { me }) {
   page.append(pageHeader(t('nav.howto')), body);
   await loading(body, async () => {
     const info = await get('/api/public/info');
-    return [
+    return h(
+      'div',
+      {},
       h('p', {}, t('howto.intro')),
       secretBox(info.base_url, t('howto.baseUrl')),
       h('p', { class: 'muted small' }, t('howto.paths', { base: info.base_url })),
@@ -17,6 +19,6 @@ export async function render(page, { me }) {
       h('p', { class: 'muted small' }, me ? t('howto.keyFromKeys') : t('howto.keySignIn')),
       snippetTabs(info.base_url),
       info.public_prices || me ? h('p', {}, h('a', { href: '#/pricing' }, t('howto.seePrices'))) : null,
-    ];
+    );
   });
 }

@@ -15,13 +15,13 @@ export async function render(page, { me }) {
     page.append(list);
     await loading(list, async () => {
       const prices = await get('/api/me/prices');
-      return [groupNote(prices), priceTable(prices.data)];
+      return h('div', {}, groupNote(prices), priceTable(prices.data));
     });
     return;
   }
   const show = (group) => loading(list, async () => {
     const prices = await get('/api/public/prices', { group });
-    return [groupPicker(prices, show), groupNote(prices), priceTable(prices.data)];
+    return h('div', {}, groupPicker(prices, show), groupNote(prices), priceTable(prices.data));
   });
   page.append(list);
   await show('');

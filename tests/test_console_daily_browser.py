@@ -1,0 +1,97 @@
+"""The console's daily-work pages in Chromium: public prices and "how to call" without signing in, keys with
+the base URL and examples, the admin's page of every key, and the phone layout (390 px) of tables and top bar.
+
+Reuses the console browser module's gateway, browser and page fixtures (one gateway for this module).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from playwright.sync_api import Page, expect
+
+from tests.test_console_browser import (  # noqa: F401  (fixtures, found by name)
+    Site, browser, go, open_page, sessions, shot, site,
+)
+
+PHONE = {"width": 390, "height": 844}
+
+
+def test_a_visitor_reads_prices_and_how_to_call_from_the_sign_in_page(open_page: Callable[..., Page],
+                                                                      site: Site) -> None:
+    page = open_page()
+    page.goto("/")
+    expect(page.get_by_role("heading", level=1, name="Sign in")).to_be_visible()
+    page.get_by_role("navigation", name="Public pages").get_by_role("link", name="Price list").click()
+    expect(page.get_by_role("heading", level=1, name="Price list")).to_be_visible()
+    row = page.get_by_role("row").filter(has_text="gpt-4o-mini")
+    expect(row).to_contain_text("$2.50")
+    expect(row).to_contain_text("$10.00")
+    expect(page.get_by_role("row").filter(has_text="mj_imagine")).to_contain_text("$0.10")
+    shot(page, "public-prices")
+
+    page.get_by_role("navigation", name="Public pages").get_by_role("link", name="How to call").click()
+    expect(page.get_by_role("heading", level=1, name="How to call")).to_be_visible()
+    expect(page.get_by_label("Base URL")).to_have_value(site.url)
+    tabs = page.get_by_role("tablist", name="Examples")
+    expect(tabs.get_by_role("tab", name="OpenAI (Python)")).to_have_attribute("aria-selected", "true")
+    openai_code = page.get_by_role("tabpanel").get_by_label("OpenAI (Python)")
+    assert f'base_url="{site.url}/v1"' in openai_code.input_value()
+    tabs.get_by_role("tab", name="OpenAI (Python)").press("ArrowRight")
+    expect(tabs.get_by_role("tab", name="Anthropic (Python)")).to_be_focused()
+    expect(page.get_by_role("tabpanel").get_by_label("Anthropic (Python)")).to_be_visible()
+    tabs.get_by_role("tab", name="curl").click()
+    assert f"curl {site.url}/v1/chat/completions" in page.get_by_role("tabpanel").get_by_label("curl").input_value()
+    shot(page, "public-how-to-call")
+    page.get_by_role("link", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1, name="Sign in")).to_be_visible()
+
+
+def test_keys_on_a_phone_show_the_base_url_an_example_and_stay_usable(open_page: Callable[..., Page],
+                                                                      site: Site) -> None:
+    page = open_page("bob", viewport=PHONE)
+    go(page, "keys", "API keys")
+    expect(page.locator("code.base-url")).to_have_text(site.url)
+    page.get_by_role("button", name="Create a key").click()
+    dialog = page.get_by_role("dialog", name="Create a key")
+    dialog.get_by_label("Name").fill("phone")
+    dialog.get_by_role("button", name="Create").click()
+    once = page.get_by_role("dialog", name="Your new key")
+    key = once.get_by_label('Key "phone"').input_value()
+    curl = once.get_by_role("tab", name="curl")
+    curl.click()
+    assert f"Authorization: Bearer {key}" in once.get_by_role("tabpanel").get_by_label("curl").input_value()
+    shot(page, "daily-new-key-phone")
+    once.get_by_role("button", name="Done").click()
+
+    # Each row is a card: its status and its actions are on screen without scrolling sideways.
+    row = page.get_by_role("row").filter(has_text="phone")
+    for part in (row.get_by_text("Enabled"), row.get_by_role("button", name="Edit phone"),
+                 row.get_by_role("button", name="Delete phone")):
+        box = part.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], box
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    balance = page.locator(".topbar .balance")
+    assert balance.evaluate("(e) => e.scrollWidth <= e.clientWidth") and balance.bounding_box()["x"] + \
+        balance.bounding_box()["width"] <= PHONE["width"]
+    shot(page, "daily-keys-phone")
+
+    # Editing a key changes it in place (PATCH).
+    row.get_by_role("button", name="Edit phone").click()
+    edit = page.get_by_role("dialog", name='Edit the key "phone"')
+    edit.get_by_label("Name").fill("phone-2")
+    edit.get_by_label("Spending limit (USD)").fill("1.25")
+    edit.get_by_role("button", name="Save").click()
+    edited = page.get_by_role("row").filter(has_text="phone-2")
+    expect(edited).to_contain_text("$1.25")
+
+
+def test_an_admin_finds_anyones_key(open_page: Callable[..., Page], site: Site) -> None:
+    for user, name in (("alice", "alice-laptop"), ("bob", "bob-server")):
+        site.admin.post("/api/tokens", json={"name": name, "user_id": site.users[user]["id"]})
+    page = open_page("root")
+    go(page, "admin/keys", "All keys")
+    page.get_by_label("Search by key or user name").fill("bob")
+    expect(page.get_by_role("row").filter(has_text="bob-server")).to_contain_text("bob")
+    expect(page.get_by_role("row").filter(has_text="alice-laptop")).to_have_count(0)
+    shot(page, "daily-admin-keys")
