@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import Gateway
 from tests.fakes import openai_upstream
 from tests.fakes.server import FakeServer
-from tests.test_admin_api import ADMIN_KEY, HI, UPSTREAM_KEY, Setup
+from tests.test_admin_api import ADMIN_KEY, HI, UPSTREAM_KEY, XHR, Setup
 
 PUBLIC_URL = "https://ai.example.com"
 
@@ -144,3 +144,24 @@ def test_admins_find_keys_by_key_or_user_name(setup: Setup) -> None:
     assert found("alph") == [("alpha", "search_owner")]
     too_long = setup.admin.get("/api/tokens", params={"q": "x" * 129})
     assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "invalid_query"
+
+
+# ---- playground --------------------------------------------------------------------------------
+
+def test_the_playground_key_is_minted_for_the_session_and_rotated(setup: Setup) -> None:
+    user = setup.user("player", balance=10_000_000)
+    session = setup.login("player", "player-password")
+    forged = session.post("/api/me/playground-key")  # what a cross-site form could send: no X-Requested-With
+    assert forged.status_code == 403 and forged.json()["error"]["code"] == "csrf"
+    assert httpx.post(setup.gateway.url + "/api/me/playground-key", headers=XHR).status_code == 401
+
+    first = session.post("/api/me/playground-key", headers=XHR)
+    assert first.status_code == 201, first.text
+    assert setup.chat(first.json()["key"]).status_code == 200
+    second = session.post("/api/me/playground-key", headers=XHR).json()
+    assert second["id"] == first.json()["id"] and second["key"] != first.json()["key"]
+    assert setup.chat(first.json()["key"]).status_code == 401  # rotated: the old secret is gone
+    assert setup.chat(second["key"]).status_code == 200
+    keys = session.get("/api/me/tokens").json()["data"]
+    assert [(k["name"], k["user_id"]) for k in keys] == [("console playground", user["id"])]
+    assert keys[0]["expires_at"] is not None

@@ -6,6 +6,7 @@ Reuses the console browser module's gateway, browser and page fixtures (one gate
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from playwright.sync_api import Page, expect
@@ -95,3 +96,18 @@ def test_an_admin_finds_anyones_key(open_page: Callable[..., Page], site: Site) 
     expect(page.get_by_role("row").filter(has_text="bob-server")).to_contain_text("bob")
     expect(page.get_by_role("row").filter(has_text="alice-laptop")).to_have_count(0)
     shot(page, "daily-admin-keys")
+
+
+def test_the_playground_needs_no_pasted_key_and_shows_the_cost(open_page: Callable[..., Page]) -> None:
+    page = open_page("alice")
+    go(page, "playground", "Playground")
+    page.get_by_label("Model").fill("gpt-4o-mini")
+    page.get_by_label("System prompt").fill("Answer briefly.")
+    page.get_by_label("Temperature").fill("0.2")
+    page.get_by_label("Max tokens").fill("64")
+    page.get_by_label("Message").fill("Hello")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_role("status").filter(has_text="cost")).to_contain_text(re.compile(r"cost \$0\.\d+"))
+    shot(page, "daily-playground")
+    go(page, "keys", "API keys")
+    expect(page.get_by_role("row").filter(has_text="console playground")).to_contain_text("Enabled")

@@ -17,7 +17,7 @@ from starlette.responses import Response
 BROTLI, GZIP = "br", "gzip"
 # (brotli quality, gzip level): once per static file, and per dynamic answer.
 _STATIC_LEVELS = (11, 9)
-_DYNAMIC_LEVELS = (5, 6)
+_DYNAMIC_LEVELS = (3, 6)
 
 
 def negotiate(accept_encoding: str) -> str | None:

@@ -42,6 +42,7 @@ from polyrelay.api.admin.me import (
     my_tokens,
     my_update_token,
 )
+from polyrelay.api.admin.playground import my_playground_key
 from polyrelay.api.admin.prices import delete_price, get_price, list_prices, put_price
 from polyrelay.api.admin.redemptions import create_codes, delete_code, list_codes
 from polyrelay.api.admin.stats import stats
@@ -133,6 +134,7 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("GET", "/api/me/stats", my_stats, "me"),
     ("GET", "/api/me/tasks", my_tasks, "me"),
     ("GET", "/api/me/prices", my_prices, "me"),
+    ("POST", "/api/me/playground-key", my_playground_key, "me"),
     ("GET", "/api/public/prices", public_prices, "public"),
     ("GET", "/api/public/info", public_info, "public"),
 ]
