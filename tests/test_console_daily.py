@@ -30,6 +30,7 @@ def setup(gateway_factory: Callable[..., Gateway], upstream: FakeServer) -> Setu
     gateway = gateway_factory({
         "admin_key": ADMIN_KEY,
         "console": {"public_url": PUBLIC_URL + "/"},
+        "allow_private_image_hosts": True,  # the fake upstream is on loopback: let the checked fetch reach it
         "groups": {"vip": {"ratio": 0.5}, "partners": {"ratio": 1.0, "channels": ["other"]}},
         "channels": [
             {"name": "main", "base_url": upstream.url, "keys": [UPSTREAM_KEY],
@@ -165,3 +166,40 @@ def test_the_playground_key_is_minted_for_the_session_and_rotated(setup: Setup) 
     keys = session.get("/api/me/tokens").json()["data"]
     assert [(k["name"], k["user_id"]) for k in keys] == [("console playground", user["id"])]
     assert keys[0]["expires_at"] is not None
+
+
+# ---- channels ----------------------------------------------------------------------------------
+
+def test_a_base_url_ending_in_v1_is_normalised_and_a_failed_test_names_the_url(setup: Setup,
+                                                                               upstream: FakeServer) -> None:
+    created = setup.admin.post("/api/channels", json={"name": "copied", "base_url": upstream.url + "/v1/",
+                                                      "keys": [UPSTREAM_KEY], "models": ["gpt-4o-mini"],
+                                                      "enabled": False})
+    assert created.status_code == 201 and created.json()["base_url"] == upstream.url
+    patched = setup.admin.patch(f"/api/channels/{created.json()['id']}", json={"base_url": upstream.url + "/v1"})
+    assert patched.json()["base_url"] == upstream.url
+
+    wrong = setup.admin.post("/api/channels", json={"name": "wrong-key", "base_url": upstream.url,
+                                                    "keys": ["sk-wrong-0123456789abc"], "enabled": False}).json()
+    tested = setup.admin.post(f"/api/channels/{wrong['id']}/test", json={"model": "gpt-4o"}).json()
+    assert tested["ok"] is False and tested["model"] == "gpt-4o"
+    assert tested["result"].startswith(f"HTTP 401 from POST {upstream.url}/v1/chat/completions: ")
+    assert "sk-wrong-0123456789abc" not in tested["result"]
+
+
+def test_fetching_a_channels_models_from_its_upstream(setup: Setup, upstream: FakeServer) -> None:
+    main = next(c for c in setup.admin.get("/api/channels").json()["data"] if c["name"] == "main")
+    listed = setup.admin.post(f"/api/channels/{main['id']}/models")
+    assert listed.status_code == 200, listed.text
+    assert listed.json() == {"url": upstream.url + "/v1/models", "models": sorted(openai_upstream.LISTED_MODELS)}
+    assert setup.admin.get(f"/api/channels/{main['id']}").json()["models"] == main["models"]  # nothing saved
+
+    wrong = setup.admin.post("/api/channels", json={"name": "wrong-key-2", "base_url": upstream.url,
+                                                    "keys": ["sk-wrong-0123456789xyz"], "enabled": False}).json()
+    refused = setup.admin.post(f"/api/channels/{wrong['id']}/models")
+    assert refused.status_code == 502 and refused.json()["error"]["code"] == "upstream_failed"
+    assert refused.json()["error"]["message"] == f"GET {upstream.url}/v1/models: the server answered HTTP 401."
+    assert setup.admin.post("/api/channels/999999/models").status_code == 404
+    setup.user("not_an_admin")
+    session = setup.login("not_an_admin", "not_an_admin-password")
+    assert session.post(f"/api/channels/{main['id']}/models", headers=XHR).status_code == 403

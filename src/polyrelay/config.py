@@ -50,7 +50,9 @@ class ChannelConfig(BaseModel):
     def _base_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
-        return value.rstrip("/")
+        # Every adaptor appends its own version path (/v1/chat/completions, /v1beta/models...): a base
+        # copied with its "/v1" would call /v1/v1/... and get 404s, so the suffix is dropped.
+        return value.rstrip("/").removesuffix("/v1").rstrip("/")
 
 
 class TokenConfig(BaseModel):

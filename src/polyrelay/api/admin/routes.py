@@ -12,6 +12,7 @@ from polyrelay import compression
 from polyrelay.api.admin import docs as admin_docs
 from polyrelay.api.admin.auth import login, logout
 from polyrelay.api.admin.catalog import my_prices, public_info, public_prices
+from polyrelay.api.admin.channel_models import channel_upstream_models
 from polyrelay.api.admin.channels import (
     create_channel,
     delete_channel,
@@ -135,6 +136,7 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("GET", "/api/me/tasks", my_tasks, "me"),
     ("GET", "/api/me/prices", my_prices, "me"),
     ("POST", "/api/me/playground-key", my_playground_key, "me"),
+    ("POST", "/api/channels/{id}/models", channel_upstream_models, "channels"),
     ("GET", "/api/public/prices", public_prices, "public"),
     ("GET", "/api/public/info", public_info, "public"),
 ]
