@@ -60,6 +60,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     gateway = start_gateway({
         "database_url": f"sqlite:///{workdir / 'polyrelay.db'}",
         "admin_key": ADMIN_KEY,
+        "allow_private_image_hosts": True,  # "Fetch models from upstream" reaches the fake on loopback
         "tasks": {"poll_interval_s": 0.1, "lease_s": 5},
         "channels": [
             {"name": "seeded", "base_url": openai_fake.url, "keys": [UPSTREAM_KEY],

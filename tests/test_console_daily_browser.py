@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from playwright.sync_api import Page, expect
 
+from tests.fakes import openai_upstream
 from tests.test_console_browser import (  # noqa: F401  (fixtures, found by name)
-    Site, browser, go, open_page, sessions, shot, site,
+    UPSTREAM_KEY, Site, browser, go, open_page, sessions, shot, site,
 )
 
 PHONE = {"width": 390, "height": 844}
@@ -111,3 +112,42 @@ def test_the_playground_needs_no_pasted_key_and_shows_the_cost(open_page: Callab
     shot(page, "daily-playground")
     go(page, "keys", "API keys")
     expect(page.get_by_role("row").filter(has_text="console playground")).to_contain_text("Enabled")
+
+
+def test_an_admin_searches_tests_and_batches_channels(open_page: Callable[..., Page], site: Site) -> None:
+    for name in ("batch-a", "batch-b"):
+        created = site.admin.post("/api/channels", json={"name": name, "base_url": site.openai.url + "/v1",
+                                                         "keys": [UPSTREAM_KEY], "models": []})
+        assert created.status_code == 201 and created.json()["base_url"] == site.openai.url  # /v1 dropped
+    page = open_page("root")
+    go(page, "admin/channels", "Channels")
+    page.get_by_label("Search channels").fill("batch-")
+    expect(page.get_by_role("row", name=re.compile("seeded"))).to_have_count(0)
+    batch_a = page.get_by_role("row", name=re.compile("batch-a"))
+    expect(batch_a).to_contain_text("All models")
+    page.get_by_label("Select batch-a").check()
+    page.get_by_label("Select batch-b").check()
+    page.get_by_role("button", name="Disable selected").click()
+    expect(page.get_by_role("row", name=re.compile("batch-b"))).to_contain_text("Disabled")
+    expect(batch_a).to_contain_text("Disabled")
+
+    # The seeded channel: test it with a model picked in its row, then fetch its upstream's models.
+    page.get_by_label("Search channels").fill("seeded")
+    seeded = page.get_by_role("row", name=re.compile("seeded"))
+    seeded.get_by_label("Model to test seeded with").select_option("slow-stream")
+    seeded.get_by_role("button", name="Test seeded").click()
+    expect(seeded.locator(".test-cell")).to_contain_text(re.compile(r"ok\s*\d+ ms"))
+    seeded.get_by_role("button", name="Edit seeded").click()
+    dialog = page.get_by_role("dialog", name='Edit channel "seeded"')
+    dialog.get_by_role("button", name="Fetch models from upstream").click()
+    expect(dialog.get_by_label("Models", exact=True)).to_have_value(", ".join(sorted(openai_upstream.LISTED_MODELS)))
+    shot(page, "daily-channel-fetch-models")
+    dialog.get_by_role("button", name="Cancel").click()
+
+    page.get_by_label("Search channels").fill("batch-")
+    page.get_by_label("Select batch-a").check()
+    page.get_by_label("Select batch-b").check()
+    page.get_by_role("button", name="Delete selected").click()
+    page.get_by_role("dialog").get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("row", name=re.compile("batch-"))).to_have_count(0)
+    assert [c["name"] for c in site.admin.get("/api/channels").json()["data"] if c["name"].startswith("batch-")] == []
