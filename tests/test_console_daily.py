@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Gateway
+from tests.conftest import Gateway, wait_until
 from tests.fakes import openai_upstream
 from tests.fakes.server import FakeServer
 from tests.test_admin_api import ADMIN_KEY, HI, UPSTREAM_KEY, XHR, Setup
@@ -203,3 +203,32 @@ def test_fetching_a_channels_models_from_its_upstream(setup: Setup, upstream: Fa
     setup.user("not_an_admin")
     session = setup.login("not_an_admin", "not_an_admin-password")
     assert session.post(f"/api/channels/{main['id']}/models", headers=XHR).status_code == 403
+
+
+# ---- money pages -------------------------------------------------------------------------------
+
+def test_billing_history_by_kind_redeemed_codes_by_name_and_the_users_balance(setup: Setup) -> None:
+    user = setup.user("payer", balance=2_000_000)
+    session = setup.login("payer", "payer-password")
+    code = setup.admin.post("/api/redemptions", json={"amount_micros": 500_000}).json()["data"][0]
+    assert session.post("/api/me/redeem", json={"code": code["code"]}, headers=XHR).status_code == 200
+    key = setup.admin.post("/api/tokens", json={"name": "payer-key", "user_id": user["id"]}).json()["key"]
+    assert setup.chat(key).status_code == 200  # a $0.01 charge
+
+    listed = {c["id"]: c for c in setup.admin.get("/api/redemptions").json()["data"]}
+    assert (listed[code["id"]]["redeemed_by"], listed[code["id"]]["redeemed_by_name"]) == (user["id"], "payer")
+
+    def kinds(kind: str = "") -> list[tuple[str, int]]:
+        rows = session.get("/api/me/ledger", params={"kind": kind} if kind else {}).json()["data"]
+        return [(row["kind"], row["amount_micros"]) for row in rows]
+
+    wait_until(lambda: ("charge", -10_000) in kinds(), what="the charge in the ledger")
+    assert kinds("redemption") == [("redemption", 500_000)]
+    assert kinds("charge") == [("charge", -10_000)]
+    bad = session.get("/api/me/ledger", params={"kind": "gift"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_query"
+
+    users = setup.admin.get("/api/users", params={"limit": 1000}).json()["data"]
+    expected = sum(u["balance_micros"] for u in users if not u["unlimited"])
+    assert setup.admin.get("/api/stats").json()["users_balance_micros"] == expected
+    assert "users_balance_micros" not in session.get("/api/me/stats").json()

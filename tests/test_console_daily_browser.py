@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import httpx
 from playwright.sync_api import Page, expect
 
 from tests.fakes import openai_upstream
@@ -151,3 +152,36 @@ def test_an_admin_searches_tests_and_batches_channels(open_page: Callable[..., P
     page.get_by_role("dialog").get_by_role("button", name="Delete").click()
     expect(page.get_by_role("row", name=re.compile("batch-"))).to_have_count(0)
     assert [c["name"] for c in site.admin.get("/api/channels").json()["data"] if c["name"].startswith("batch-")] == []
+
+
+def test_billing_history_log_totals_and_readable_details(open_page: Callable[..., Page], site: Site) -> None:
+    key = site.admin.post("/api/tokens", json={"name": "alice-billing", "user_id": site.users["alice"]["id"]}).json()
+    for _ in range(2):
+        reply = httpx.post(site.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key['key']}"},
+                           json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]})
+        assert reply.status_code == 200
+    page = open_page("alice")
+    go(page, "billing", "Billing history")
+    expect(page.get_by_role("row").filter(has_text="Charge").first).to_contain_text("-$0.0")
+    page.get_by_label("Kind").select_option("topup")
+    expect(page.get_by_role("row").filter(has_text="Charge")).to_have_count(0)
+    shot(page, "daily-billing")
+
+    go(page, "logs", "Usage logs")
+    page.get_by_label("Model").fill("gpt-4o-mini")
+    page.get_by_role("button", name="Apply filters").click()
+    totals = page.get_by_role("region", name="Totals of the filtered logs")
+    expect(totals).to_contain_text(re.compile(r"Requests\s*[2-9]"))
+    page.get_by_role("button", name="Show all fields").first.click()
+    details = page.locator("tr.details")
+    expect(details).to_contain_text("Input tokens")
+    expect(details).to_contain_text("Latency")
+    assert "prompt_tokens" not in details.inner_text()
+    shot(page, "daily-log-details")
+
+
+def test_the_admin_dashboard_opens_on_everyone(open_page: Callable[..., Page]) -> None:
+    page = open_page("root")
+    go(page, "dashboard", "Dashboard")
+    expect(page.get_by_label("Show", exact=True)).to_have_value("all")
+    expect(page.get_by_role("region", name="Totals")).to_contain_text("Users' balances")

@@ -17,6 +17,7 @@ const USER_PAGES = {
   tasks: () => import('./pages/tasks.js'),
   playground: () => import('./pages/playground.js'),
   redeem: () => import('./pages/redeem.js'),
+  billing: () => import('./pages/billing.js'),
   account: () => import('./pages/account.js'),
   ...PUBLIC_PAGES,
 };
