@@ -49,7 +49,7 @@ _QUERIES = {
     "video": [],
 }
 _CREATES = frozenset({"create_user", "create_token", "my_create_token", "create_channel", "create_group",
-                      "create_codes"})
+                      "create_codes", "my_playground_key"})
 _NO_CONTENT = frozenset({"logout", "my_password"})
 
 
@@ -61,7 +61,7 @@ def _responses(handler_name: str) -> dict[str, Any]:
         success = {"204": {"description": "Done; no content"}}
     else:
         success = {"200": {"description": "OK"}}
-    upstream = {"5XX": _UPSTREAM_ERROR} if handler_name == "task_video" else {}
+    upstream = {"5XX": _UPSTREAM_ERROR} if handler_name in ("task_video", "channel_upstream_models") else {}
     return {**success, "4XX": _ERROR, **upstream}
 
 
