@@ -15,7 +15,7 @@ export async function render(page, { refreshMe }) {
   const prices = await get('/api/me/prices').catch(() => ({ data: [] }));
   const modelList = h('datalist', { id: uid('models') }, prices.data.map((row) => h('option', { value: row.model })));
   const priceOf = (model) => prices.data.find((row) => row.model === model && row.priced);
-  const transcript = h('div', { class: 'transcript', 'aria-live': 'polite', 'aria-label': t('playground.transcript') });
+  const transcript = h('div', { class: 'transcript', role: 'log', 'aria-live': 'polite', 'aria-label': t('playground.transcript') });
   const status = h('p', { class: 'muted small', role: 'status' });
   const send = h('button', { type: 'submit', class: 'primary' }, t('playground.send'));
   const stop = button(t('playground.stop'), () => controller?.abort(), { disabled: true });
