@@ -55,7 +55,8 @@ def compress_response(request: Request, response: Response, min_bytes: int) -> R
     if (not isinstance(body, bytes) or len(body) < min_bytes or response.status_code < 200
             or response.status_code in (204, 304) or "content-encoding" in response.headers):
         return response
-    response.headers["vary"] = "Accept-Encoding"
+    vary = response.headers.get("vary")
+    response.headers["vary"] = f"{vary}, Accept-Encoding" if vary else "Accept-Encoding"
     coding = negotiate(request.headers.get("accept-encoding", ""))
     if coding is None:
         return response

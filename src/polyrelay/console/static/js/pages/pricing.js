@@ -64,18 +64,16 @@ function amount(row, name) {
 }
 
 function cache(row) {
-  if (!row.priced || (row.cached_input_per_mtok_micros === null && row.cache_write_per_mtok_micros === null)) return '—';
-  return h(
-    'ul',
-    { class: 'inline-list' },
-    ['cached_input_per_mtok', 'cache_write_per_mtok']
-      .filter((name) => row[`${name}_micros`] !== null)
-      .map((name) => h('li', {}, h('span', { class: 'muted' }, t(`prices.${name}`)), ' ', money(row[`${name}_micros`]))),
-  );
+  return amountList(row, ['cached_input_per_mtok', 'cache_write_per_mtok']);
 }
 
 function other(row) {
-  const set = row.priced ? OTHER.filter((name) => row[`${name}_micros`] !== null) : [];
+  return amountList(row, OTHER);
+}
+
+/** The amounts among `names` that the row's price sets, each with its unit; '—' when none is. */
+function amountList(row, names) {
+  const set = row.priced ? names.filter((name) => row[`${name}_micros`] !== null) : [];
   if (!set.length) return '—';
   return h(
     'ul',
