@@ -45,6 +45,13 @@ curl ${base}/mj/task/<task id>/fetch -H "mj-api-secret: ${key}"`],
   ];
 }
 
+/** A model for the examples from a price list's rows (`allowed`: a key's model list, null for any): one priced
+ * per token (a chat model, most likely), so the examples work as pasted; undefined when there is none. */
+export function exampleModel(rows, allowed = null) {
+  return rows.find((row) => row.priced && row.input_per_mtok_micros !== null && (!allowed || allowed.includes(row.model)))
+    ?.model;
+}
+
 /** Tabs (WAI-ARIA tab pattern: arrow keys move between tabs), each a code box with a copy button. */
 export function snippetTabs(base, key, model) {
   const list = h('div', { role: 'tablist', class: 'tabs', 'aria-label': t('howto.examples') });

@@ -3,7 +3,7 @@ import { get, patch, post } from '../api.js';
 import { dateTime, dollarsToMicros, isoToLocal, localToIso, microsToDollars, money, splitList } from '../format.js';
 import { keepKey } from '../gatewaykey.js';
 import { t } from '../i18n.js';
-import { snippetTabs } from '../snippets.js';
+import { exampleModel, snippetTabs } from '../snippets.js';
 import { attempt, badge, button, deleteButton, field, formDialog, h, loading, openDialog, pageHeader, secretBox, table } from '../ui.js';
 
 export async function render(page, { navigate }) {
@@ -147,8 +147,7 @@ async function create(refresh, navigate, info) {
   if (!created) return;
   await refresh();
   const prices = await get('/api/me/prices').catch(() => ({ data: [] }));
-  const callable = prices.data.filter((row) => !created.models || created.models.includes(row.model));
-  showOnce(created, navigate, info?.base_url ?? location.origin, callable[0]?.model);
+  showOnce(created, navigate, info?.base_url ?? location.origin, exampleModel(prices.data, created.models));
 }
 
 function showOnce(created, navigate, base, model) {
