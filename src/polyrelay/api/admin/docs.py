@@ -44,6 +44,8 @@ _QUERIES = {
               ("user_id", _ID_OR_ZERO, "admin only")],
     "stats": [("days", {"type": "integer", "minimum": 1, "maximum": 90}, "default 14"),
               ("user_id", _ID_OR_ZERO, "admin only")],
+    "ledger": [("kind", {"type": "string", "enum": ["charge", "refund", "topup", "adjustment", "redemption"]},
+                "one kind of movement"), *_PAGING],
     "system": [],
     "health": [],
     "video": [],
