@@ -57,7 +57,9 @@ class ChannelConfig(BaseModel):
     def _base_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("base_url must start with http:// or https://")
-        return value.rstrip("/")
+        # Every adaptor appends its own version path (/v1/chat/completions, /v1beta/models...): a base
+        # copied with its "/v1" would call /v1/v1/... and get 404s, so the suffix is dropped.
+        return value.rstrip("/").removesuffix("/v1").rstrip("/")
 
 
 class TokenConfig(BaseModel):
@@ -128,6 +130,19 @@ class MetricsSettings(BaseModel):
         return [proxies.network(cidr) for cidr in value]
 
 
+class ConsoleSettings(BaseModel):
+    """The console's public pages and its HTTP compression (see docs/console.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    public_prices: bool = Field(default=True, description="Serve the price list to visitors who are not signed in.")
+    public_url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$", max_length=512,
+        description="The base URL callers use (e.g. https://ai.example.com); absent: the address each request came to.",
+    )
+    compress_min_bytes: int = Field(default=1024, ge=0, description="Compress console and /api/ answers from this size.")
+
+
 class Settings(BaseSettings):
     """Process settings. Precedence: ``POLYRELAY_*`` env > YAML file > defaults."""
 
@@ -173,6 +188,7 @@ class Settings(BaseSettings):
     invitations: InvitationSettings = InvitationSettings()
     payments: PaymentSettings = PaymentSettings()  # top-up by Stripe / Epay (see docs/platform.md)
     channel_balance: BalanceSettings = BalanceSettings()  # fetched upstream balances (see docs/operations.md)
+    console: ConsoleSettings = ConsoleSettings()  # public pages, compression (see docs/console.md)
 
     admin_key: str | None = Field(default=None, description="Bearer key of the admin API (/api/...).")
     redis_url: str | None = Field(default=None, description="Share rate limits between processes through Redis.")

@@ -482,4 +482,16 @@ def create_app(keys: set[str]) -> web.Application:
     app.router.add_post("/v1/audio/translations", transcriptions)
     openai_responses.install(app, _authorized)
     app.router.add_post("/v1/moderations", moderations)
+    app.router.add_get("/v1/models", list_models)
     return app
+
+
+LISTED_MODELS = ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """OpenAI's model list: ``{"object": "list", "data": [{"id", "object": "model", "created", "owned_by"}]}``."""
+    if (refused := _authorized(request)) is not None:
+        return refused
+    return _json({"object": "list", "data": [{"id": name, "object": "model", "created": 1_700_000_000,
+                                              "owned_by": "system"} for name in LISTED_MODELS]})

@@ -21,7 +21,12 @@ def charge(token: TokenRecord, micros: int) -> int:
     user = token.user
     if user is None or user.ratio_ppm == 1_000_000:
         return micros
-    return (micros * user.ratio_ppm + 500_000) // 1_000_000
+    return scaled(micros, user.ratio_ppm)
+
+
+def scaled(micros: int, ratio_ppm: int) -> int:
+    """``micros`` times a group multiplier in parts per million, rounded half up: what a caller of that group pays."""
+    return (micros * ratio_ppm + 500_000) // 1_000_000
 
 
 class Spendable(Protocol):

@@ -2,7 +2,8 @@
 
 The console is plain HTML, CSS and ES modules (no build step); it talks only to the
 REST API under ``/api/``. Files are read once, at the first request, and served from
-memory with an ETag, so a reload costs one 304 per file. Every answer carries a strict
+memory with an ETag, so a reload costs one 304 per file; each file's brotli and gzip forms are
+made once, when first asked for (``polyrelay.compression``). Every answer carries a strict
 Content-Security-Policy: the console has no inline script or style and loads nothing
 from elsewhere.
 """
@@ -18,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from polyrelay import compression
+
 STATIC = Path(__file__).parent / "static"
 
 CSP = ("default-src 'self'; img-src 'self' data: http: https:; media-src 'self' http: https:; style-src 'self'; "
@@ -32,6 +35,13 @@ class _File:
     body: bytes
     media_type: str
     etag: str
+
+
+@cache
+def _encoded(name: str, coding: str) -> tuple[bytes, str]:
+    """The file compressed with ``coding``, and its ETag (a different body needs a different tag)."""
+    file = _files()[name]
+    return compression.compress(file.body, coding, static=True), f'{file.etag[:-1]}-{coding}"'
 
 
 @cache
@@ -51,11 +61,17 @@ def _serve(request: Request, name: str) -> Response:
     file = _files().get(name)
     if file is None:
         return Response("Not found", status_code=404, media_type="text/plain", headers=_SECURITY)
+    body, etag = file.body, file.etag
+    coding = compression.negotiate(request.headers.get("accept-encoding", ""))
+    if coding is not None:
+        body, etag = _encoded(name, coding)
     # no-cache: the browser keeps the file but asks each time, so an upgrade is seen at once.
-    headers = {**_SECURITY, "etag": file.etag, "cache-control": "no-cache"}
-    if file.etag in request.headers.get("if-none-match", ""):
+    headers = {**_SECURITY, "etag": etag, "cache-control": "no-cache", "vary": "Accept-Encoding"}
+    if coding is not None:
+        headers["content-encoding"] = coding
+    if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    return Response(file.body, media_type=file.media_type, headers=headers)
+    return Response(body, media_type=file.media_type, headers=headers)
 
 
 async def index(request: Request) -> Response:

@@ -87,8 +87,9 @@ async def _chat(http: aiohttp.ClientSession, channel: ChannelRecord, model: str,
     async with http.request(request.method, request.url, headers=request.headers, data=request.body,
                             timeout=timeout) as response:
         status, body = response.status, await response.read()
-    if status >= 400:
-        return status, f"HTTP {status}: {adaptor.upstream_error(call, status, body).message}"
+    if status >= 400:  # the URL without its query (a key may ride there); the caller hides keys anyway
+        url = request.url.split("?", 1)[0]
+        return status, f"HTTP {status} from {request.method} {url}: {adaptor.upstream_error(call, status, body).message}"
     return status, "ok"
 
 

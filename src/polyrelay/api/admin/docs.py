@@ -44,6 +44,8 @@ _QUERIES = {
               ("user_id", _ID_OR_ZERO, "admin only")],
     "stats": [("days", {"type": "integer", "minimum": 1, "maximum": 90}, "default 14"),
               ("user_id", _ID_OR_ZERO, "admin only")],
+    "ledger": [("kind", {"type": "string", "enum": ["charge", "refund", "topup", "adjustment", "redemption"]},
+                "one kind of movement"), *_PAGING],
     "system": [],
     "health": [],
     "video": [],
@@ -59,7 +61,7 @@ _QUERIES = {
                             ("end", {"type": "string", "format": "date"}, "YYYY-MM-DD (UTC), default today")],
 }
 _CREATES = frozenset({"create_user", "create_token", "my_create_token", "create_channel", "create_group",
-                      "create_codes", "signup", "my_create_order"})
+                      "create_codes", "signup", "my_create_order", "my_playground_key"})
 _NO_CONTENT = frozenset({"logout", "my_password", "reset_password"})
 _REDIRECTS = frozenset({"sso_start", "sso_callback"})  # browser navigations: to the provider, back to the console
 
@@ -74,7 +76,8 @@ def _responses(handler_name: str) -> dict[str, Any]:
         success = {"204": {"description": "Done; no content"}}
     else:
         success = {"200": {"description": "OK"}}
-    upstream = {"5XX": _UPSTREAM_ERROR} if handler_name in ("task_video", "fetch_channel_balance") else {}
+    upstream = {"5XX": _UPSTREAM_ERROR} if handler_name in ("task_video", "fetch_channel_balance",
+                                                            "channel_upstream_models") else {}
     return {**success, "4XX": _ERROR, **upstream}
 
 
@@ -119,7 +122,7 @@ def schema(routes: list[tuple[str, str, Callable[..., Any], str]]) -> dict[str, 
             operation["parameters"] = parameters
         if method in ("POST", "PATCH", "PUT"):
             operation["requestBody"] = {"content": {"application/json": {"schema": {"type": "object"}}}}
-        if tag != "auth":
+        if tag not in ("auth", "public"):
             operation["security"] = [{"adminKey": []}, {"session": []}]
         paths.setdefault(path, {})[method.lower()] = operation
     return {

@@ -21,7 +21,6 @@ from polyrelay.api.admin.common import (
     run_db,
 )
 from polyrelay.api.admin.fields import MAX_MICROS, check_unknown, field_datetime, field_int, field_text
-from polyrelay.api.admin.records import list_records
 from polyrelay.billing import accounts
 from polyrelay.keys import key_hint
 from polyrelay.store import models
@@ -57,9 +56,17 @@ async def create_codes(request: Request, _: Principal) -> Response:
 
 @endpoint()
 async def list_codes(request: Request, _: Principal) -> Response:
+    """The codes, oldest first, with the name of the user who redeemed each (``redeemed_by_name``)."""
     limit, offset = paging(request)
-    query = select(models.RedemptionCode).order_by(models.RedemptionCode.id).limit(limit).offset(offset)
-    return await list_records(request, query, code_json)
+    query = (select(models.RedemptionCode, models.User.name)
+             .outerjoin(models.User, models.User.id == models.RedemptionCode.redeemed_by)
+             .order_by(models.RedemptionCode.id).limit(limit).offset(offset))
+
+    def work() -> list[dict[str, Any]]:
+        with Session(engine_of(request)) as session:
+            return [{**code_json(row), "redeemed_by_name": name} for row, name in session.execute(query)]
+
+    return json_response({"data": await run_db(request, work)})
 
 
 @endpoint()

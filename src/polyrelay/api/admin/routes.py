@@ -8,11 +8,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from polyrelay import compression
 from polyrelay.api.admin import docs as admin_docs
 from polyrelay.api.admin.alerts import list_alerts
 from polyrelay.api.admin.auth import login, logout
 from polyrelay.api.admin.balance import fetch_channel_balance
 from polyrelay.api.admin.channel_stats import channel_stats
+from polyrelay.api.admin.catalog import my_prices, public_info, public_prices
+from polyrelay.api.admin.channel_models import channel_upstream_models
 from polyrelay.api.admin.channels import (
     create_channel,
     delete_channel,
@@ -52,6 +55,7 @@ from polyrelay.api.admin.payments import (
     public_routes,
     resolve_order,
 )
+from polyrelay.api.admin.playground import my_playground_key
 from polyrelay.api.admin.prices import delete_price, get_price, list_prices, put_price
 from polyrelay.api.admin.redemptions import create_codes, delete_code, list_codes
 from polyrelay.api.admin.signup import (
@@ -81,11 +85,15 @@ from polyrelay.api.admin.users import (
 
 
 async def openapi(request: Request) -> Response:
-    return json_response(admin_docs.schema(ROUTES))
+    return _compressed(request, json_response(admin_docs.schema(ROUTES)))
 
 
 async def docs(request: Request) -> Response:
-    return HTMLResponse(admin_docs.html(ROUTES))
+    return _compressed(request, HTMLResponse(admin_docs.html(ROUTES)))
+
+
+def _compressed(request: Request, response: Response) -> Response:
+    return compression.compress_response(request, response, request.app.state.settings.console.compress_min_bytes)
 
 
 # (method, path, handler, tag)
@@ -170,6 +178,11 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("GET", "/api/auth/sso/{provider}/callback", sso_callback, "auth"),
     ("GET", "/api/me/identities", my_identities, "me"),
     ("DELETE", "/api/me/identities/{id}", my_delete_identity, "me"),
+    ("GET", "/api/me/prices", my_prices, "me"),
+    ("POST", "/api/me/playground-key", my_playground_key, "me"),
+    ("POST", "/api/channels/{id}/models", channel_upstream_models, "channels"),
+    ("GET", "/api/public/prices", public_prices, "public"),
+    ("GET", "/api/public/info", public_info, "public"),
 ]
 
 
@@ -189,6 +202,6 @@ def _dispatch(handlers: dict[str, Callable[[Request], Awaitable[Response]]]) -> 
         handler = handlers.get(request.method)
         if handler is None:
             return error_response(ApiError(405, "method_not_allowed", f"{request.method} is not allowed here."))
-        return await handler(request)
+        return _compressed(request, await handler(request))
 
     return dispatch

@@ -80,7 +80,18 @@ def _stats(engine: Engine, days: list[str], user_id: int | None) -> dict[str, An
     requests = totals["requests"]
     error_rate = totals["errors"] / requests if requests else 0.0
     median = median_of(buckets, requests, float(latency_sum or 0) / (requests or 1))
-    return {"days": days, "series": ordered, "totals": {**totals, "error_rate": error_rate, "p50_latency_ms": median}}
+    result = {"days": days, "series": ordered, "totals": {**totals, "error_rate": error_rate, "p50_latency_ms": median}}
+    if user_id is None:  # everyone: the dashboard's balance tile shows what all metered users hold
+        result["users_balance_micros"] = _users_balance(engine)
+    return result
+
+
+def _users_balance(engine: Engine) -> int:
+    """The sum of the balances of users without unlimited credit (unlimited ones have none to count)."""
+    with engine.connect() as connection:
+        total = connection.execute(select(func.sum(models.User.balance_micros))
+                                   .where(models.User.unlimited.is_(False))).scalar()
+    return int(total or 0)
 
 
 async def stats_of(request: Request, owner: int | None) -> Response:

@@ -13,13 +13,15 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
 from polyrelay.api.admin.access import Principal, endpoint
-from polyrelay.api.admin.common import ApiError, iso, json_response, not_found, paging, path_int, query_int, read_body
+from polyrelay.api.admin.common import (
+    ApiError, engine_of, iso, json_response, not_found, paging, path_int, query_int, read_body, run_db,
+)
 from polyrelay.api.admin.fields import (
     MAX_MICROS,
     check_unknown,
@@ -29,7 +31,8 @@ from polyrelay.api.admin.fields import (
     field_str,
     field_str_list,
 )
-from polyrelay.api.admin.records import insert_record, list_records, record_op
+from polyrelay.api.admin.search import contains_pattern
+from polyrelay.api.admin.records import insert_record, record_op
 from polyrelay.keys import generate_key, hash_key, key_hint
 from polyrelay.store import models
 
@@ -101,15 +104,27 @@ def _apply(row: models.Token, values: dict[str, Any], columns: dict[str, str]) -
 
 
 async def list_tokens_of(request: Request, owner: int | None) -> Response:
+    """The tokens with their owner's name; an administrator may narrow them to ``user_id``, or to ``q``: a part
+    of the token's or its owner's name."""
     limit, offset = paging(request)
     user_id = owner
     if owner is None and request.query_params.get("user_id"):
         user_id = query_int(request, "user_id")
-    query = select(models.Token)
+    query = select(models.Token, models.User.name).outerjoin(models.User, models.User.id == models.Token.user_id)
     if user_id is not None:
         query = query.where(models.Token.user_id == user_id)
-    return await list_records(request, query.order_by(models.Token.id).limit(limit).offset(offset),
-                              token_view(owner))
+    if owner is None and (text := request.query_params.get("q")):
+        pattern = contains_pattern(text)
+        query = query.where(or_(models.Token.name.ilike(pattern, escape="\\"),
+                                models.User.name.ilike(pattern, escape="\\")))
+    query = query.order_by(models.Token.id).limit(limit).offset(offset)
+    view = token_view(owner)
+
+    def work() -> list[dict[str, Any]]:
+        with Session(engine_of(request)) as session:
+            return [{**view(token), "user_name": user_name} for token, user_name in session.execute(query)]
+
+    return json_response({"data": await run_db(request, work)})
 
 
 async def create_token_for(request: Request, owner: int | None) -> Response:

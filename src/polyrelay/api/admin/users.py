@@ -229,9 +229,14 @@ def ledger_json(row: models.LedgerEntry) -> dict[str, Any]:
 
 
 async def ledger_of(request: Request, user_id: int) -> Response:
+    """Newest first; ``kind`` narrows to one kind of movement (charge, refund, topup, adjustment, redemption)."""
     limit, offset = paging(request)
-    query = (select(models.LedgerEntry).where(models.LedgerEntry.user_id == user_id)
-             .order_by(models.LedgerEntry.id.desc()).limit(limit).offset(offset))
+    query = select(models.LedgerEntry).where(models.LedgerEntry.user_id == user_id)
+    if kind := request.query_params.get("kind"):
+        if kind not in accounts.KINDS:
+            raise ApiError(400, "invalid_query", f"'kind' must be one of {', '.join(accounts.KINDS)}.")
+        query = query.where(models.LedgerEntry.kind == kind)
+    query = query.order_by(models.LedgerEntry.id.desc()).limit(limit).offset(offset)
     return await list_records(request, query, ledger_json)
 
 

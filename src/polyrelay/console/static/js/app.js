@@ -5,6 +5,11 @@ import { LANGUAGES, initialLanguage, language, loadLanguage, t } from './i18n.js
 import { money } from './format.js';
 import { attempt, button, h, uid } from './ui.js';
 
+// Readable without signing in (linked from the sign-in page); signed in, they are ordinary pages.
+const PUBLIC_PAGES = {
+  pricing: () => import('./pages/pricing.js'),
+  howto: () => import('./pages/howto.js'),
+};
 const USER_PAGES = {
   dashboard: () => import('./pages/dashboard.js'),
   keys: () => import('./pages/keys.js'),
@@ -13,7 +18,9 @@ const USER_PAGES = {
   playground: () => import('./pages/playground.js'),
   redeem: () => import('./pages/redeem.js'),
   topup: () => import('./pages/topup.js'),
+  billing: () => import('./pages/billing.js'),
   account: () => import('./pages/account.js'),
+  ...PUBLIC_PAGES,
 };
 // Pages for visitors who are signed out (the links mailed to them land on verify and reset).
 const VISITOR_PAGES = {
@@ -25,6 +32,7 @@ const VISITOR_PAGES = {
 const ADMIN_PAGES = {
   'admin/channels': () => import('./pages/admin/channels.js'),
   'admin/users': () => import('./pages/admin/users.js'),
+  'admin/keys': () => import('./pages/admin/keys.js'),
   'admin/groups': () => import('./pages/admin/groups.js'),
   'admin/prices': () => import('./pages/admin/prices.js'),
   'admin/redemptions': () => import('./pages/admin/redemptions.js'),
@@ -68,12 +76,47 @@ async function showSignIn() {
   state.me = null;
   state.layout = null;
   const [path, params] = currentRoute();
+  if (path in PUBLIC_PAGES) return showPublic(path);
   const visitor = path in VISITOR_PAGES;
   document.title = `${t(visitor ? `${path}.title` : 'login.title')} · polyrelay`;
   const page = await (visitor ? VISITOR_PAGES[path]() : import('./pages/login.js'));
-  root.replaceChildren(await page.render({ languageSwitch: languageSwitch(), onSignedIn: signedIn, params }));
+  root.replaceChildren(
+    await page.render({ languageSwitch: languageSwitch(), onSignedIn: signedIn, params }),
+    publicLinks(),
+  );
   root.removeAttribute('aria-busy');
   root.querySelector('[autofocus]')?.focus();
+}
+
+function publicLinks() {
+  return h(
+    'nav',
+    { class: 'public-links', 'aria-label': t('nav.public') },
+    Object.keys(PUBLIC_PAGES).map((path) => h('a', { href: `#/${path}` }, t(`nav.${path}`))),
+  );
+}
+
+/** A public page for a visitor who is not signed in: the page, the language switch and a way to sign in. */
+async function showPublic(path) {
+  document.title = `${t(`nav.${path}`)} · polyrelay`;
+  const main = h('main', { id: 'main', class: 'public-main', tabindex: '-1' });
+  const page = h('div', { class: 'page' });
+  main.append(page);
+  root.replaceChildren(
+    h(
+      'header',
+      { class: 'topbar' },
+      h('a', { class: 'brand', href: '#/' }, 'polyrelay'),
+      h('div', { class: 'spacer' }),
+      languageSwitch(),
+      h('a', { class: 'sign-in', href: '#/' }, t('login.submit')),
+    ),
+    publicLinks(),
+    main,
+  );
+  root.removeAttribute('aria-busy');
+  const module = await PUBLIC_PAGES[path]();
+  await module.render(page, { me: null, params: currentRoute()[1] });
 }
 
 async function signedIn() {
@@ -161,7 +204,10 @@ function leavePage() {
 }
 
 async function route({ meIsFresh = false } = {}) {
-  if (!state.me || !state.layout) return;
+  if (!state.me || !state.layout) {
+    if (!state.me && root.getAttribute('aria-busy') === null) await showSignIn(); // a visitor between public pages
+    return;
+  }
   const serial = ++state.route;
   leavePage();
   const [path, params] = currentRoute();

@@ -78,7 +78,8 @@ export function table(columns, rows, { empty, details, label } = {}) {
   if (!rows.length) return h('p', { class: 'empty' }, empty ?? t('common.empty'));
   const body = h('tbody');
   for (const row of rows) {
-    const cells = columns.map((column) => h('td', { class: column.class }, column.value(row)));
+    // data-label: on a phone each row is a card and each cell says what it is (app.css).
+    const cells = columns.map((column) => h('td', { class: column.class, 'data-label': column.label }, column.value(row)));
     const tr = h('tr', {}, cells);
     body.append(tr);
     if (details)

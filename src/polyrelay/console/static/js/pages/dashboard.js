@@ -24,7 +24,7 @@ export async function render(page, { me }) {
           name: 'scope',
           label: t('common.scope'),
           type: 'select',
-          value: 'me',
+          value: 'all', // an administrator's own traffic is usually nothing: start on everyone's
           options: [
             ['me', t('common.scopeMe')],
             ['all', t('common.scopeAll')],
@@ -52,13 +52,17 @@ async function view(me, days, scope) {
       note ? h('span', { class: 'muted small' }, note) : null,
     );
   const balance = me.unlimited ? t('common.unlimited') : money(me.available_micros ?? me.balance_micros);
+  const balanceTile =
+    scope === 'all'
+      ? tile(t('dashboard.usersBalance'), money(stats.users_balance_micros), t('dashboard.usersBalanceNote'))
+      : tile(t('dashboard.balance'), balance);
   return h(
     'div',
     {},
     h(
       'section',
       { class: 'tiles', 'aria-label': t('dashboard.totals') },
-      tile(t('dashboard.balance'), balance),
+      balanceTile,
       tile(t('dashboard.requests'), number(totals.requests), t('dashboard.days', { days })),
       tile(t('dashboard.spend'), money(totals.cost_micros), t('dashboard.days', { days })),
       tile(

@@ -8,6 +8,7 @@ import { badge, facts, field, h, loading, pageHeader, pager, readForm, table } f
 const PAGE = 50;
 const MONEY_FIELDS = new Set(['cost_micros']);
 const TIME_FIELDS = new Set(['created_at']);
+const MILLIS_FIELDS = new Set(['latency_ms', 'ttfb_ms']);
 
 export async function render(page, context) {
   await logsView(page, { ...context, admin: false });
@@ -68,10 +69,14 @@ export async function logsView(page, { admin, params }) {
   const show = () =>
     loading(results, async () => {
       exportLink.href = withQuery(`${base}/export.csv`, query());
-      const data = await get(base, { ...query(), limit: PAGE, offset });
+      const [data, totals] = await Promise.all([
+        get(base, { ...query(), limit: PAGE, offset }),
+        get(`${base}/aggregate`, query()),
+      ]);
       return h(
         'div',
         {},
+        totalsBar(totals.data),
         logTable(data.data, admin ? new Map(users.map((u) => [u.id, u.name])) : null),
         pager({
           offset,
@@ -121,15 +126,41 @@ function logTable(rows, userNames) {
   );
 }
 
-/** Every field of a log row, as the API gave it (money and times made readable). */
+/** The filtered rows' totals (all pages), from the aggregate API: requests, errors, tokens, cost. */
+function totalsBar(groups) {
+  const sum = (name) => groups.reduce((total, group) => total + group[name], 0);
+  const item = (label, value) => h('div', {}, h('span', { class: 'muted' }, label), ' ', h('strong', {}, value));
+  return h(
+    'section',
+    { class: 'totals', 'aria-label': t('logs.totals') },
+    item(t('dashboard.requests'), number(sum('requests'))),
+    item(t('logs.errors'), number(sum('errors'))),
+    item(t('logs.tokens'), `${number(sum('prompt_tokens'))} / ${number(sum('completion_tokens'))}`),
+    item(t('logs.cost'), money(sum('cost_micros'))),
+  );
+}
+
+/** Every field of a log row, labelled in the reader's language, money, times and durations made readable. */
 function details(row) {
   return facts(
     Object.entries(row).map(([name, value]) => {
       let shown = value;
-      if (MONEY_FIELDS.has(name)) shown = `${money(value)} (${value} micro-USD)`;
-      else if (TIME_FIELDS.has(name)) shown = `${dateTime(value)} (${value})`;
-      else if (value === null || value === '') shown = '—';
-      return [name, h('span', { class: 'mono' }, String(shown))];
+      if (value === null || value === '') shown = '—';
+      else if (MONEY_FIELDS.has(name)) shown = money(value);
+      else if (TIME_FIELDS.has(name)) shown = dateTime(value);
+      else if (MILLIS_FIELDS.has(name)) shown = millis(value);
+      else if (typeof value === 'boolean') shown = value ? t('health.yes') : t('health.no');
+      else if (typeof value === 'number') shown = Number.isInteger(value) ? number(value) : number(Math.round(value * 1000) / 1000);
+      return [fieldLabel(name), h('span', { class: 'mono' }, String(shown))];
     }),
   );
+}
+
+/** "logField.<name>" when the language has it, else the name with spaces ("cache_write_tokens" → "Cache write tokens"). */
+function fieldLabel(name) {
+  const key = `logField.${name}`;
+  const label = t(key);
+  if (label !== key) return label;
+  const words = name.replace(/_/g, ' ');
+  return words.charAt(0).toUpperCase() + words.slice(1);
 }

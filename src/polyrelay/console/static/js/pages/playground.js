@@ -1,15 +1,21 @@
-// Playground: a chat through the gateway itself (POST /v1/chat/completions, streamed), with one
-// of the user's keys, showing tokens as they arrive.
+// Playground: a chat through the gateway itself (POST /v1/chat/completions, streamed), with a key
+// pasted or kept for the tab, else the session's own playground key (api/admin/playground.py);
+// a model picker, system prompt and parameters; tokens and the cost as they arrive.
+import { get, post } from '../api.js';
+import { money } from '../format.js';
 import { keepKey, keptKey, relayFetch } from '../gatewaykey.js';
 import { t } from '../i18n.js';
-import { attempt, button, field, h, pageHeader } from '../ui.js';
+import { attempt, button, field, h, pageHeader, uid } from '../ui.js';
 import { sseData } from '../sse.js';
 
 const MODEL = 'polyrelay.playground-model';
 
 export async function render(page, { refreshMe }) {
   const messages = [];
-  const transcript = h('div', { class: 'transcript', 'aria-live': 'polite', 'aria-label': t('playground.transcript') });
+  const prices = await get('/api/me/prices').catch(() => ({ data: [] }));
+  const modelList = h('datalist', { id: uid('models') }, prices.data.map((row) => h('option', { value: row.model })));
+  const priceOf = (model) => prices.data.find((row) => row.model === model && row.priced);
+  const transcript = h('div', { class: 'transcript', role: 'log', 'aria-live': 'polite', 'aria-label': t('playground.transcript') });
   const status = h('p', { class: 'muted small', role: 'status' });
   const send = h('button', { type: 'submit', class: 'primary' }, t('playground.send'));
   const stop = button(t('playground.stop'), () => controller?.abort(), { disabled: true });
@@ -23,15 +29,25 @@ export async function render(page, { refreshMe }) {
         name: 'model',
         label: t('playground.model'),
         required: true,
-        value: localStorage.getItem(MODEL) ?? 'gpt-4o-mini',
+        value: localStorage.getItem(MODEL) ?? prices.data[0]?.model ?? 'gpt-4o-mini',
+        list: modelList.id,
+        autocomplete: 'off',
       }),
       field({
         name: 'key',
         label: t('playground.key'),
         type: 'password',
         autocomplete: 'off',
-        hint: keptKey() ? t('playground.keyKept') : t('playground.keyHint'),
+        hint: keptKey() ? t('playground.keyKept') : t('playground.keyOptional'),
       }),
+    ),
+    modelList,
+    field({ name: 'system', label: t('playground.system'), type: 'textarea', rows: 2 }),
+    h(
+      'div',
+      { class: 'row' },
+      field({ name: 'temperature', label: t('playground.temperature'), type: 'number', min: 0, max: 2, step: 0.1 }),
+      field({ name: 'max_tokens', label: t('playground.maxTokens'), type: 'number', min: 1, step: 1 }),
     ),
     field({ name: 'message', label: t('playground.message'), type: 'textarea', rows: 4, required: true }),
     h(
@@ -57,12 +73,8 @@ export async function render(page, { refreshMe }) {
     const model = form.elements.model.value.trim();
     const pasted = form.elements.key.value.trim();
     if (pasted) keepKey(pasted);
-    const key = pasted || keptKey();
-    if (!key) {
-      status.textContent = t('playground.needKey');
-      form.elements.key.focus();
-      return;
-    }
+    const key = pasted || keptKey() || (await attempt(sessionKey));
+    if (!key) return;
     localStorage.setItem(MODEL, model);
     messages.push({ role: 'user', content: form.elements.message.value });
     transcript.append(bubble('user', form.elements.message.value));
@@ -76,12 +88,19 @@ export async function render(page, { refreshMe }) {
     status.textContent = t('playground.waiting');
     const started = performance.now();
     try {
-      const streamed = await stream(model, key, messages, answer, controller.signal);
+      const system = form.elements.system.value.trim();
+      const body = {
+        model,
+        messages: system ? [{ role: 'system', content: system }, ...messages] : messages,
+        ...numbers(form),
+      };
+      const streamed = await stream(body, key, answer, controller.signal);
       messages.push({ role: 'assistant', content: streamed.text });
+      const cost = estimate(priceOf(model), streamed.usage);
       status.textContent = t('playground.done', {
         seconds: ((performance.now() - started) / 1000).toFixed(2),
         tokens: streamed.usage ? streamed.usage.completion_tokens : '—',
-      });
+      }) + (cost === null ? '' : ` · ${t('playground.cost', { cost: money(cost) })}`);
     } catch (error) {
       messages.pop(); // the question goes unanswered; what arrived stays on screen
       reply.append(
@@ -112,12 +131,38 @@ function bubble(role, text) {
   );
 }
 
+/** The session's playground key (made or renewed by the API), kept for this tab. */
+async function sessionKey() {
+  const { key } = await post('/api/me/playground-key');
+  keepKey(key);
+  return key;
+}
+
+/** Temperature and max_tokens when filled in. */
+function numbers(form) {
+  const values = {};
+  if (form.elements.temperature.value !== '') values.temperature = Number(form.elements.temperature.value);
+  if (form.elements.max_tokens.value !== '') values.max_tokens = Number(form.elements.max_tokens.value);
+  return values;
+}
+
+/** What the answer cost in micro-USD, from the usage reported and the user's price (group applied); null if unknown. */
+function estimate(price, usage) {
+  if (!price || !usage) return null;
+  const cached = usage.prompt_tokens_details?.cached_tokens ?? 0;
+  const rate = (name) => price[`${name}_micros`] ?? 0;
+  const cachedRate = price.cached_input_per_mtok_micros ?? rate('input_per_mtok');
+  const perToken =
+    (usage.prompt_tokens - cached) * rate('input_per_mtok') + cached * cachedRate + usage.completion_tokens * rate('output_per_mtok');
+  return Math.round(perToken / 1_000_000) + rate('per_request');
+}
+
 /** Stream one answer into `target`; resolves with its text and the usage the gateway reported. */
-async function stream(model, key, messages, target, signal) {
+async function stream(body, key, target, signal) {
   const response = await relayFetch(
     '/v1/chat/completions',
     key,
-    { model, messages, stream: true, stream_options: { include_usage: true } },
+    { ...body, stream: true, stream_options: { include_usage: true } },
     signal,
   );
   if (!response.ok) {

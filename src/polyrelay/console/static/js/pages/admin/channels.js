@@ -1,9 +1,11 @@
-// Channels: the upstreams. Status and cooldown, create and edit every field the API takes, test
-// (one tiny real call, showing latency and result), fetch the upstream balance, enable or disable, delete.
-import { get, patch, post } from '../../api.js';
+// Channels: the upstreams. Status and cooldown, create and edit every field the API takes (the model
+// list can be fetched from the upstream), test (one tiny real call with a chosen model, showing latency
+// and result), fetch the upstream balance, enable or disable, delete; search, and batch actions on the
+// selected channels.
+import { del, get, patch, post } from '../../api.js';
 import { dateTime, dollarsToMicros, jsonObject, microsToDollars, millis, money, splitList } from '../../format.js';
 import { t } from '../../i18n.js';
-import { attempt, badge, button, deleteButton, field, formDialog, h, loading, pageHeader, table, toast } from '../../ui.js';
+import { attempt, badge, button, confirmDialog, deleteButton, field, formDialog, h, loading, pageHeader, table, toast } from '../../ui.js';
 
 // Suggestions for the type field: the channel types polyrelay's adaptors serve (the API checks).
 const TYPES = [
@@ -25,11 +27,43 @@ const TYPES = [
 
 export async function render(page) {
   const list = h('div');
-  const refresh = () => loading(list, () => channelTable(refresh));
+  const selected = new Set();
+  const search = field({ name: 'q', label: t('channels.search'), type: 'search' });
+  const query = search.querySelector('input');
+  let rows = [];
+  const show = () => list.replaceChildren(channelTable(matching(rows, query.value), selected, refresh));
+  const refresh = () =>
+    loading(list, async () => {
+      rows = (await get('/api/channels')).data;
+      for (const id of selected) if (!rows.some((row) => row.id === id)) selected.delete(id);
+      return channelTable(matching(rows, query.value), selected, refresh);
+    });
+  query.addEventListener('input', show);
+  const batch = (action) => () => attempt(async () => {
+    await runBatch(action, rows.filter((row) => selected.has(row.id)));
+    await refresh();
+  });
   page.append(
     pageHeader(
       t('nav.admin/channels'),
+      button(t('channels.testAll'), () => attempt(async () => {
+        await runBatch('test', rows.filter((row) => row.enabled));
+        await refresh();
+      })),
       button(t('channels.create'), () => edit(null, refresh), { kind: 'primary' }),
+    ),
+    h(
+      'div',
+      { class: 'filters' },
+      search,
+      h(
+        'div',
+        { class: 'filter-actions', role: 'group', 'aria-label': t('channels.batch') },
+        button(t('channels.testSelected'), batch('test')),
+        button(t('channels.enableSelected'), batch('enable')),
+        button(t('channels.disableSelected'), batch('disable')),
+        button(t('channels.deleteSelected'), batch('delete'), { kind: 'danger' }),
+      ),
     ),
     h(
       'datalist',
@@ -87,10 +121,69 @@ function lastTest(row) {
   ];
 }
 
-async function channelTable(refresh) {
-  const { data } = await get('/api/channels');
+/** The channels whose name, type, base URL or models contain `text`. */
+function matching(rows, text) {
+  const needle = text.trim().toLowerCase();
+  if (!needle) return rows;
+  return rows.filter((row) =>
+    [row.name, row.type, row.base_url, ...row.models].some((value) => value.toLowerCase().includes(needle)),
+  );
+}
+
+/** Run `action` on each channel, a few at a time; one toast says how many succeeded and names the failures. */
+async function runBatch(action, channels) {
+  if (!channels.length) return toast(t('channels.noneSelected'));
+  if (action === 'delete' && !(await confirmDialog(t('channels.confirmDeleteMany', { count: channels.length })))) return;
+  const call = {
+    test: (row) => post(`/api/channels/${row.id}/test`).then((result) => result.ok || Promise.reject(new Error(result.result))),
+    enable: (row) => post(`/api/channels/${row.id}/enable`),
+    disable: (row) => post(`/api/channels/${row.id}/disable`),
+    delete: (row) => del(`/api/channels/${row.id}`),
+  }[action];
+  const failed = [];
+  const queue = [...channels];
+  const worker = async () => {
+    for (let row = queue.shift(); row; row = queue.shift()) {
+      await call(row).catch((error) => failed.push(`${row.name}: ${error.message}`));
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
+  const done = t('channels.batchDone', { ok: channels.length - failed.length, count: channels.length });
+  toast(failed.length ? `${done} ${failed.join('; ')}` : done, failed.length ? 'error' : 'info');
+}
+
+/** The channel's concrete model names (no wildcards): what a test may ask for. */
+function testModels(row) {
+  return [...row.models, ...Object.keys(row.model_mapping)].filter((name) => !name.includes('*'));
+}
+
+function testCell(row) {
+  const names = testModels(row);
+  const picker =
+    names.length > 1
+      ? h(
+          'select',
+          { class: 'test-model', 'aria-label': t('channels.testModel', { name: row.name }) },
+          names.map((name) => h('option', { value: name }, name)),
+        )
+      : null;
+  return h('div', { class: 'test-pick' }, lastTest(row), picker);
+}
+
+function channelTable(data, selected, refresh) {
   return table(
     [
+      {
+        label: t('channels.select'),
+        class: 'select',
+        value: (row) =>
+          h('input', {
+            type: 'checkbox',
+            checked: selected.has(row.id),
+            'aria-label': t('channels.selectOne', { name: row.name }),
+            onchange: (event) => (event.target.checked ? selected.add(row.id) : selected.delete(row.id)),
+          }),
+      },
       { label: 'ID', class: 'num', value: (row) => row.id },
       {
         label: t('channels.name'),
@@ -100,10 +193,11 @@ async function channelTable(refresh) {
       { label: t('common.status'), value: status },
       {
         label: t('channels.models'),
-        value: (row) => h('span', { class: 'clip', title: row.models.join(', ') }, row.models.join(', ') || '—'),
+        value: (row) =>
+          h('span', { class: 'clip', title: row.models.join(', ') }, row.models.join(', ') || t('channels.allModels')),
       },
       { label: t('channels.priorityWeight'), class: 'num', value: (row) => `${row.priority} / ${row.weight}` },
-      { label: t('channels.lastTest'), class: 'test-cell', value: lastTest },
+      { label: t('channels.lastTest'), class: 'test-cell', value: testCell },
       { label: t('channels.balanceColumn'), class: 'num', value: (row) => balance(row, refresh) },
       {
         label: t('common.actions'),
@@ -132,7 +226,8 @@ async function channelTable(refresh) {
 async function test(row, trigger, refresh) {
   trigger.disabled = true;
   trigger.textContent = t('channels.testing');
-  const result = await attempt(() => post(`/api/channels/${row.id}/test`));
+  const model = trigger.closest('tr')?.querySelector('select.test-model')?.value;
+  const result = await attempt(() => post(`/api/channels/${row.id}/test`, model ? { model } : {}));
   if (result) {
     toast(
       t(result.ok ? 'channels.testPassed' : 'channels.testFailedToast', {
@@ -196,6 +291,7 @@ function edit(row, refresh) {
         value: channel.models.join(', '),
         hint: t('channels.modelsHint'),
       }),
+      creating ? null : fetchModelsButton(channel),
       field({
         name: 'model_mapping',
         label: t('channels.mapping'),
@@ -289,4 +385,16 @@ function edit(row, refresh) {
       await refresh();
     },
   });
+}
+
+/** Fill the dialog's model list with what the upstream lists (GET {base}/v1/models, nothing saved yet). */
+function fetchModelsButton(channel) {
+  return button(t('channels.fetchModels'), (event) =>
+    attempt(async () => {
+      const form = event.target.closest('form');
+      const listed = await post(`/api/channels/${channel.id}/models`);
+      form.elements.models.value = listed.models.join(', ');
+      toast(t('channels.fetchedModels', { count: listed.models.length, url: listed.url }));
+    }),
+  );
 }

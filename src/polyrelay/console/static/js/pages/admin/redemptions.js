@@ -1,6 +1,6 @@
 // Redemption codes: create a batch (the codes are shown once), list, delete unredeemed ones.
 import { get, post } from '../../api.js';
-import { dateTime, dollarsToMicros, localToIso, money } from '../../format.js';
+import { dateTime, dollarsToMicros, localToIso, microsToDollars, money } from '../../format.js';
 import { t } from '../../i18n.js';
 import { badge, button, deleteButton, field, formDialog, h, loading, openDialog, pageHeader, pager, secretBox, table } from '../../ui.js';
 
@@ -54,7 +54,7 @@ function codeTable(rows, refresh) {
                 h(
                   'div',
                   { class: 'muted small' },
-                  t('codes.redeemedBy', { user: row.redeemed_by, time: dateTime(row.redeemed_at) }),
+                  t('codes.redeemedBy', { user: row.redeemed_by_name ?? `#${row.redeemed_by}`, time: dateTime(row.redeemed_at) }),
                 ),
               ],
       },
@@ -123,8 +123,20 @@ async function create(refresh) {
       h(
         'footer',
         { class: 'dialog-actions' },
+        csvLink(created.data),
         button(t('common.done'), () => dialog.close(), { kind: 'primary' }),
       ),
     ),
   );
+}
+
+/** A download of the new codes as CSV (code, amount in USD, expiry, label), made in the browser: they exist nowhere else. */
+function csvLink(codes) {
+  const quote = (value) => `"${String(value ?? '').replace(/"/g, '""')}"`;
+  const lines = [
+    ['code', 'amount_usd', 'expires_at', 'label'],
+    ...codes.map((code) => [code.code, microsToDollars(code.amount_micros), code.expires_at ?? '', code.name]),
+  ];
+  const blob = new Blob([lines.map((line) => line.map(quote).join(',')).join('\r\n') + '\r\n'], { type: 'text/csv' });
+  return h('a', { class: 'button', href: URL.createObjectURL(blob), download: 'redemption-codes.csv' }, t('codes.downloadCsv'));
 }
