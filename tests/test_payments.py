@@ -82,6 +82,9 @@ def site(gateway_factory: Callable[..., Gateway]) -> Iterator[Site]:
                        "api_base": stripe_fake.url},
             "epay": {"url": epay_server.url, "pid": epay_fake.PID, "key": epay_fake.KEY},
         },
+        # Sign-up by invitation, so a paying invitee earns their inviter a share of the first top-up.
+        "signup": {"mode": "invite-only", "require_email_verification": False, "deny_disposable": False},
+        "invitations": {"reward_share_of_first_topup": 0.1},
     })
     admin = httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60)
     yield Site(gateway, admin, stripe_fake, epay_server)
@@ -145,6 +148,26 @@ def test_a_paid_event_credits_once_however_often_it_is_delivered(site: Site) -> 
     paid = site.order(order["id"])
     assert paid["status"] == "paid" and paid["paid_at"] and paid["provider_ref"] == order["provider_ref"]
     assert client.get("/api/me").json()["available_micros"] == 10_000_000  # the relay's snapshot knows at once
+
+
+def test_an_invitees_first_paid_order_earns_the_inviter_a_share_of_what_was_paid_once(site: Site) -> None:
+    inviter_id, inviter = site.user("ivo")
+    code = inviter.get("/api/me/invite").json()["code"]
+    joined = httpx.post(site.gateway.url + "/api/auth/signup", timeout=30, json={
+        "name": "iris", "email": "iris@example.org", "password": "iris-password", "invite_code": code})
+    assert joined.status_code == 201, joined.text
+    invitee = httpx.Client(base_url=site.gateway.url, headers=XHR, timeout=60)
+    assert invitee.post("/api/auth/login", json={"name": "iris", "password": "iris-password"}).status_code == 200
+    first = place(invitee, provider="stripe", amount="60.00")["order"]  # 60 USD paid, 6 USD of it bonus
+    paid = stripe_api.event("checkout.session.completed", site.session_of(first), payment_status="paid",
+                            status="complete")
+    assert site.deliver(paid).json()["outcome"] == "credited"
+    assert site.deliver(paid).json()["outcome"] == "duplicate"
+    second = place(invitee, provider="stripe", amount=10)["order"]
+    assert site.deliver(stripe_api.event("checkout.session.completed", site.session_of(second),
+                                         payment_status="paid", status="complete")).json()["outcome"] == "credited"
+    assert inviter.get("/api/me/invite").json()["affiliate_micros"] == 6_000_000  # a tenth of 60, once
+    assert site.balance(inviter_id) == 0  # until the inviter moves it
 
 
 def test_concurrent_duplicate_deliveries_credit_once(site: Site) -> None:
