@@ -115,7 +115,6 @@ def create_app(settings: Settings) -> ASGIApp:
         writer = BatchWriter(engine, settings.log_flush_interval_ms / 1000, executor)
         writer.start()
         budgets = Budgets(engine, executor, settings.budget)
-        writer.on_commit = budgets.committed
         budgets.start()
         app.state.db, app.state.db_executor = engine, executor  # for the admin API
         # Reports (logs, stats, CSV) can scan many rows: never on the writer's thread, or usage flushes wait.

@@ -129,8 +129,9 @@ async def submit(
         accepted.result = scrub_json(accepted.result, keys, credentials=False)
         outcome.status = 200
         cost = outcome.cost()
+        periods = outcome.reservation.periods if outcome.reservation is not None else ()
         task = await engine.create(_task_row(engine, token, order, accepted, tried.target, cost, task_id, properties),
-                                   usage_row(outcome, cost))
+                                   usage_row(outcome, cost), periods)
         engine.spine.settler.charged(outcome)
         return task
 

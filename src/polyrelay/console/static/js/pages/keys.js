@@ -1,6 +1,8 @@
-// API keys: list, create (the key is shown once), disable or enable, delete.
+// API keys: list, create (the key is shown once), set a limit (once or per day, week, month), disable or
+// enable, delete.
 import { get, patch, post } from '../api.js';
-import { dateTime, dollarsToMicros, localToIso, money, splitList } from '../format.js';
+import { periodField, periodSummary } from '../budget.js';
+import { dateTime, dollarsToMicros, localToIso, microsToDollars, money, splitList } from '../format.js';
 import { keepKey } from '../gatewaykey.js';
 import { t } from '../i18n.js';
 import { attempt, badge, button, deleteButton, field, formDialog, h, loading, openDialog, pageHeader, secretBox, table } from '../ui.js';
@@ -20,10 +22,12 @@ export async function render(page, { navigate }) {
 
 async function keyTable(refresh) {
   const { data } = await get('/api/me/tokens');
+  // A limit that resets shows its period's spend and next reset; the total spent stays in the title.
   const usage = (row) =>
-    row.limit_micros === null
+    periodSummary(row.period_budget) ??
+    (row.limit_micros === null
       ? t('keys.usedUnlimited', { used: money(row.used_micros) })
-      : t('keys.usedOf', { used: money(row.used_micros), limit: money(row.limit_micros) });
+      : t('keys.usedOf', { used: money(row.used_micros), limit: money(row.limit_micros) }));
   return table(
     [
       { label: t('keys.name'), value: (row) => h('strong', {}, row.name) },
@@ -45,6 +49,7 @@ async function keyTable(refresh) {
         label: t('common.actions'),
         class: 'row-actions',
         value: (row) => [
+          button(t('budget.edit'), () => editLimit(row, refresh), { 'aria-label': `${t('budget.edit')} ${row.name}` }),
           button(row.enabled ? t('common.disable') : t('common.enable'), () =>
             attempt(async () => {
               await patch(`/api/me/tokens/${row.id}`, { enabled: !row.enabled });
@@ -67,6 +72,7 @@ async function create(refresh, navigate) {
     fields: [
       field({ name: 'name', label: t('keys.name'), required: true, maxlength: 128 }),
       field({ name: 'limit', label: t('keys.limit'), inputmode: 'decimal', hint: t('keys.limitHint') }),
+      periodField('', t('budget.keyHint')),
       field({ name: 'models', label: t('keys.models'), hint: t('keys.modelsHint') }),
       field({ name: 'expires', label: t('keys.expires'), type: 'datetime-local', hint: t('keys.expiresHint') }),
       field({ name: 'ips', label: t('keys.ips'), type: 'textarea', rows: 2, hint: t('keys.ipsHint') }),
@@ -77,6 +83,7 @@ async function create(refresh, navigate) {
       return post('/api/me/tokens', {
         name: values.name.trim(),
         limit_micros: values.limit.trim() ? dollarsToMicros(values.limit) : null,
+        budget_period: values.budget_period || null,
         models: models.length ? models : null,
         expires_at: localToIso(values.expires),
         allowed_ips: ips.length ? ips : null,
@@ -86,6 +93,30 @@ async function create(refresh, navigate) {
   if (!created) return;
   await refresh();
   showOnce(created, navigate);
+}
+
+/** Your own limit and its period; a limit an administrator set (admin_limits) applies as well. */
+function editLimit(row, refresh) {
+  return formDialog({
+    title: t('budget.editTitle', { name: row.name }),
+    fields: [
+      field({
+        name: 'limit',
+        label: t('keys.limit'),
+        inputmode: 'decimal',
+        value: microsToDollars(row.limit_micros),
+        hint: t('keys.limitHint'),
+      }),
+      periodField(row.budget_period, t('budget.keyHint')),
+    ],
+    submit: async (values) => {
+      await patch(`/api/me/tokens/${row.id}`, {
+        limit_micros: values.limit.trim() ? dollarsToMicros(values.limit) : null,
+        budget_period: values.budget_period || null,
+      });
+      await refresh();
+    },
+  });
 }
 
 function showOnce(created, navigate) {
