@@ -9,7 +9,9 @@ calls, no sleep through a day); the others run in the periods after it.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -40,6 +42,7 @@ PASSWORD = "budget-password-0123"
 class Nodes:
     gateways: list[Gateway]
     boundary_at: float  # when (this machine's time) the gateways' clock reaches BOUNDARY
+    upstream: FakeServer
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,7 @@ def cluster(gateway_factory: Callable[..., Gateway]) -> Iterator[Nodes]:
     }
     first = gateway_factory(config)
     second = gateway_factory({**config, "database_url": first.database_url})
-    yield Nodes([first, second], BOUNDARY.timestamp() - offset)
+    yield Nodes([first, second], BOUNDARY.timestamp() - offset, upstream)
     upstream.stop()
 
 
@@ -126,18 +129,31 @@ def test_budgets_refuse_at_their_limit_and_reset_at_the_boundary(cluster: Nodes)
                                       "starts_at": "2028-12-31T00:00:00Z", "resets_at": "2029-01-01T00:00:00Z"}
     assert capped["period_budget"]["resets_at"] == "2029-01-01T00:00:00Z", capped
 
-    assert [chat(gateway, daily["key"]).status_code for _ in range(3)] == [200, 200, 200]
-    refused_with(chat(gateway, daily["key"]), "this key's daily budget", "resets at 2029-01-01T00:00:00Z")
     assert [chat(gateway, capped_key["key"]).status_code for _ in range(2)] == [200, 200]
     # The user still has $9.98: the cap refuses, not the balance.
     refused_with(chat(gateway, capped_key["key"]), "your account's weekly budget", "resets at 2029-01-01T00:00:00Z")
-    wait_until(lambda: admin(gateway, "GET", f"/api/tokens/{daily['id']}").json()["period_budget"]["spent_micros"]
-               == 3 * CALL, what="the day's spend committed")
+    assert [chat(gateway, daily["key"]).status_code for _ in range(2)] == [200, 200]
 
-    # Refused until the boundary, served again after it, on both gateways.
-    assert time.time() < cluster.boundary_at, "both budgets must be spent before the boundary"
-    wait_until(lambda: served_or_refused(chat(gateway, daily["key"])), timeout=cluster.boundary_at - time.time() + 15,
-               what="the key's daily budget to reset")
+    # The key's last call of the day is admitted seconds before the boundary and answered after it: its
+    # hold takes the rest of the day's budget, and its charge counts in that day, not in the next.
+    wait_until(lambda: time.time() > cluster.boundary_at - 8, timeout=cluster.boundary_at - time.time(),
+               what="the last seconds before the boundary")
+    upstream = cluster.upstream.knobs
+    upstream["hold_reply"] = release = threading.Event()
+    with ThreadPoolExecutor(1) as pool:
+        last = pool.submit(chat, gateway, daily["key"])
+        assert upstream["reply_held"].wait(20), "the last call of the day reached the upstream"
+        refused_with(chat(gateway, daily["key"]), "this key's daily budget", "resets at 2029-01-01T00:00:00Z")
+        assert time.time() < cluster.boundary_at, "the key must be refused before the boundary"
+        wait_until(lambda: time.time() > cluster.boundary_at + 0.5, timeout=15, what="the boundary")
+        release.set()
+        del upstream["hold_reply"]
+        assert last.result().status_code == 200
+    wait_until(lambda: spent(gateway, f"t:{daily['id']}") == {"daily@2028-12-31": 3 * CALL},
+               what="the last call's charge committed in the day it was admitted in")
+
+    # Served again after the boundary, on both gateways.
+    assert served_or_refused(chat(gateway, daily["key"]))
     # The other gateway too, once the first gives back what it leased of the new day and does not need.
     for bearer in (daily["key"], capped_key["key"]):
         wait_until(lambda: served_or_refused(chat(nodes[1], bearer)), timeout=15, what="a call on the other gateway")
