@@ -22,7 +22,7 @@ import pytest
 
 from polyrelay.billing.meter import usd_to_micros
 from tests.conftest import Gateway, wait_until
-from tests.fakes import openai_upstream
+from tests.fakes import bfl_upstream, openai_upstream
 from tests.fakes.server import FakeServer
 
 ADMIN = "admin-key-periodic-budgets-0123456789"
@@ -30,6 +30,8 @@ UPSTREAM_KEY = "sk-upstream-periodic-budgets"
 MODEL = "budget-chat"
 CALL = usd_to_micros(0.01)  # per request: every estimate is exact, so the limits are exact too
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
+BFL_KEY = "bfl-upstream-periodic-budgets"
+IMAGE = usd_to_micros(0.04)  # flux-pro-1.1, a task family: charged at submit, with the task
 BOUNDARY = datetime(2029, 1, 1, tzinfo=timezone.utc)  # a Monday, the 1st: every period resets
 MARGIN_S = 20.0  # what the boundary test needs before the boundary to spend both budgets
 # How long after the fixture computes the clock offset the gateways' clock reaches BOUNDARY: more than two
@@ -48,18 +50,21 @@ class Nodes:
 @pytest.fixture(scope="module")
 def cluster(gateway_factory: Callable[..., Gateway]) -> Iterator[Nodes]:
     upstream = FakeServer(openai_upstream.create_app({UPSTREAM_KEY})).start()
+    flux = FakeServer(bfl_upstream.create_app({BFL_KEY})).start()
     offset = BOUNDARY.timestamp() - LEAD_S - time.time()
     config = {
         "admin_key": ADMIN,
         "budget": {"clock_offset_s": offset},
         "channels": [{"name": "openai", "type": "openai", "base_url": upstream.url, "keys": [UPSTREAM_KEY],
-                      "models": [MODEL]}],
-        "prices": {MODEL: {"per_request": 0.01}},
+                      "models": [MODEL]},
+                     {"name": "flux", "type": "flux", "base_url": flux.url, "keys": [BFL_KEY], "models": ["flux-*"]}],
+        "prices": {MODEL: {"per_request": 0.01}, "flux-pro-1.1": {"per_image": 0.04}},
     }
     first = gateway_factory(config)
     second = gateway_factory({**config, "database_url": first.database_url})
     yield Nodes([first, second], BOUNDARY.timestamp() - offset, upstream)
     upstream.stop()
+    flux.stop()
 
 
 @pytest.fixture(scope="module")
@@ -265,3 +270,22 @@ def test_two_gateways_sharing_a_daily_key_budget_serve_at_most_its_limit(nodes: 
         refused_with(chat(node, token["key"]), "this key's daily budget", "resets at 2029-01-02T00:00:00Z")
     wait_until(lambda: spent(nodes[0], f"t:{token['id']}") == {"daily@2029-01-01": 10 * CALL},
                what="the day's spend committed")
+
+
+def test_task_submits_count_in_the_period_of_their_submit(nodes: list[Gateway]) -> None:
+    """A task's charge commits with the task, at submit: it counts in that period at once."""
+    owner = user(nodes[0], "flux-owner")
+    token = key(nodes[0], owner["id"], "flux-daily", limit_micros=2 * IMAGE, budget_period="daily")
+
+    def submit() -> httpx.Response:
+        return httpx.post(nodes[0].url + "/flux/v1/flux-pro-1.1", json={"prompt": "a lighthouse", "width": 1024,
+                                                                         "height": 768},
+                          headers={"Authorization": f"Bearer {token['key']}"}, timeout=30)
+
+    for _ in range(2):
+        answer = submit()
+        assert answer.status_code == 200, answer.text
+    assert spent(nodes[0], f"t:{token['id']}") == {"daily@2029-01-01": 2 * IMAGE}
+    refused = submit()
+    assert refused.status_code == 429 and "this key's daily budget" in refused.text, refused.text
+    assert "resets at 2029-01-02T00:00:00Z" in refused.text, refused.text
