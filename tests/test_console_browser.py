@@ -553,3 +553,12 @@ def test_periodic_budgets_on_the_keys_and_users_pages(open_page: Callable[..., P
     expect(carol).to_contain_text(re.compile(r"\$0\.00 of \$5\.00 this week · resets"))
     shown = site.admin.get(f"/api/users/{made.json()['id']}").json()
     assert (shown["budget_micros"], shown["budget_period"]) == (5_000_000, "weekly"), shown
+
+    # A capped user reads their own cap on the account page.
+    alice = f"/api/users/{site.users['alice']['id']}"
+    assert site.admin.patch(alice, json={"budget_micros": 100_000_000, "budget_period": "weekly"}).status_code == 200
+    try:
+        go(page, "account", "Account")
+        expect(page.get_by_role("main")).to_contain_text(re.compile(r"of \$100\.00 this week · resets"))
+    finally:
+        site.admin.patch(alice, json={"budget_micros": None, "budget_period": None})
