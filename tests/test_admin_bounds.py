@@ -168,7 +168,8 @@ def test_an_owner_cannot_lift_what_an_administrator_imposed(site: Site) -> None:
     lifted = site.admin.patch(token, json={"rpm_limit": None, "models": None, "allowed_ips": None}).json()
     assert lifted["owner_settings"]["enabled"] is True and lifted["active"] is True
     shown = as_owner.get(mine).json()
-    assert shown["admin_limits"] == {**lift, "enabled": True, "expires_at": None, "tpm_limit": None}
+    assert shown["admin_limits"] == {**lift, "enabled": True, "expires_at": None, "tpm_limit": None,
+                                     "budget_period": None}
     assert site.chat(key, "other").status_code in (200, 429)  # 429 only if the minute has not turned yet
 
 

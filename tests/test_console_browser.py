@@ -516,3 +516,51 @@ def test_phone_layout_in_dark_mode(open_page: Callable[..., Page]) -> None:
     expect(page.get_by_role("heading", level=1, name="Usage logs")).to_be_visible()
     expect(navigation).to_be_hidden()
     shot(page, "phone-logs")
+
+
+def test_periodic_budgets_on_the_keys_and_users_pages(open_page: Callable[..., Page], site: Site) -> None:
+    # A key whose limit resets every day shows today's spend and when it resets; its limit is edited in place.
+    page = open_page("alice")
+    page.goto("/")
+    nav(page, "API keys")
+    page.get_by_role("button", name="Create a key").click()
+    dialog = page.get_by_role("dialog", name="Create a key")
+    dialog.get_by_label("Name").fill("daily-key")
+    dialog.get_by_label("Spending limit (USD)").fill("1")
+    dialog.get_by_label("Resets").select_option("daily")
+    dialog.get_by_role("button", name="Create").click()
+    page.get_by_role("dialog", name="Your new key").get_by_role("button", name="Done").click()
+    row = page.get_by_role("row", name=re.compile("daily-key"))
+    expect(row).to_contain_text(re.compile(r"\$0\.00 of \$1\.00 today · resets"))
+    row.get_by_role("button", name="Edit daily-key").click()
+    limit = page.get_by_role("dialog", name='Edit the key "daily-key"')
+    expect(limit.get_by_label("Resets")).to_have_value("daily")
+    limit.get_by_label("Resets").select_option("monthly")
+    limit.get_by_role("button", name="Save").click()
+    expect(row).to_contain_text("of $1.00 this month")
+    shot(page, "keys-periodic-budget")
+
+    # An administrator caps what a user spends per week, on top of the balance.
+    made = site.admin.post("/api/users", json={"name": "capped-carol", "balance_micros": 1_000_000})
+    assert made.status_code == 201, made.text
+    admin = open_page("root")
+    go(admin, "admin/users", "Users")
+    carol = admin.get_by_role("row", name=re.compile(r"\bcapped-carol\b"))
+    expect(carol).not_to_contain_text("this week")
+    carol.get_by_role("button", name="Edit capped-carol").click()
+    edit = admin.get_by_role("dialog")
+    edit.get_by_label("Spend cap per period (USD)").fill("5")
+    edit.get_by_label("Resets").select_option("weekly")
+    edit.get_by_role("button", name="Save").click()
+    expect(carol).to_contain_text(re.compile(r"\$0\.00 of \$5\.00 this week · resets"))
+    shown = site.admin.get(f"/api/users/{made.json()['id']}").json()
+    assert (shown["budget_micros"], shown["budget_period"]) == (5_000_000, "weekly"), shown
+
+    # A capped user reads their own cap on the account page.
+    alice = f"/api/users/{site.users['alice']['id']}"
+    assert site.admin.patch(alice, json={"budget_micros": 100_000_000, "budget_period": "weekly"}).status_code == 200
+    try:
+        go(page, "account", "Account")
+        expect(page.get_by_role("main")).to_contain_text(re.compile(r"of \$100\.00 this week · resets"))
+    finally:
+        site.admin.patch(alice, json={"budget_micros": None, "budget_period": None})

@@ -117,7 +117,6 @@ def create_app(settings: Settings) -> ASGIApp:
         writer = BatchWriter(engine, settings.log_flush_interval_ms / 1000, executor)
         writer.start()
         budgets = Budgets(engine, executor, settings.budget)
-        writer.on_commit = budgets.committed
         budgets.start()
         app.state.db, app.state.db_executor = engine, executor  # for the admin API
         # Built before serving: importing the stripe package takes about a second, which would stall requests.

@@ -1,7 +1,11 @@
 """Budget leases: every node spends metered money it has leased from the database, so admission stays
 local and the money served never exceeds what an account holds, whatever the number of nodes.
 
-A *subject* is a user with a prepaid balance (``u:<id>``) or a key with its own limit (``t:<id>``).
+A *subject* is a user with a prepaid balance (``u:<id>``), a key with its own limit (``t:<id>``), or
+one period of a periodic budget: a key's (``t:<id>@d<start>``, ``w``, ``m``) or a user's cap
+(``b:<id>@...``), whose money is the budget minus what was charged under that period
+(``billing.periods``). A new period is a new subject, so leases of the old period keep only the
+calls admitted in it, and the new one is granted against its own, empty, count.
 Per subject and node, ``budget_leases`` holds the part of the subject's money that node may hold
 and spend: its holds in flight, its charges not yet committed, and what is still free. A grant
 runs in one transaction that locks the subject's row and leaves the live leases of all nodes
@@ -27,17 +31,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field, model_validator
-from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from polyrelay.background import every, stop_task
+from polyrelay.billing.periods import Period, PeriodClock
 from polyrelay.billing.quota import Reservation, decide
 from polyrelay.errors import RelayError
 from polyrelay.store import models
+from polyrelay.store.periods import spent_in
 from polyrelay.store.snapshot import TokenRecord, UserRecord
 
 log = logging.getLogger("polyrelay")
+
+
+_TEN_YEARS_S = 10 * 366 * 86_400
 
 
 class BudgetSettings(BaseModel):
@@ -50,6 +59,9 @@ class BudgetSettings(BaseModel):
                          description="A lease not renewed for this long counts for nothing on other nodes.")
     idle_s: float = Field(default=3.0, ge=0, le=600,
                           description="The free part of a lease unused for this long goes back to the account.")
+    clock_offset_s: float = Field(default=0.0, ge=-_TEN_YEARS_S, le=_TEN_YEARS_S,
+                                  description="Seconds added to the clock budget periods are reckoned on, for "
+                                              "drills and tests that must cross a period boundary; 0 in production.")
 
     @model_validator(mode="after")
     def _renewed_before_expiry(self) -> BudgetSettings:
@@ -60,7 +72,8 @@ class BudgetSettings(BaseModel):
 
 
 _Record = UserRecord | TokenRecord
-_Key = tuple[str, int]  # ("u", user id) or ("t", token id)
+# ("u", user id, None): a balance; ("t", token id, period or None): a key's limit; ("b", user id, period): a user's cap.
+_Key = tuple[str, int, Period | None]
 
 
 @dataclass(slots=True, eq=False)
@@ -70,8 +83,10 @@ class Lease:
     key: _Key
     record: _Record
     micros: int = 0  # holds + charges not committed yet + what is free; never more than the row says
+    held: int = 0  # estimates held on it by calls in flight
+    unflushed: int = 0  # charges settled on it that the database does not hold yet
     written: int = 0  # what the database row says, as far as this node has told it
-    basis: int | None = None  # a key's limit when last granted: a changed limit asks the database again
+    basis: int | None = None  # a key's limit or a user's cap when last granted: a changed one asks again
     used_at: float = 0.0  # monotonic time of the last hold
     dry_until: float = 0.0  # the last grant found the subject exhausted: calls are decided without asking till then
     dry_mark: int = 0  # the lowest ``headroom()`` since: a top-up or refund seen since ends the wait at once
@@ -80,23 +95,48 @@ class Lease:
     alone: bool = False  # no other node held any of the subject at the last grant
 
     def free(self) -> int:
-        record = self.record
-        return self.micros - record.reserved_micros - record.unflushed_micros
+        return self.micros - self.held - self.unflushed
 
     def busy(self) -> int:
-        return self.record.reserved_micros + self.record.unflushed_micros
+        return self.held + self.unflushed
+
+    def limit(self) -> int | None:
+        """The limit the subject's money comes from (None for a balance)."""
+        kind = self.key[0]
+        if kind == "t":
+            return self.record.quota_micros  # type: ignore[union-attr]
+        return self.record.budget_micros if kind == "b" else None  # type: ignore[union-attr]
 
     def current(self) -> bool:
-        return self.key[0] == "u" or self.basis == self.record.quota_micros  # type: ignore[union-attr]
+        return self.key[0] == "u" or self.basis == self.limit()
+
+    @property
+    def period_row(self) -> tuple[str, str, int] | None:
+        """The ``budget_periods`` row its charges count in: (subject, period, start)."""
+        kind, row_id, period = self.key
+        if period is None:
+            return None
+        return f"{'t' if kind == 't' else 'u'}:{row_id}", period.kind, period.start
 
     def headroom(self) -> int:
         """What grows when the subject gets money back: a user's balance, a key's unspent limit."""
-        record = self.record
-        return record.balance_micros if self.key[0] == "u" else -record.used_micros  # type: ignore[union-attr]
+        kind, record = self.key[0], self.record
+        if kind == "u":
+            return record.balance_micros  # type: ignore[union-attr]
+        return -record.used_micros if kind == "t" else 0  # type: ignore[union-attr]
+
+    def hold(self, micros: int) -> None:
+        self.held += micros
+
+    def settled(self, held: int, cost: int) -> None:
+        """A call's hold became its charge, which the database does not hold yet."""
+        self.held -= held
+        self.unflushed += cost
 
     def spent(self, micros: int) -> None:
         """A charge the database now holds: it no longer needs this lease."""
         self.micros = max(self.micros - micros, 0)
+        self.unflushed = max(self.unflushed - micros, 0)
         self.commits += 1
 
     def dry(self, now: float) -> bool:
@@ -139,15 +179,20 @@ class _Renewal:
     released: list[_Key] = field(default_factory=list)  # empty and idle: forgotten once their rows are gone
 
 
+_PERIOD_LETTER = {"daily": "d", "weekly": "w", "monthly": "m"}
+
+
 def _subject(key: _Key) -> str:
-    return f"{key[0]}:{key[1]}"
+    kind, row_id, period = key
+    return f"{kind}:{row_id}" if period is None else f"{kind}:{row_id}@{_PERIOD_LETTER[period.kind]}{period.start}"
 
 
 _LEASES = models.BudgetLease.__table__
 _USERS, _TOKENS = models.User.__table__, models.Token.__table__
 _LOCK_USER = update(_USERS).where(_USERS.c.id == bindparam("row_id")).values(balance_micros=_USERS.c.balance_micros)
 _LOCK_TOKEN = update(_TOKENS).where(_TOKENS.c.id == bindparam("row_id")).values(used_micros=_TOKENS.c.used_micros)
-_USER = select(_USERS.c.balance_micros, _USERS.c.unlimited).where(_USERS.c.id == bindparam("row_id"))
+_USER = select(_USERS.c.balance_micros, _USERS.c.unlimited, _USERS.c.budget_micros).where(
+    _USERS.c.id == bindparam("row_id"))
 _TOKEN = select(_TOKENS.c.used_micros, _TOKENS.c.quota_micros, _TOKENS.c.admin_quota_micros).where(
     _TOKENS.c.id == bindparam("row_id"))
 _OTHERS = select(func.coalesce(func.sum(_LEASES.c.micros), 0)).where(
@@ -188,6 +233,7 @@ class Budgets:
         self._engine = engine
         self._executor = executor  # the DB thread: grants and renewals run in order, one at a time
         self._settings = settings or BudgetSettings()
+        self.clock = PeriodClock(self._settings.clock_offset_s)  # the periods of periodic budgets
         self.node = node or uuid.uuid4().hex
         self._leases: dict[_Key, Lease] = {}
         self._asking: dict[_Key, asyncio.Future[None]] = {}
@@ -236,7 +282,7 @@ class Budgets:
         # The last money: held short of the estimate only by a node that holds all of it (one such call at a time).
         alone = all(lease.alone for lease in leases if lease.free() < need)
         try:
-            micros = decide(free, estimate, minimum, _whose(leases), capped=alone)
+            micros = decide(free, estimate, minimum, *_whose(leases), capped=alone)
         except RelayError:
             for lease in short:  # a fragment too small for this call may make up another node's
                 lease.micros = min(lease.micros, lease.busy())
@@ -251,10 +297,14 @@ class Budgets:
     def _leases_of(self, token: TokenRecord) -> tuple[Lease, ...]:
         found: tuple[Lease, ...] = ()
         if token.quota_micros is not None:
-            found = (self._lease(("t", token.id), token),)
+            period = self.clock.current(token.budget_period) if token.budget_period is not None else None
+            found = (self._lease(("t", token.id, period), token),)
         user = token.user
-        if user is not None and not user.unlimited:
-            found = (*found, self._lease(("u", user.id), user))
+        if user is not None:
+            if not user.unlimited:
+                found = (*found, self._lease(("u", user.id, None), user))
+            if user.budget_micros is not None and user.budget_period is not None:
+                found = (*found, self._lease(("b", user.id, self.clock.current(user.budget_period)), user))
         return found
 
     def _lease(self, key: _Key, record: _Record) -> Lease:
@@ -315,8 +365,7 @@ class Budgets:
                     del self._asking[lease.key]
             future.set_result(None)
         for lease, grant, seen in zip(leases, grants, commits):
-            if grant.key[0] == "t":
-                lease.basis = lease.record.quota_micros  # type: ignore[union-attr]
+            lease.basis = lease.limit()
             lease.alone = grant.others <= 0
             if grant.left <= 0:  # the subject is exhausted for now: the next calls don't ask again at once
                 lease.dry_until, lease.dry_mark, lease.dry_commits = started + _DRY_S, lease.headroom(), seen
@@ -335,18 +384,8 @@ class Budgets:
         with Session(self._engine) as session, session.begin():
             connection = session.connection()
             for ask in asks:
-                kind, row_id = ask.key
                 subject = _subject(ask.key)
-                if kind == "u":
-                    connection.execute(_LOCK_USER, {"row_id": row_id})
-                    row = connection.execute(_USER, {"row_id": row_id}).first()
-                    has = 0 if row is None else _UNLIMITED if row.unlimited else row.balance_micros
-                else:
-                    connection.execute(_LOCK_TOKEN, {"row_id": row_id})
-                    row = connection.execute(_TOKEN, {"row_id": row_id}).first()
-                    limits = [] if row is None else [q for q in (row.quota_micros, row.admin_quota_micros)
-                                                     if q is not None]
-                    has = 0 if row is None else min(limits) - row.used_micros if limits else _UNLIMITED
+                has = _has(connection, ask.key)
                 others = int(connection.execute(_OTHERS, {"subject": subject, "node": self.node,
                                                           "now": now}).scalar_one())
                 was = connection.execute(_MINE, {"subject": subject, "node": self.node}).scalar()
@@ -370,14 +409,6 @@ class Budgets:
         return grants
 
     # --- commits, renewal, shutdown ----------------------------------------------------------
-
-    def committed(self, users: dict[int, int], tokens: dict[int, int]) -> None:
-        """Charges the database now holds are no longer part of any lease (the batching writer's hook)."""
-        for kind, charges in (("u", users), ("t", tokens)):
-            for row_id, micros in charges.items():
-                lease = self._leases.get((kind, row_id))
-                if lease is not None and micros:
-                    lease.spent(micros)
 
     def start(self) -> None:
         self._task = every(self._settings.renew_s, self._renew_round, "budget lease renewal", wait_first=True)
@@ -472,7 +503,36 @@ class Budgets:
         return sum(lease.micros for lease in self._leases.values())
 
 
-def _whose(leases: Iterable[Lease]) -> str:
-    """Which limit refused: the smaller of what remains decides the message."""
+def _has(connection: Connection, key: _Key) -> int:
+    """What a subject has, its row locked: a balance; a key's limit or a user's cap, minus what was
+    committed against it (for a period: charged under that period)."""
+    kind, row_id, period = key
+    if kind in ("u", "b"):
+        connection.execute(_LOCK_USER, {"row_id": row_id})
+        user = connection.execute(_USER, {"row_id": row_id}).first()
+        if user is None:
+            return 0
+        if kind == "u":
+            return _UNLIMITED if user.unlimited else user.balance_micros
+        if user.budget_micros is None or period is None:
+            return 0  # the cap was lifted meanwhile: this node stops asking once its snapshot says so
+        return user.budget_micros - spent_in(connection, f"u:{row_id}", period.kind, period.start)
+    connection.execute(_LOCK_TOKEN, {"row_id": row_id})
+    token = connection.execute(_TOKEN, {"row_id": row_id}).first()
+    if token is None:
+        return 0
+    limits = [q for q in (token.quota_micros, token.admin_quota_micros) if q is not None]
+    if not limits:
+        return _UNLIMITED
+    used = token.used_micros if period is None else spent_in(connection, f"t:{row_id}", period.kind, period.start)
+    return min(limits) - used
+
+
+def _whose(leases: Iterable[Lease]) -> tuple[str, str]:
+    """Which limit refused, and when it resets: the smaller of what remains decides the message."""
     tightest = min(leases, key=Lease.free)
-    return "this key has" if tightest.key[0] == "t" else "your account has"
+    kind, _, period = tightest.key
+    if period is None:
+        return ("this key has" if kind == "t" else "your account has"), ""
+    whose = "this key's" if kind == "t" else "your account's"
+    return f"{whose} {period.kind} budget has", f" The budget resets at {period.resets_at()}."

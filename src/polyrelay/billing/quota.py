@@ -14,7 +14,9 @@ from typing import Protocol
 
 from polyrelay.billing.meter import Price
 from polyrelay.errors import RelayError
+from polyrelay.store.periods import PeriodRow
 from polyrelay.store.snapshot import TokenRecord, UserRecord
+
 
 def charge(token: TokenRecord, micros: int) -> int:
     """Apply the token's user's group multiplier (integer parts per million, rounded once)."""
@@ -30,7 +32,15 @@ def scaled(micros: int, ratio_ppm: int) -> int:
 
 
 class Spendable(Protocol):
-    """What a hold is held on (``billing.budget.Lease``): told when a charge is committed."""
+    """What a hold is held on (``billing.budget.Lease``): it counts its own holds and uncommitted
+    charges, and is told when a charge is committed."""
+
+    @property
+    def period_row(self) -> PeriodRow | None: ...
+
+    def hold(self, micros: int) -> None: ...
+
+    def settled(self, held: int, cost: int) -> None: ...
 
     def spent(self, micros: int) -> None: ...
 
@@ -50,7 +60,14 @@ class Reservation:
         if user is not None:
             user.reserved_micros += micros
         token.reserved_micros += micros
+        for lease in leases:
+            lease.hold(micros)
         return cls(token, micros, user, leases)
+
+    @property
+    def periods(self) -> tuple[PeriodRow, ...]:
+        """The periods of periodic budgets its charge counts in: those of its admission."""
+        return tuple(row for lease in self.leases if (row := lease.period_row) is not None)
 
     def settle(self, cost_micros: int, committed: bool = False) -> None:
         """Replace the hold by the real cost (0 refunds it). Idempotent.
@@ -69,8 +86,9 @@ class Reservation:
         if user is not None:
             user.reserved_micros -= self.micros
             user.balance_micros -= cost_micros
-        if committed and cost_micros:
-            for lease in self.leases:
+        for lease in self.leases:
+            lease.settled(self.micros, cost_micros)
+            if committed and cost_micros:
                 lease.spent(cost_micros)
 
 
@@ -87,24 +105,25 @@ def require_price(token: TokenRecord, model: str, price: Price | None) -> None:
         )
 
 
-def decide(available: int, micros: int, minimum: int, whose: str, *, capped: bool = True) -> int:
+def decide(available: int, micros: int, minimum: int, whose: str, note: str = "", *, capped: bool = True) -> int:
     """What to hold of ``micros`` when ``available`` is all there is, or refuse with 429.
 
     A call is admitted while what remains covers its ``minimum`` (the part of its cost known
     before the upstream answers, e.g. the prompt); the hold is capped at what remains, so the
     last cents of a balance stay usable (``capped=False`` forbids that: another node holds part
     of the money). The overdraw bound that follows: a call admitted on a capped hold may cost
-    its output beyond what remained (see docs/billing.md).
+    its output beyond what remained (see docs/billing.md). ``note`` ends a refusal's message
+    (when a periodic budget resets).
     """
     if available >= micros and available > 0:
         return micros
     floor = min(minimum, micros)
     if available <= 0 or available < floor:
         raise _insufficient(f"{whose} {max(available, 0) / 1_000_000:.6f} USD available and this request costs at "
-                            f"least {floor / 1_000_000:.6f} USD.")
+                            f"least {floor / 1_000_000:.6f} USD.{note}")
     if not capped:
         raise _insufficient(f"{whose} {available / 1_000_000:.6f} USD available here, this request may cost up to "
-                            f"{micros / 1_000_000:.6f} USD, and the rest is held by requests in flight.")
+                            f"{micros / 1_000_000:.6f} USD, and the rest is held by requests in flight.{note}")
     return available
 
 

@@ -85,6 +85,9 @@ class Token(Base):
     admin_allowed_ips: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     admin_rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     admin_tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The period each side's limit resets after (daily | weekly | monthly; None: never), see budget_periods.
+    budget_period: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    admin_budget_period: Mapped[str | None] = mapped_column(String(8), nullable=True)
 
 
 class Price(Base):
@@ -229,6 +232,9 @@ class User(Base):
     # Rewards earned by inviting, not yet moved into the balance; the sum of the user's affiliate entries.
     affiliate_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     rewarded_invites: Mapped[int] = mapped_column(Integer, default=0)  # invitees that earned a reward, for the cap
+    # A cap on what the user spends per budget_period (daily | weekly | monthly), on top of the balance.
+    budget_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    budget_period: Mapped[str | None] = mapped_column(String(8), nullable=True)
 
 
 class Group(Base):
@@ -333,6 +339,20 @@ class BudgetLease(Base):
     subject: Mapped[str] = mapped_column(String(32), primary_key=True)
     micros: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger)  # epoch milliseconds
+
+
+class BudgetPeriod(Base):
+    """What was charged under one period of a periodic budget (``t:<token id>`` or ``u:<user id>``).
+
+    A new period is a new row, so a budget resets exactly once per period on any number of nodes;
+    a charge counts in the period its call was admitted in (see polyrelay.billing.periods)."""
+
+    __tablename__ = "budget_periods"
+
+    subject: Mapped[str] = mapped_column(String(32), primary_key=True)
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)  # daily | weekly | monthly
+    starts_at: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # epoch seconds, UTC
+    used_micros: Mapped[int] = mapped_column(BigInteger)
 
 
 class ChannelEvent(Base):

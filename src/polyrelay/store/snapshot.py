@@ -43,6 +43,8 @@ class UserRecord:
     channels: frozenset[str] | None = None  # the group's allowed channel names; None: all
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    budget_micros: int | None = None  # a cap on spend per ``budget_period`` (billing.periods)
+    budget_period: str | None = None
     balance_micros: int = 0
     reserved_micros: int = 0  # estimates held by requests in flight
     unflushed_micros: int = 0  # settled here, not yet committed by the writer
@@ -71,11 +73,14 @@ class TokenRecord:
     rl_window: int = 0
     rl_requests: int = 0
     rl_tokens: int = 0
+    budget_period: str | None = None  # the period ``quota_micros`` resets after (None: never)
 
     @property
     def metered(self) -> bool:
-        """Spending is bounded (own limit or a limited user): unpriced models are refused."""
-        return self.quota_micros is not None or (self.user is not None and not self.user.unlimited)
+        """Spending is bounded (own limit, a limited or capped user): unpriced models are refused."""
+        user = self.user
+        return self.quota_micros is not None or (user is not None and (not user.unlimited
+                                                                        or user.budget_micros is not None))
 
 
 @dataclass(slots=True, eq=False)
@@ -275,6 +280,18 @@ def _stricter(own: Limit | None, imposed: Limit | None) -> Limit | None:
     return min(own, imposed)
 
 
+# How strict a limit's period is: one that resets less often allows less; one that never resets (None), least.
+_PERIOD_STRICTNESS = {"daily": 0, "weekly": 1, "monthly": 2, None: 3}
+
+
+def key_budget_period(row: models.Token) -> str | None:
+    """The period of a key's limit, of the owner's and an administrator's: the stricter of those that
+    have a limit, i.e. the one that resets less often (a period without a limit limits nothing)."""
+    periods = [period for limit, period in ((row.quota_micros, row.budget_period),
+                                            (row.admin_quota_micros, row.admin_budget_period)) if limit is not None]
+    return max(periods, key=_PERIOD_STRICTNESS.__getitem__) if periods else None
+
+
 def _models(own: list[str] | None, imposed: list[str] | None) -> ModelPatterns | AllOf | None:
     if own is None or imposed is None:
         names = imposed if own is None else own
@@ -282,8 +299,10 @@ def _models(own: list[str] | None, imposed: list[str] | None) -> ModelPatterns |
     return AllOf(ModelPatterns(own), ModelPatterns(imposed))
 
 
-_USER_STATIC = ("name", "role", "group", "enabled", "unlimited", "ratio_ppm", "channels", "rpm_limit", "tpm_limit")
-_TOKEN_STATIC = ("name", "quota_micros", "models", "expires_at", "enabled", "allowed_ips", "rpm_limit", "tpm_limit")
+_USER_STATIC = ("name", "role", "group", "enabled", "unlimited", "ratio_ppm", "channels", "rpm_limit", "tpm_limit",
+                "budget_micros", "budget_period")
+_TOKEN_STATIC = ("name", "quota_micros", "models", "expires_at", "enabled", "allowed_ips", "rpm_limit", "tpm_limit",
+                 "budget_period")
 
 
 def _networks(values: list[str] | None) -> tuple[Any, ...] | None:
@@ -395,6 +414,8 @@ def _user(row: models.User, groups: dict[str, _GroupView]) -> UserRecord:
         channels=channels,
         rpm_limit=row.rpm_limit,
         tpm_limit=row.tpm_limit,
+        budget_micros=row.budget_micros if row.budget_period is not None else None,
+        budget_period=row.budget_period,
         balance_micros=row.balance_micros,
     )
 
@@ -412,6 +433,7 @@ def _token(row: models.Token) -> TokenRecord:
         allowed_ips=_ip_fence(row.allowed_ips, row.admin_allowed_ips),
         rpm_limit=_stricter(row.rpm_limit, row.admin_rpm_limit),
         tpm_limit=_stricter(row.tpm_limit, row.admin_tpm_limit),
+        budget_period=key_budget_period(row),
     )
 
 

@@ -31,7 +31,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -46,11 +45,12 @@ from polyrelay.store import models
 from polyrelay.store.bulk import Bounds, BulkInsert, integer_range
 from polyrelay.store.changes import CHANNELS
 from polyrelay.store.db import bump_records_version
+from polyrelay.store.periods import PeriodRow, charges_of, count
 from polyrelay.telemetry import metrics
 from polyrelay.store.rollups import Rollups
 
 if TYPE_CHECKING:
-    from polyrelay.billing.quota import Reservation
+    from polyrelay.billing.quota import Reservation, Spendable
     from polyrelay.store.snapshot import TokenRecord, UserRecord
 
 log = logging.getLogger("polyrelay")
@@ -89,6 +89,8 @@ class _Posting:
     token: TokenRecord | None = None  # the in-memory records whose ``unflushed_micros`` include it
     user: UserRecord | None = None
     ledger: tuple[Any, ...] | None = None
+    leases: tuple[Spendable, ...] = ()  # the budget leases it was spent from: told once it is committed
+    periods: tuple[PeriodRow, ...] = ()  # the periods of periodic budgets it counts in
 
 
 @dataclass(slots=True)
@@ -103,6 +105,7 @@ class _Batch:
     users: dict[int, UserRecord] = field(default_factory=dict)  # in-memory records to reconcile after commit
     tokens: dict[int, TokenRecord] = field(default_factory=dict)
     postings: list[_Posting] = field(default_factory=list)  # ``logs`` and ``ledger`` row by row, to split on failure
+    periods: dict[PeriodRow, int] = field(default_factory=dict)  # micro-USD to add to each budget period
 
     def __bool__(self) -> bool:
         return bool(self.logs or self.spend or self.last_used or self.channels or self.ledger or self.events)
@@ -121,6 +124,7 @@ def _one(posting: _Posting) -> _Batch:
         part.spend[posting.token_id] = posting.micros
     if posting.token is not None:
         part.tokens[posting.token.id] = posting.token
+    charges_of(posting.periods, posting.micros, part.periods)
     if posting.user is not None and posting.ledger is not None:
         part.users[posting.user.id] = posting.user
         part.balances[posting.user.id] = posting.micros
@@ -169,9 +173,6 @@ class BatchWriter:
         self._flush_lock = asyncio.Lock()
         self._waiting = False  # the database stopped answering; logged once until it answers again
         self._kept_aside = 0  # writes kept in dead_letters or dropped since start (written on the DB thread)
-        # Told the charges each flush committed (user id -> micro-USD, token id -> micro-USD): the
-        # budget leases they were spent from no longer include them (billing.budget).
-        self.on_commit: Callable[[dict[int, int], dict[int, int]], None] | None = None
 
     def record_usage(
         self, row: dict[str, Any], token_id: int | None, cost_micros: int, charged: Reservation | None = None
@@ -190,6 +191,8 @@ class BatchWriter:
             if micros:
                 batch.spend[token_id] = batch.spend.get(token_id, 0) + micros
                 if charged is not None:
+                    posting.leases, posting.periods = charged.leases, charged.periods
+                    charges_of(posting.periods, micros, batch.periods)
                     token = posting.token = charged.token
                     token.unflushed_micros += micros
                     batch.tokens[token_id] = token
@@ -259,24 +262,21 @@ class BatchWriter:
             self._note_answering(outcome)
 
     def _reconcile(self, outcome: _Outcome) -> None:
-        """Charges committed or kept aside are no longer this process's to remember; the balances read
-        back replace the in-memory ones. Same loop step, so no charge is counted twice or not at all."""
+        """Charges committed or kept aside are no longer this process's to remember, nor part of the budget
+        leases they were spent from; the balances read back replace the in-memory ones. Same loop step, so
+        no charge is counted twice or not at all."""
         users: dict[int, UserRecord] = {}
         tokens: dict[int, TokenRecord] = {}
-        charged: dict[int, int] = {}
-        spent: dict[int, int] = {}
         for part in outcome.done:
             for user_id, micros in part.balances.items():
                 users[user_id] = user = part.users[user_id]
                 user.unflushed_micros -= micros
-                charged[user_id] = charged.get(user_id, 0) + micros
             for token_id, token in part.tokens.items():
                 tokens[token_id] = token
-                micros = part.spend.get(token_id, 0)
-                token.unflushed_micros -= micros
-                spent[token_id] = spent.get(token_id, 0) + micros
-        if self.on_commit is not None and (charged or spent):
-            self.on_commit(charged, spent)
+                token.unflushed_micros -= part.spend.get(token_id, 0)
+            for posting in part.postings:
+                for lease in posting.leases:
+                    lease.spent(posting.micros)
         for user_id, balance in outcome.balances.items():
             if user_id in users:
                 users[user_id].balance_micros = balance - users[user_id].unflushed_micros
@@ -309,6 +309,8 @@ class BatchWriter:
             current.balances[user_id] = current.balances.get(user_id, 0) + micros
         current.users.update(batch.users)
         current.tokens.update(batch.tokens)
+        for row, micros in batch.periods.items():
+            current.periods[row] = current.periods.get(row, 0) + micros
 
     async def _run(self) -> None:
         while True:
@@ -395,6 +397,7 @@ class BatchWriter:
             if batch.spend:
                 connection.execute(_SPEND, [{"row_id": i, "micros": m, "ceiling": _MICROS_MAX - m}
                                             for i, m in batch.spend.items()])
+            count(connection, batch.periods)
             if batch.last_used:
                 connection.execute(_LAST_USED, [{"row_id": i, "when": when} for i, when in batch.last_used.items()])
             for channel_id, columns in batch.channels.items():

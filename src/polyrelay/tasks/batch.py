@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from polyrelay.providers.base import SUCCESS, TERMINAL, TaskView
 from polyrelay.store import models
+from polyrelay.store.periods import PeriodRow, charges_of, count
 from polyrelay.tasks import store
 from polyrelay.tasks.store import TASKS, Advance, Settled
 
@@ -52,18 +53,18 @@ class _Raced(Exception):
     """A row of the batch failed its compare-and-set: redo it row by row."""
 
 
-def create_many(engine: Engine, items: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[TaskView | Exception]:
-    """``store.create`` for each (task row, charge log) pair; per pair, its view or why it failed."""
+def create_many(engine: Engine, items: list[store.Creation]) -> list[TaskView | Exception]:
+    """``store.create`` for each (task row, charge log, budget periods); per item, its view or why it failed."""
     try:
         with engine.begin() as connection:
             _create(connection, items)
-        return [store.view_of(row) for row, _ in items]
+        return [store.view_of(row) for row, *_ in items]
     except SQLAlchemyError:
         pass  # one by one, so each caller gets its own answer
     results: list[TaskView | Exception] = []
-    for row, charge_log in items:
+    for row, charge_log, periods in items:
         try:
-            results.append(store.create(engine, row, charge_log))
+            results.append(store.create(engine, row, charge_log, periods))
         except Exception as exc:
             results.append(exc)
     return results
@@ -87,19 +88,21 @@ def apply(engine: Engine, claim: str, advances: list[Advance], now: int) -> tupl
     return store.apply_each(engine, claim, advances, now)
 
 
-def _create(connection: Connection, items: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
-    rows = [row for row, _ in items]
+def _create(connection: Connection, items: list[store.Creation]) -> None:
+    rows = [row for row, *_ in items]
     _insert(connection, TASKS, rows)
     users = _users_of(connection, (row["token_id"] for row in rows))
     _insert(connection, _USAGE, [{**log, "cost_micros": row["cost_micros"], "user_id": users.get(row["token_id"])}
-                                 for row, log in items])
+                                 for row, log, _ in items])
     spent: dict[int, tuple[int, datetime]] = {}
+    in_periods: dict[PeriodRow, int] = {}
     ledger = []
     now = datetime.now(timezone.utc)
-    for row, log in items:
+    for row, log, periods in items:
         cost, token_id = row["cost_micros"], row["token_id"]
         if not cost or token_id is None:
             continue
+        charges_of(periods, cost, in_periods)
         total, at = spent.get(token_id, (0, log["created_at"]))
         spent[token_id] = (total + cost, max(at, log["created_at"]))
         if (user_id := users.get(token_id)) is not None:
@@ -108,6 +111,7 @@ def _create(connection: Connection, items: list[tuple[dict[str, Any], dict[str, 
     if spent:
         connection.execute(_TOKEN_SPEND_AT, [{"b_id": token_id, "b_micros": total, "b_at": at}
                                              for token_id, (total, at) in spent.items()])
+    count(connection, in_periods)
     _post(connection, ledger)
 
 

@@ -22,6 +22,7 @@ from polyrelay.tasks import batch, callbacks, store
 from polyrelay.providers.base import TaskAdaptor, TaskView
 from polyrelay.tasks.notify import Notifier
 from polyrelay.tasks.settings import TaskSettings
+from polyrelay.store.periods import PeriodRow
 
 T = TypeVar("T")
 _CREATE_BATCH = 500  # most submits one transaction stores
@@ -54,16 +55,18 @@ class TaskEngine:
         self._executor = executor
         # Submits that arrive while the DB thread stores earlier ones wait here and are stored
         # together, in one transaction (a group commit; tasks/batch.py).
-        self._creates: list[tuple[dict[str, Any], dict[str, Any], asyncio.Future[TaskView]]] = []
+        self._creates: list[tuple[dict[str, Any], dict[str, Any], tuple[PeriodRow, ...], asyncio.Future[TaskView]]] = []
         self._creating: asyncio.Task[None] | None = None
 
     async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def create(self, row: dict[str, Any], charge_log: dict[str, Any]) -> TaskView:
-        """Store a task and its charge; committed (with whatever other submits queued meanwhile) on return."""
+    async def create(self, row: dict[str, Any], charge_log: dict[str, Any],
+                     periods: tuple[PeriodRow, ...] = ()) -> TaskView:
+        """Store a task and its charge (counted in ``periods`` of periodic budgets too); committed (with
+        whatever other submits queued meanwhile) on return."""
         future: asyncio.Future[TaskView] = asyncio.get_running_loop().create_future()
-        self._creates.append((row, charge_log, future))
+        self._creates.append((row, charge_log, periods, future))
         if self._creating is None:
             self._creating = asyncio.create_task(self._store_creates(), name="polyrelay-task-creates")
         return await future
@@ -76,7 +79,7 @@ class TaskEngine:
                 await asyncio.sleep(_CREATE_LINGER_S)
                 queued, self._creates = self._creates[:_CREATE_BATCH], self._creates[_CREATE_BATCH:]
                 try:
-                    results = await self.run_db(batch.create_many, self.db, [(row, log) for row, log, _ in queued])
+                    results = await self.run_db(batch.create_many, self.db, [item[:3] for item in queued])
                 except BaseException as exc:  # the DB thread itself failed: every waiting submit hears it
                     for *_, future in queued:
                         if not future.done():

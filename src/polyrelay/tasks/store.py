@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from polyrelay.billing import accounts
 from polyrelay.store import models
+from polyrelay.store.periods import PeriodRow, count
 from polyrelay.providers.base import CANCEL, FAILURE, IN_PROGRESS, RANK, SUCCESS, TERMINAL, TaskUpdate, TaskView
 
 Task = models.Task
@@ -50,7 +51,12 @@ class Settled:
     refunded_micros: int
 
 
-def create(engine: Engine, row: dict[str, Any], charge_log: dict[str, Any]) -> TaskView:
+# What a submit stores: its task row, its charge's usage row, and the budget periods the charge counts in.
+Creation = tuple[dict[str, Any], dict[str, Any], tuple[PeriodRow, ...]]
+
+
+def create(engine: Engine, row: dict[str, Any], charge_log: dict[str, Any],
+           periods: tuple[PeriodRow, ...] = ()) -> TaskView:
     """Insert the task and its charge atomically; the caller's in-memory reservation is settled after."""
     with Session(engine) as session, session.begin():
         session.execute(insert(Task), [row])
@@ -63,6 +69,7 @@ def create(engine: Engine, row: dict[str, Any], charge_log: dict[str, Any]) -> T
                 .where(models.Token.id == row["token_id"])
                 .values(used_micros=models.Token.used_micros + cost, last_used_at=charge_log["created_at"])
             )
+            count(session.connection(), dict.fromkeys(periods, cost))
             if user_id is not None:  # the ledger charge and the balance, in the same transaction
                 accounts.post(session, user_id, "charge", -cost, charge_log["request_id"], token_id=row["token_id"])
     return view_of(row)

@@ -130,8 +130,9 @@ async def submit(
         outcome.status = 200
         cost = outcome.cost()
         row = usage_row(outcome, cost)
+        periods = outcome.reservation.periods if outcome.reservation is not None else ()
         task = await engine.create(_task_row(engine, token, order, accepted, tried.target, cost, task_id, properties),
-                                   row)
+                                   row, periods)
         engine.spine.settler.charged(outcome, row)
         return task
 

@@ -48,6 +48,14 @@ def field_str(data: dict[str, Any], key: str, *, max_len: int = 128, choices: tu
     return value.strip()
 
 
+def field_choice(data: dict[str, Any], key: str, choices: tuple[str, ...]) -> str | None:
+    """One of ``choices``, or null."""
+    value = data.get(key)
+    if value is not None and value not in choices:
+        raise ApiError(400, "invalid_field", f"'{key}' must be one of {', '.join(choices)}, or null.")
+    return value
+
+
 def field_email(data: dict[str, Any], key: str) -> str | None:
     """An optional e-mail address, lower-cased; null clears it. Only the shape is checked: a verification
     mail is what proves an address."""

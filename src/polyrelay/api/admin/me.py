@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from polyrelay.api.admin.access import SESSION_COOKIE, Principal, endpoint
+from polyrelay.api.admin.budgets import clock_of
 from polyrelay.api.admin.common import (
     ApiError, engine_of, json_response, read_body, reload_snapshot, run_db, sha256_hex,
 )
@@ -19,7 +20,7 @@ from polyrelay.api.admin.records import fetch_record
 from polyrelay.api.admin.stats import stats_of
 from polyrelay.api.admin.tasks import tasks_of
 from polyrelay.api.admin.tokens import create_token_for, list_tokens_of, token_op
-from polyrelay.api.admin.users import ledger_of, password_field, user_json
+from polyrelay.api.admin.users import ledger_of, password_field, user_view
 from polyrelay.billing import accounts
 from polyrelay.store import changes, models
 from polyrelay.store.db import bump_records_version
@@ -34,7 +35,7 @@ def _me(principal: Principal) -> int:
 @endpoint(admin=False)
 async def me(request: Request, principal: Principal) -> Response:
     user_id = _me(principal)
-    data = await fetch_record(request, models.User, user_id, "Your user", user_json)
+    data = await fetch_record(request, models.User, user_id, "Your user", user_view(clock_of(request)))
     # The live balance: what the database has minus charges settled here and not yet committed.
     record = request.app.state.relay.snapshot.users.get(user_id)
     if record is not None:

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from polyrelay.api.admin.access import Principal, endpoint
+from polyrelay.api.admin.budgets import clock_of, token_budget
 from polyrelay.api.admin.common import (
     ApiError, engine_of, iso, json_response, not_found, paging, path_int, query_int, read_body, run_db,
 )
@@ -26,6 +27,7 @@ from polyrelay.api.admin.fields import (
     MAX_MICROS,
     check_unknown,
     field_bool,
+    field_choice,
     field_datetime,
     field_int,
     field_str,
@@ -33,13 +35,15 @@ from polyrelay.api.admin.fields import (
 )
 from polyrelay.api.admin.search import contains_pattern
 from polyrelay.api.admin.records import insert_record, record_op
+from polyrelay.billing.periods import PERIODS, PeriodClock
 from polyrelay.keys import generate_key, hash_key, key_hint
 from polyrelay.store import models
 
 
 # A limit's name in the API -> the column holding the owner's value; an administrator's is admin_<column>.
 _OWNER_COLUMNS = {"enabled": "enabled", "limit_micros": "quota_micros", "models": "models", "expires_at": "expires_at",
-                  "allowed_ips": "allowed_ips", "rpm_limit": "rpm_limit", "tpm_limit": "tpm_limit"}
+                  "allowed_ips": "allowed_ips", "rpm_limit": "rpm_limit", "tpm_limit": "tpm_limit",
+                  "budget_period": "budget_period"}
 _ADMIN_COLUMNS = {name: f"admin_{column}" for name, column in _OWNER_COLUMNS.items()}
 _TOKEN_FIELDS = {"name", *_OWNER_COLUMNS}
 
@@ -54,8 +58,9 @@ def _limits(row: models.Token, columns: dict[str, str]) -> dict[str, Any]:
     return {**values, "expires_at": iso(values["expires_at"])}
 
 
-def token_view(owner: int | None) -> Callable[[models.Token], dict[str, Any]]:
-    """The token as the route of ``owner`` (None: an administrator) shows it."""
+def token_view(owner: int | None, clock: PeriodClock) -> Callable[[models.Token], dict[str, Any]]:
+    """The token as the route of ``owner`` (None: an administrator) shows it; ``period_budget`` is the
+    limit in force when it resets daily, weekly or monthly: its current period, spend and next reset."""
     other = ("owner_settings", _OWNER_COLUMNS) if owner is None else ("admin_limits", _ADMIN_COLUMNS)
 
     def to_json(row: models.Token) -> dict[str, Any]:
@@ -63,7 +68,7 @@ def token_view(owner: int | None) -> Callable[[models.Token], dict[str, Any]]:
             "id": row.id, "name": row.name, "user_id": row.user_id, "key_hint": row.key_hint,
             "used_micros": row.used_micros, **_limits(row, _columns(owner)), other[0]: _limits(row, other[1]),
             "active": row.enabled and row.admin_enabled, "created_at": iso(row.created_at),
-            "last_used_at": iso(row.last_used_at),
+            "last_used_at": iso(row.last_used_at), "period_budget": token_budget(row, clock),
         }
 
     return to_json
@@ -87,6 +92,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "allowed_ips": _ip_list,
     "rpm_limit": lambda data: field_int(data, "rpm_limit", minimum=1, nullable=True),
     "tpm_limit": lambda data: field_int(data, "tpm_limit", minimum=1, nullable=True),
+    "budget_period": lambda data: field_choice(data, "budget_period", PERIODS),
 }
 
 
@@ -118,7 +124,7 @@ async def list_tokens_of(request: Request, owner: int | None) -> Response:
         query = query.where(or_(models.Token.name.ilike(pattern, escape="\\"),
                                 models.User.name.ilike(pattern, escape="\\")))
     query = query.order_by(models.Token.id).limit(limit).offset(offset)
-    view = token_view(owner)
+    view = token_view(owner, clock_of(request))
 
     def work() -> list[dict[str, Any]]:
         with Session(engine_of(request)) as session:
@@ -142,7 +148,8 @@ async def create_token_for(request: Request, owner: int | None) -> Response:
         _apply(row, values, _columns(owner))
         return row
 
-    result = await insert_record(request, build, f"A token named '{values['name']}'", token_view(owner))
+    result = await insert_record(request, build, f"A token named '{values['name']}'",
+                                 token_view(owner, clock_of(request)))
     return json_response({**result, "key": key}, 201)  # the only time the key is shown
 
 
@@ -158,7 +165,7 @@ async def token_op(request: Request, owner: int | None, op: str) -> Response:
         return row if row is not None and (owner is None or row.user_id == owner) else None
 
     return await record_op(
-        request, op, find=find, missing=f"Token {token_id}", to_json=token_view(owner),
+        request, op, find=find, missing=f"Token {token_id}", to_json=token_view(owner, clock_of(request)),
         apply=lambda row: _apply(row, values, _columns(owner)), conflict=f"A token named '{values.get('name')}'",
     )
 

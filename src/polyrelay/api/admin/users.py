@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -13,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from polyrelay.api.admin.access import Principal, endpoint
+from polyrelay.api.admin.budgets import clock_of, user_budget
 from polyrelay.api.admin.common import (
     ApiError,
     engine_of,
@@ -30,6 +32,7 @@ from polyrelay.api.admin.fields import (
     check_unknown,
     commit_conflict,
     field_bool,
+    field_choice,
     field_email,
     field_int,
     field_str,
@@ -37,12 +40,13 @@ from polyrelay.api.admin.fields import (
 )
 from polyrelay.api.admin.records import fetch_record, insert_record, list_records
 from polyrelay.billing import accounts, invitations
+from polyrelay.billing.periods import PERIODS, PeriodClock
 from polyrelay.store import changes, models
 from polyrelay.store.db import bump_records_version
 
 
 _USER_FIELDS = {"name", "role", "group", "unlimited", "enabled", "password", "rpm_limit", "tpm_limit", "email",
-                "email_verified"}
+                "email_verified", "budget_micros", "budget_period"}
 _PASSWORD_LENGTHS = (8, 1024)  # an upper bound too: argon2 hashes whatever it is given
 
 
@@ -51,9 +55,15 @@ def user_json(row: models.User) -> dict[str, Any]:
         "id": row.id, "name": row.name, "role": row.role, "group": row.group, "balance_micros": row.balance_micros,
         "unlimited": row.unlimited, "enabled": row.enabled, "rpm_limit": row.rpm_limit, "tpm_limit": row.tpm_limit,
         "has_password": row.password_hash is not None, "created_at": iso(row.created_at),
-        "email": row.email, "email_verified": row.email_verified,
+        "email": row.email, "email_verified": row.email_verified, "budget_micros": row.budget_micros,
+        "budget_period": row.budget_period,
         "signed_up_at": iso(row.signed_up_at), "invited_by": row.invited_by,  # docs/platform.md
     }
+
+
+def user_view(clock: PeriodClock) -> Callable[[models.User], dict[str, Any]]:
+    """The user with ``period_budget``: the current period of its cap, its spend and next reset (or null)."""
+    return lambda row: {**user_json(row), "period_budget": user_budget(row, clock)}
 
 
 def _apply_user(row: models.User, data: dict[str, Any], password_hash: str | None) -> None:
@@ -73,6 +83,13 @@ def _apply_user(row: models.User, data: dict[str, Any], password_hash: str | Non
     for limit in ("rpm_limit", "tpm_limit"):
         if limit in data:
             setattr(row, limit, field_int(data, limit, minimum=1, nullable=True))
+    if "budget_micros" in data:
+        row.budget_micros = field_int(data, "budget_micros", maximum=MAX_MICROS, nullable=True)
+    if "budget_period" in data:
+        row.budget_period = field_choice(data, "budget_period", PERIODS)
+    if row.budget_micros is not None and row.budget_period is None:
+        raise ApiError(400, "invalid_field", "'budget_period' must be daily, weekly or monthly while 'budget_micros' "
+                                             "is set (a cap on spend per period).")
     if password_hash is not None:
         row.password_hash = password_hash
 
@@ -102,7 +119,8 @@ async def _password_hash(data: dict[str, Any]) -> str | None:
 @endpoint()
 async def list_users(request: Request, _: Principal) -> Response:
     limit, offset = paging(request)
-    return await list_records(request, select(models.User).order_by(models.User.id).limit(limit).offset(offset), user_json)
+    return await list_records(request, select(models.User).order_by(models.User.id).limit(limit).offset(offset),
+                              user_view(clock_of(request)))
 
 
 @endpoint()
@@ -123,14 +141,15 @@ async def create_user(request: Request, _: Principal) -> Response:
             accounts.post(session, row.id, "topup", initial, f"initial-{row.id}", "initial balance")
             session.refresh(row)
 
-    result = await insert_record(request, build, _who(data), user_json, top_up)
+    result = await insert_record(request, build, _who(data), user_view(clock_of(request)), top_up)
     return json_response(result, 201)
 
 
 @endpoint()
 async def get_user(request: Request, _: Principal) -> Response:
     user_id = path_int(request)
-    return json_response(await fetch_record(request, models.User, user_id, f"User {user_id}", user_json))
+    return json_response(await fetch_record(request, models.User, user_id, f"User {user_id}",
+                                            user_view(clock_of(request))))
 
 
 @endpoint()
@@ -139,6 +158,7 @@ async def update_user(request: Request, _: Principal) -> Response:
     data = await read_body(request)
     check_unknown(data, _USER_FIELDS)
     password_hash = await _password_hash(data)
+    view = user_view(clock_of(request))
 
     def work() -> dict[str, Any]:
         with Session(engine_of(request)) as session, session.begin():
@@ -153,7 +173,7 @@ async def update_user(request: Request, _: Principal) -> Response:
             if data.get("enabled") is False or password_hash is not None:
                 session.execute(delete(models.WebSession).where(models.WebSession.user_id == user_id))
             bump_records_version(session, changes.user(user_id))
-            return user_json(row)
+            return view(row)
 
     result = await run_db(request, work)
     await reload_snapshot(request)

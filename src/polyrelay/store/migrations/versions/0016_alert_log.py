@@ -3,7 +3,7 @@ GET /api/alerts); which node works a cluster-wide job (the alert checks), so eac
 not once per node; when a channel's balance was last fetched from its upstream
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 """
 
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

@@ -1,5 +1,6 @@
-// Account: who you are, your password, your invitations, signing out.
+// Account: who you are, your budget per period if capped, your password, your invitations, signing out.
 import { post } from '../api.js';
+import { periodSummary } from '../budget.js';
 import { dateTime, money } from '../format.js';
 import { t } from '../i18n.js';
 import { button, facts, field, h, pageHeader, readForm } from '../ui.js';
@@ -62,6 +63,8 @@ export async function render(page, { me, params, signOut, refreshMe }) {
       [t('account.role'), t(`role.${me.role}`)],
       [t('account.group'), me.group],
       [t('account.balance'), me.unlimited ? t('common.unlimited') : money(me.available_micros ?? me.balance_micros)],
+      // A cap an administrator set on what you spend per period: this period's spend and its next reset.
+      ...(me.period_budget ? [[t('budget.column'), periodSummary(me.period_budget)]] : []),
       [t('account.since'), dateTime(me.created_at)],
     ]),
     form,

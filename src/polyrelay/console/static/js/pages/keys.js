@@ -1,5 +1,7 @@
-// API keys: list, create (the key is shown once, with the base URL and examples), edit, disable or enable, delete.
+// API keys: list, create (the key is shown once, with the base URL and examples), edit (a limit may reset
+// per day, week or month), disable or enable, delete.
 import { get, patch, post } from '../api.js';
+import { periodField, periodSummary } from '../budget.js';
 import { dateTime, dollarsToMicros, isoToLocal, localToIso, microsToDollars, money, splitList } from '../format.js';
 import { keepKey } from '../gatewaykey.js';
 import { t } from '../i18n.js';
@@ -35,10 +37,12 @@ function baseUrlNote(base) {
 
 /** The columns every key list shows; `actions` adds the last one. */
 export function keyColumns(actions, { owner = false } = {}) {
+  // A limit that resets shows its period's spend and next reset.
   const usage = (row) =>
-    row.limit_micros === null
+    periodSummary(row.period_budget) ??
+    (row.limit_micros === null
       ? t('keys.usedUnlimited', { used: money(row.used_micros) })
-      : t('keys.usedOf', { used: money(row.used_micros), limit: money(row.limit_micros) });
+      : t('keys.usedOf', { used: money(row.used_micros), limit: money(row.limit_micros) }));
   return [
     { label: t('keys.name'), class: 'keep', value: (row) => h('strong', {}, row.name) },
     owner ? { label: t('keys.owner'), value: (row) => row.user_name ?? `#${row.user_id}` } : null,
@@ -96,6 +100,7 @@ function keyFields(row) {
       hint: t('keys.limitHint'),
       value: microsToDollars(row?.limit_micros),
     }),
+    periodField(row?.budget_period ?? '', t('budget.keyHint')),
     field({ name: 'models', label: t('keys.models'), hint: t('keys.modelsHint'), value: (row?.models ?? []).join(', ') }),
     field({
       name: 'expires',
@@ -121,6 +126,7 @@ export function keyBody(values) {
   return {
     name: values.name.trim(),
     limit_micros: values.limit.trim() ? dollarsToMicros(values.limit) : null,
+    budget_period: values.budget_period || null,
     models: models.length ? models : null,
     expires_at: localToIso(values.expires),
     allowed_ips: ips.length ? ips : null,

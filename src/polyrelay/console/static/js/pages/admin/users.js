@@ -1,7 +1,8 @@
-// Users: list, create, edit (role, group, enabled, limits, password), top up or adjust the
-// balance (through the ledger), delete.
+// Users: list, create, edit (role, group, enabled, limits, a spend cap per period, password), top up or
+// adjust the balance (through the ledger), delete.
 import { get, patch, post } from '../../api.js';
-import { dateTime, dollarsToMicros, money, optionalInt } from '../../format.js';
+import { periodField, periodSummary } from '../../budget.js';
+import { dateTime, dollarsToMicros, microsToDollars, money, optionalInt } from '../../format.js';
 import { t } from '../../i18n.js';
 import { badge, button, deleteButton, field, formDialog, h, loading, pageHeader, pager, table, toast } from '../../ui.js';
 
@@ -70,6 +71,7 @@ function userTable(rows, refresh) {
             .filter(Boolean)
             .join(' · ') || '—',
       },
+      { label: t('budget.column'), value: (row) => periodSummary(row.period_budget) ?? '—' },
       { label: t('users.created'), value: (row) => dateTime(row.created_at) },
       {
         label: t('common.actions'),
@@ -125,6 +127,30 @@ function limitFields(row) {
   );
 }
 
+function budgetFields(row) {
+  return h(
+    'div',
+    { class: 'row' },
+    field({
+      name: 'budget',
+      label: t('budget.cap'),
+      inputmode: 'decimal',
+      value: microsToDollars(row.budget_micros),
+      hint: t('budget.capHint'),
+    }),
+    periodField(row.budget_period),
+  );
+}
+
+/** The cap's two fields as the API takes them: both null when no amount is given. */
+function budgetBody(values) {
+  const amount = values.budget.trim();
+  return {
+    budget_micros: amount ? dollarsToMicros(amount) : null,
+    budget_period: amount ? values.budget_period || 'monthly' : null,
+  };
+}
+
 function create(refresh) {
   return formDialog({
     title: t('users.create'),
@@ -147,6 +173,7 @@ function create(refresh) {
       ),
       field({ name: 'balance', label: t('users.initialBalance'), inputmode: 'decimal', value: '0' }),
       limitFields({}),
+      budgetFields({}),
       field({ name: 'unlimited', label: t('users.unlimited'), type: 'checkbox', value: false }),
     ],
     submit: async (values) => {
@@ -158,6 +185,7 @@ function create(refresh) {
         balance_micros: dollarsToMicros(values.balance || '0'),
         rpm_limit: optionalInt(values.rpm_limit, t('users.rpm')),
         tpm_limit: optionalInt(values.tpm_limit, t('users.tpm')),
+        ...budgetBody(values),
       };
       if (values.password) body.password = values.password;
       await post('/api/users', body);
@@ -178,6 +206,7 @@ function edit(row, refresh) {
         field({ name: 'group', label: t('users.group'), value: row.group, list: 'group-names', required: true }),
       ),
       limitFields(row),
+      budgetFields(row),
       field({
         name: 'password',
         label: t('users.newPassword'),
@@ -198,6 +227,7 @@ function edit(row, refresh) {
         unlimited: values.unlimited,
         rpm_limit: optionalInt(values.rpm_limit, t('users.rpm')),
         tpm_limit: optionalInt(values.tpm_limit, t('users.tpm')),
+        ...budgetBody(values),
       };
       if (values.password) body.password = values.password;
       await patch(`/api/users/${row.id}`, body);
