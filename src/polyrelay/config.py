@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from polyrelay import multipart, proxies
 from polyrelay.alerts.settings import AlertSettings
 from polyrelay.api.midjourney_settings import MidjourneySettings
+from polyrelay.api.two_factor_settings import SecuritySettings
 from polyrelay.billing.budget import BudgetSettings
 from polyrelay.relay.healing import ProbeSettings
 from polyrelay.store.files import FileSettings
@@ -169,6 +170,11 @@ class Settings(BaseSettings):
     session_ttl_s: int = Field(default=7 * 24 * 3600, gt=0)
     cookie_secure: Literal["auto"] | bool = Field(default="auto", description="Secure session cookie; auto: over HTTPS.")
     sign_in_throttle_entries: int = Field(default=10_000, ge=2, description="Sign-in failure table size per process.")
+    public_url: str | None = Field(
+        default=None, pattern=r"^https?://[^/?#\s]+$", max_length=256,
+        description="Where users open the console (scheme://host[:port]); passkeys are bound to its host.",
+    )
+    security: SecuritySettings = SecuritySettings()  # two-factor sign-in (see docs/platform.md)
 
     channels: list[ChannelConfig] = []
     users: list[UserConfig] = []
