@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -13,9 +13,12 @@ import pyotp
 import pytest
 from cryptography.fernet import Fernet
 
+from playwright.sync_api import Page, expect, sync_playwright
+
 from polyrelay.api.admin.throttle import MAX_FAILURES
 from polyrelay.store.crypto import SECRET_KEY_ENV
-from tests.conftest import Gateway, wait_until
+from tests.conftest import Gateway, free_port, start_gateway, wait_until
+from tests.test_console_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 ADMIN_KEY = "admin-key-two-factor-0123456789"
 PASSWORD = "two-factor-password"
@@ -213,3 +216,86 @@ def test_bad_requests_are_refused_before_any_work(gateway: Gateway) -> None:
     assert http.post("/api/me/2fa/totp").status_code == 401
     passkeys_off = http.post("/api/auth/second-factor/passkey-options", json={"ticket": "t"})
     assert passkeys_off.status_code == 409 and passkeys_off.json()["error"]["code"] == "passkeys_unavailable"
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """A gateway the browser opens at http://localhost:PORT, its public_url: passkeys are bound to that host
+    (WebAuthn takes no IP address as a relying party)."""
+    workdir, port = tmp_path_factory.mktemp("two-factor-console"), free_port()
+    gateway = start_gateway({
+        "database_url": f"sqlite:///{workdir / 'polyrelay.db'}",
+        "public_url": f"http://localhost:{port}",
+        "users": [{"name": "pat", "password": PASSWORD}],
+    }, workdir, port=port)
+    yield gateway
+    gateway.stop()
+
+
+def sign_in_with_password(page: Page) -> None:
+    page.get_by_label("User name").fill("pat")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def sign_out(page: Page) -> None:
+    page.locator("nav .sign-out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+
+
+def test_in_chromium_enrol_totp_and_a_passkey_then_sign_in_with_each(console: Gateway) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    port = console.url.rsplit(":", 1)[1]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(base_url=f"http://localhost:{port}", viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        # Chromium's virtual authenticator: a platform passkey store that verifies the user, driven over CDP.
+        cdp = context.new_cdp_session(page)
+        cdp.send("WebAuthn.enable")
+        authenticator = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+            "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
+            "isUserVerified": True, "automaticPresenceSimulation": True}})["authenticatorId"]
+
+        page.goto("/#/account")
+        sign_in_with_password(page)
+        card = page.locator("section.twofa")
+        card.get_by_role("button", name="Set up an authenticator app").click()
+        expect(card.get_by_role("img", name="QR code of the authenticator key")).to_be_visible()
+        phone = Authenticator(card.get_by_label("Key").input_value())
+        card.get_by_label("Six-digit code").fill(phone.code())
+        card.get_by_role("button", name="Turn on").click()
+        codes = card.get_by_label("Recovery codes")
+        expect(codes).to_be_visible()
+        assert len(codes.input_value().split("\n")) == 10
+        expect(card.get_by_text("Authenticator app on")).to_be_visible()
+        card.get_by_label("Name").fill("virtual key")
+        card.get_by_role("button", name="Add a passkey").click()
+        expect(card.get_by_role("cell", name="virtual key")).to_be_visible()
+        assert len(cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]) == 1
+        page.screenshot(path=str(ARTIFACTS / "two-factor-account.png"), full_page=True)
+
+        sign_out(page)
+        sign_in_with_password(page)
+        expect(page.get_by_role("heading", name="Two-factor sign-in")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "two-factor-sign-in.png"), full_page=True)
+        page.get_by_label("Six-digit code").fill("000000" if phone.code() != "000000" else "111111")
+        page.get_by_role("button", name="Verify").click()
+        expect(page.get_by_role("alert")).to_have_text("The code is wrong, expired or was already used.")
+        page.get_by_label("Six-digit code").fill(phone.code())
+        page.get_by_role("button", name="Verify").click()
+        expect(page.locator(".topbar .who .name")).to_have_text("pat")
+
+        sign_out(page)
+        sign_in_with_password(page)
+        page.get_by_role("button", name="Use a passkey").click()
+        expect(page.locator(".topbar .who .name")).to_have_text("pat")
+        signed = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"][0]
+        assert signed["signCount"] >= 1
+        stored = console.query("SELECT sign_count, last_used_at FROM user_passkeys")
+        assert stored[0].sign_count == signed["signCount"] and stored[0].last_used_at is not None
+        assert problems == []
+        context.close()
+        browser.close()

@@ -98,14 +98,17 @@ async def login(request: Request, _: Principal) -> Response:
     await succeeded(request, attempt)
     user_id = found[0]
 
-    def ticket_if_protected() -> str | None:
+    def ticket_if_protected() -> dict[str, Any] | None:
         with Session(engine_of(request)) as session, session.begin():
-            return second_factor.open_ticket(session, user_id) if second_factor.has_second_factor(
-                session, user_id) else None
+            factors = second_factor.factors_of(session, user_id)
+            if not factors:
+                return None
+            return {"ticket": second_factor.open_ticket(session, user_id), "methods": [*factors, "recovery_code"],
+                    "expires_in_s": second_factor.TICKET_TTL_S}
 
     ticket = await run_db(request, ticket_if_protected)
     if ticket is not None:
-        return json_response({"second_factor": {"ticket": ticket, "expires_in_s": second_factor.TICKET_TTL_S}})
+        return json_response({"second_factor": ticket})
     return await open_session(request, user_id)
 
 

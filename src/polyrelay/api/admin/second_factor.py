@@ -38,6 +38,13 @@ def has_second_factor(session: Session, user_id: int) -> bool:
     )))
 
 
+def factors_of(session: Session, user_id: int) -> list[str]:
+    """The second factors the user has on: "totp", "passkey" (recovery codes stand in for them)."""
+    totp = session.scalar(select(exists().where(models.UserTotp.user_id == user_id, models.UserTotp.active)))
+    passkey = session.scalar(select(exists().where(models.UserPasskey.user_id == user_id)))
+    return [name for name, on in (("totp", totp), ("passkey", passkey)) if on]
+
+
 def totp_of(secret: str) -> pyotp.TOTP:
     return pyotp.TOTP(secret, interval=STEP_S)
 

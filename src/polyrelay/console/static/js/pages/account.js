@@ -1,10 +1,11 @@
-// Account: who you are, your password, signing out.
+// Account: who you are, your password, two-factor sign-in, signing out.
 import { post } from '../api.js';
 import { dateTime, money } from '../format.js';
 import { t } from '../i18n.js';
 import { button, facts, field, h, pageHeader, readForm } from '../ui.js';
+import { twoFactorCard } from './twofactor.js';
 
-export async function render(page, { me, signOut }) {
+export async function render(page, { me, refreshMe, signOut }) {
   const result = h('p', { role: 'status' });
   const form = h(
     'form',
@@ -63,5 +64,6 @@ export async function render(page, { me, signOut }) {
       [t('account.since'), dateTime(me.created_at)],
     ]),
     form,
+    twoFactorCard({ refreshMe }),
   );
 }

@@ -1,50 +1,123 @@
 // Sign-in: the landing page while signed out. The session is an HttpOnly cookie set by the API.
+// With two-factor sign-in on, the password earns a short-lived ticket, and a second step trades
+// the ticket and a code (or a recovery code, or a passkey) for the session.
 import { post } from '../api.js';
 import { t } from '../i18n.js';
-import { field, h, readForm } from '../ui.js';
+import { passkeysSupported, usePasskey } from '../passkey.js';
+import { button, field, h, readForm } from '../ui.js';
 
 export function render({ languageSwitch, onSignedIn }) {
+  const title = h('h1', { id: 'login-title' }, t('login.title'));
+  const card = h('main', { class: 'login-card' }, h('p', { class: 'brand' }, 'polyrelay'), title);
+  const step = h('div');
+  const showPasswordStep = () => {
+    title.textContent = t('login.title');
+    step.replaceChildren(h('div', {}, passwordStep(async (answer) => {
+      if (answer.second_factor) {
+        title.textContent = t('twofa.signInTitle');
+        step.replaceChildren(h('div', {}, secondStep(answer.second_factor, onSignedIn, showPasswordStep)));
+        step.querySelector('input')?.focus();
+      } else await onSignedIn();
+    })));
+  };
+  showPasswordStep();
+  card.append(step);
+  return h('div', { class: 'login' }, h('div', { class: 'login-top' }, languageSwitch), card);
+}
+
+/** A sign-in step: `send(values)` makes the request, `done` gets its answer, failures show in the form. */
+function stepForm(children, submitLabel, send, done, wrongText) {
   const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
-  const submit = h('button', { type: 'submit', class: 'primary wide' }, t('login.submit'));
-  const form = h(
-    'form',
-    { class: 'form', 'aria-labelledby': 'login-title' },
-    field({ name: 'name', label: t('login.name'), autocomplete: 'username', required: true, autofocus: true }),
-    field({
-      name: 'password',
-      label: t('login.password'),
-      type: 'password',
-      autocomplete: 'current-password',
-      required: true,
-    }),
-    error,
-    submit,
-  );
-  form.addEventListener('submit', async (event) => {
-    event.preventDefault();
+  const submit = h('button', { type: 'submit', class: 'primary wide' }, submitLabel);
+  const form = h('form', { class: 'form', 'aria-labelledby': 'login-title' }, children, error, submit);
+  const fail = (failure) => {
+    error.textContent = failure.status === 401 ? wrongText : failure.message;
+    error.hidden = false;
+  };
+  const run = async (action) => {
     submit.disabled = true;
     error.hidden = true;
     try {
-      await post('/api/auth/login', readForm(form));
-      await onSignedIn();
+      await done(await action());
     } catch (failure) {
-      error.textContent = failure.status === 401 ? t('login.wrong') : failure.message;
-      error.hidden = false;
+      fail(failure);
     } finally {
       submit.disabled = false;
     }
+  };
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    run(() => send(readForm(form)));
   });
-  return h(
-    'div',
-    { class: 'login' },
-    h('div', { class: 'login-top' }, languageSwitch),
-    h(
-      'main',
-      { class: 'login-card' },
-      h('p', { class: 'brand' }, 'polyrelay'),
-      h('h1', { id: 'login-title' }, t('login.title')),
-      form,
-      h('p', { class: 'muted small' }, t('login.help')),
-    ),
+  return { form, run };
+}
+
+function passwordStep(done) {
+  const { form } = stepForm(
+    [
+      field({ name: 'name', label: t('login.name'), autocomplete: 'username', required: true, autofocus: true }),
+      field({
+        name: 'password',
+        label: t('login.password'),
+        type: 'password',
+        autocomplete: 'current-password',
+        required: true,
+      }),
+    ],
+    t('login.submit'),
+    (values) => post('/api/auth/login', values),
+    done,
+    t('login.wrong'),
   );
+  return [form, h('p', { class: 'muted small' }, t('login.help'))];
+}
+
+function secondStep({ ticket, methods }, onSignedIn, startOver) {
+  let recovery = !methods.includes('totp');
+  const codeField = h('div');
+  const showField = () =>
+    codeField.replaceChildren(
+      recovery
+        ? field({ name: 'recovery_code', label: t('twofa.recoveryCode'), autocomplete: 'off', required: true })
+        : field({
+            name: 'code',
+            label: t('twofa.code'),
+            autocomplete: 'one-time-code',
+            inputmode: 'numeric',
+            pattern: '[0-9]{6}',
+            maxlength: 6,
+            required: true,
+          }),
+    );
+  showField();
+  const { form, run } = stepForm(
+    codeField,
+    t('twofa.verify'),
+    (values) => post('/api/auth/second-factor', { ticket, ...values }),
+    onSignedIn,
+    t('twofa.wrongCode'),
+  );
+  const other = [];
+  if (methods.includes('passkey') && passkeysSupported())
+    other.push(
+      button(
+        t('twofa.usePasskey'),
+        () =>
+          run(async () => {
+            const options = await post('/api/auth/second-factor/passkey-options', { ticket });
+            return post('/api/auth/second-factor', { ticket, passkey: await usePasskey(options) });
+          }),
+        { kind: 'wide' },
+      ),
+    );
+  if (methods.includes('totp'))
+    other.push(
+      button(t('twofa.toggleRecovery'), () => {
+        recovery = !recovery;
+        showField();
+        codeField.querySelector('input').focus();
+      }, { kind: 'quiet' }),
+    );
+  other.push(button(t('twofa.startOver'), startOver, { kind: 'quiet' }));
+  return [h('p', { class: 'muted small' }, t('twofa.signInHelp')), form, h('div', { class: 'login-more' }, other)];
 }
