@@ -49,8 +49,8 @@ _QUERIES = {
     "video": [],
 }
 _CREATES = frozenset({"create_user", "create_token", "my_create_token", "create_channel", "create_group",
-                      "create_codes"})
-_NO_CONTENT = frozenset({"logout", "my_password"})
+                      "create_codes", "begin_totp", "add_passkey"})
+_NO_CONTENT = frozenset({"logout", "my_password", "disable_totp", "reset_user_2fa"})
 
 
 def _responses(handler_name: str) -> dict[str, Any]:
