@@ -281,7 +281,7 @@ def test_in_chromium_enrol_totp_and_a_passkey_then_sign_in_with_each(console: Ga
         sign_in_with_password(page)
         expect(page.get_by_role("heading", name="Two-factor sign-in")).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "two-factor-sign-in.png"), full_page=True)
-        page.get_by_label("Six-digit code").fill("000000" if phone.code() != "000000" else "111111")
+        page.get_by_label("Six-digit code").fill("000000" if phone.totp.now() != "000000" else "111111")
         page.get_by_role("button", name="Verify").click()
         expect(page.get_by_role("alert")).to_have_text("The code is wrong, expired or was already used.")
         page.get_by_label("Six-digit code").fill(phone.code())
@@ -296,6 +296,14 @@ def test_in_chromium_enrol_totp_and_a_passkey_then_sign_in_with_each(console: Ga
         assert signed["signCount"] >= 1
         stored = console.query("SELECT sign_count, last_used_at FROM user_passkeys")
         assert stored[0].sign_count == signed["signCount"] and stored[0].last_used_at is not None
+        # A copy of the passkey whose counter went back (a cloned authenticator) is refused.
+        cdp.send("WebAuthn.removeCredential", {"authenticatorId": authenticator, "credentialId": signed["credentialId"]})
+        cdp.send("WebAuthn.addCredential", {"authenticatorId": authenticator, "credential": {**signed, "signCount": 0}})
+        sign_out(page)
+        sign_in_with_password(page)
+        page.get_by_role("button", name="Use a passkey").click()
+        expect(page.get_by_role("alert")).to_have_text("The passkey was not accepted.")
+        assert console.query("SELECT sign_count FROM user_passkeys")[0].sign_count == signed["signCount"]
         assert problems == []
         context.close()
         browser.close()

@@ -401,4 +401,5 @@ export default {
   'twofa.usePasskey': 'Use a passkey',
   'twofa.toggleRecovery': 'Use a recovery code / an app code',
   'twofa.startOver': 'Start over',
+  'twofa.passkeyRefused': 'The passkey was not accepted.',
 };

@@ -400,4 +400,5 @@ export default {
   'twofa.usePasskey': '使用通行密钥',
   'twofa.toggleRecovery': '使用恢复码 / 应用验证码',
   'twofa.startOver': '重新开始',
+  'twofa.passkeyRefused': '通行密钥未被接受。',
 };

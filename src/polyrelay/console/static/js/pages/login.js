@@ -30,17 +30,17 @@ function stepForm(children, submitLabel, send, done, wrongText) {
   const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const submit = h('button', { type: 'submit', class: 'primary wide' }, submitLabel);
   const form = h('form', { class: 'form', 'aria-labelledby': 'login-title' }, children, error, submit);
-  const fail = (failure) => {
-    error.textContent = failure.status === 401 ? wrongText : failure.message;
+  const fail = (failure, wrong) => {
+    error.textContent = failure.status === 401 ? wrong : failure.message;
     error.hidden = false;
   };
-  const run = async (action) => {
+  const run = async (action, wrong = wrongText) => {
     submit.disabled = true;
     error.hidden = true;
     try {
       await done(await action());
     } catch (failure) {
-      fail(failure);
+      fail(failure, wrong);
     } finally {
       submit.disabled = false;
     }
@@ -106,7 +106,7 @@ function secondStep({ ticket, methods }, onSignedIn, startOver) {
           run(async () => {
             const options = await post('/api/auth/second-factor/passkey-options', { ticket });
             return post('/api/auth/second-factor', { ticket, passkey: await usePasskey(options) });
-          }),
+          }, t('twofa.passkeyRefused')),
         { kind: 'wide' },
       ),
     );
