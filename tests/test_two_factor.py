@@ -172,8 +172,15 @@ def test_recovery_codes_work_once_and_can_turn_totp_off(gateway: Gateway) -> Non
     assert "user" in password_step(client(gateway), "eve").json()  # the password alone signs in again
 
 
-def test_disabling_with_a_code(gateway: Gateway) -> None:
-    http, phone, _ = signed_in_with_totp(gateway, "fay")
+def test_renewed_recovery_codes_replace_the_old_ones_and_a_code_turns_totp_off(gateway: Gateway) -> None:
+    http, phone, old = signed_in_with_totp(gateway, "fay")
+    renewed = http.post("/api/me/2fa/recovery-codes", json={"recovery_code": old[0]})
+    assert renewed.status_code == 200, renewed.text
+    new = renewed.json()["recovery_codes"]
+    assert len(new) == 10 and not set(new) & set(old)
+    other = client(gateway)
+    assert second_step(other, ticket_of(other, "fay"), recovery_code=old[1]).status_code == 401
+    assert second_step(other, ticket_of(other, "fay"), recovery_code=new[0]).status_code == 200
     assert http.post("/api/me/2fa/totp/disable", json={"code": "12345"}).status_code == 401
     assert http.post("/api/me/2fa/totp/disable", json={"code": phone.code()}).status_code == 204
     assert http.post("/api/me/2fa/totp/disable", json={"code": phone.code()}).status_code == 409

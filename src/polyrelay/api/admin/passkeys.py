@@ -39,6 +39,7 @@ from polyrelay.api.admin.fields import check_unknown, field_str
 from polyrelay.store import models
 
 _BODY_BYTES = 64 * 1024  # a credential is a few KB: attestation object, client data, signature
+_MAX_CREDENTIAL_ID = 1400  # base64url of WebAuthn's 1023 bytes at most; the column's length
 _BAD_ANSWER = (WebAuthnException, ValueError, TypeError, KeyError)
 
 
@@ -123,6 +124,8 @@ async def add_passkey(request: Request, principal: Principal) -> Response:
             except _BAD_ANSWER as exc:
                 raise ApiError(400, "invalid_passkey", f"The passkey was refused: {exc}") from None
             credential_id = bytes_to_base64url(verified.credential_id)
+            if len(credential_id) > _MAX_CREDENTIAL_ID:
+                raise ApiError(400, "invalid_passkey", "The credential id is longer than WebAuthn allows.")
             if session.scalar(select(models.UserPasskey.id).where(models.UserPasskey.credential_id == credential_id)):
                 raise ApiError(409, "passkey_exists", "This passkey is already registered.")
             first = not second_factor.has_second_factor(session, user_id)

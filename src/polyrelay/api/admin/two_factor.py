@@ -210,6 +210,28 @@ async def disable_totp(request: Request, principal: Principal) -> Response:
     return refused or Response(status_code=204)
 
 
+@endpoint(admin=False, enrolment=True)
+async def renew_recovery_codes(request: Request, principal: Principal) -> Response:
+    """Replace your recovery codes with 10 new ones (shown this once), proven with a code or a recovery code."""
+    user_id = passkeys.own_user_id(principal)
+    data = await read_body(request)
+    check_unknown(data, {"code", "recovery_code"})
+    check = _code_check(*_proof(data, ("code", "recovery_code")))
+    codes: list[str] = []
+
+    def work() -> bool:
+        with Session(engine_of(request)) as session, session.begin():
+            if not second_factor.has_second_factor(session, user_id):
+                raise ApiError(409, "no_second_factor", "Recovery codes come with a second factor; set one up first.")
+            if not check(session, user_id):
+                return False
+            codes.extend(second_factor.new_recovery_codes(session, user_id))
+            return True
+
+    refused = await _throttled(request, principal.name, work)
+    return refused or json_response({"recovery_codes": codes})
+
+
 @endpoint()
 async def reset_user_2fa(request: Request, _: Principal) -> Response:
     """Remove a user's TOTP, recovery codes and passkeys (a lost phone); they sign in with the password alone

@@ -379,7 +379,7 @@ export default {
   'twofa.code': 'Six-digit code',
   'twofa.confirm': 'Turn on',
   'twofa.codesLeft': '{count} recovery codes left.',
-  'twofa.disableLabel': 'Code or recovery code',
+  'twofa.proof': 'Code or recovery code',
   'twofa.disable': 'Turn off',
   'twofa.wrongCode': 'The code is wrong, expired or was already used.',
   'twofa.saveCodes': 'Save these recovery codes now: each signs you in once if you lose your device, and they are not shown again.',
@@ -402,4 +402,5 @@ export default {
   'twofa.toggleRecovery': 'Use a recovery code / an app code',
   'twofa.startOver': 'Start over',
   'twofa.passkeyRefused': 'The passkey was not accepted.',
+  'twofa.renew': 'New recovery codes',
 };

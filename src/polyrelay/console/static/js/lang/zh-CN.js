@@ -378,7 +378,7 @@ export default {
   'twofa.code': '六位验证码',
   'twofa.confirm': '开启',
   'twofa.codesLeft': '剩余 {count} 个恢复码。',
-  'twofa.disableLabel': '验证码或恢复码',
+  'twofa.proof': '验证码或恢复码',
   'twofa.disable': '关闭',
   'twofa.wrongCode': '验证码错误、已过期或已被使用。',
   'twofa.saveCodes': '请立即保存这些恢复码：设备丢失时每个恢复码可登录一次，之后不会再显示。',
@@ -401,4 +401,5 @@ export default {
   'twofa.toggleRecovery': '使用恢复码 / 应用验证码',
   'twofa.startOver': '重新开始',
   'twofa.passkeyRefused': '通行密钥未被接受。',
+  'twofa.renew': '生成新的恢复码',
 };

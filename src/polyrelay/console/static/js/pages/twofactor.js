@@ -1,5 +1,5 @@
-// The account page's two-factor card: TOTP (enrol with a QR code, confirm, turn off), the recovery
-// codes shown once, and passkeys (add, list, remove). Secrets appear only in the answer that made them.
+// The account page's two-factor card: TOTP (enrol with a QR code, confirm, turn off), passkeys (add,
+// list, remove) and recovery codes (shown once, renewed). Secrets appear only in the answer that made them.
 import { del, get, post } from '../api.js';
 import { dateTime } from '../format.js';
 import { t } from '../i18n.js';
@@ -17,6 +17,7 @@ export function twoFactorCard({ refreshMe }) {
       shown,
       totpPart(status, refresh),
       passkeyPart(status, refresh),
+      recoveryPart(status, refresh),
     ];
     section.replaceChildren(...parts.flat().filter(Boolean));
   };
@@ -38,9 +39,9 @@ function recoveryCodes(codes) {
 function totpPart(status, refresh) {
   if (status.totp) {
     return [
-      h('p', {}, badge(t('twofa.totpOn'), 'ok'), ' ', t('twofa.codesLeft', { count: status.recovery_codes_left })),
+      h('p', {}, badge(t('twofa.totpOn'), 'ok')),
       codeForm({
-        label: t('twofa.disableLabel'),
+        label: t('twofa.proof'),
         submitLabel: t('twofa.disable'),
         send: (values) => post('/api/me/2fa/totp/disable', proofOf(values.proof)),
         done: () => refresh(),
@@ -52,6 +53,20 @@ function totpPart(status, refresh) {
     button(t('twofa.enrol'), () => attempt(async () => enrol(await post('/api/me/2fa/totp'), refresh)), {
       kind: 'primary',
       'data-action': 'enrol-totp',
+    }),
+  ];
+}
+
+function recoveryPart(status, refresh) {
+  if (!status.totp && !status.passkeys.length) return null;
+  return [
+    h('h3', {}, t('twofa.recoveryCodes')),
+    h('p', {}, t('twofa.codesLeft', { count: status.recovery_codes_left })),
+    codeForm({
+      label: t('twofa.proof'),
+      submitLabel: t('twofa.renew'),
+      send: (values) => post('/api/me/2fa/recovery-codes', proofOf(values.proof)),
+      done: (answer) => refresh(recoveryCodes(answer.recovery_codes)),
     }),
   ];
 }
