@@ -12,11 +12,14 @@ import httpx
 import pyotp
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy.orm import Session
 
 from playwright.sync_api import Page, expect, sync_playwright
 
 from polyrelay.api.admin.throttle import MAX_FAILURES
+from polyrelay.store import crypto, models
 from polyrelay.store.crypto import SECRET_KEY_ENV
+from polyrelay.store.db import create_db_engine, migrate
 from tests.conftest import Gateway, free_port, start_gateway, wait_until
 from tests.test_console_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
@@ -223,6 +226,25 @@ def test_bad_requests_are_refused_before_any_work(gateway: Gateway) -> None:
     assert http.post("/api/me/2fa/totp").status_code == 401
     passkeys_off = http.post("/api/auth/second-factor/passkey-options", json={"ticket": "t"})
     assert passkeys_off.status_code == 409 and passkeys_off.json()["error"]["code"] == "passkeys_unavailable"
+
+
+def test_secret_rotate_re_encrypts_totp_secrets_with_the_channels_keys(database_factory: Callable[[], str]) -> None:
+    engine = create_db_engine(database_factory())
+    old, new = crypto.SecretKey(Fernet(Fernet.generate_key()), "old"), Fernet(Fernet.generate_key())
+    try:
+        migrate(engine)
+        crypto.install(old)
+        with Session(engine) as session, session.begin():
+            session.add(models.UserTotp(user_id=1, secret="JBSWY3DPEHPK3PXP", active=True, last_step=0))
+        crypto.rotate(engine, old, new)
+        with pytest.raises(crypto.SecretKeyError, match="TOTP secret"):  # the old key no longer reads it
+            with Session(engine) as session:
+                session.get(models.UserTotp, 1)
+        crypto.install(crypto.SecretKey(new, "new"))
+        with Session(engine) as session:
+            assert session.get(models.UserTotp, 1).secret == "JBSWY3DPEHPK3PXP"
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="module")
