@@ -255,14 +255,14 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     gateway = start_gateway({
         "database_url": f"sqlite:///{workdir / 'polyrelay.db'}",
         "public_url": f"http://localhost:{port}",
-        "users": [{"name": "pat", "password": PASSWORD}],
+        "users": [{"name": "pat", "password": PASSWORD}, {"name": "ops", "password": PASSWORD, "role": "admin"}],
     }, workdir, port=port)
     yield gateway
     gateway.stop()
 
 
-def sign_in_with_password(page: Page) -> None:
-    page.get_by_label("User name").fill("pat")
+def sign_in_with_password(page: Page, name: str = "pat") -> None:
+    page.get_by_label("User name").fill(name)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
 
@@ -333,6 +333,18 @@ def test_in_chromium_enrol_totp_and_a_passkey_then_sign_in_with_each(console: Ga
         page.get_by_role("button", name="Use a passkey").click()
         expect(page.get_by_role("alert")).to_have_text("The passkey was not accepted.")
         assert console.query("SELECT sign_count FROM user_passkeys")[0].sign_count == signed["signCount"]
+
+        # Lost everything: an administrator resets pat's second factors, and the password alone signs in.
+        admin = context.browser.new_context(base_url=f"http://localhost:{port}").new_page()
+        admin.goto("/#/admin/users")
+        sign_in_with_password(admin, "ops")
+        admin.get_by_role("button", name="Reset 2FA pat").click()
+        admin.get_by_role("dialog").get_by_role("button", name="Reset 2FA").click()
+        expect(admin.get_by_text("Two-factor sign-in of pat was reset.")).to_be_visible()
+        page.get_by_role("button", name="Start over").click()
+        sign_in_with_password(page)
+        expect(page.locator(".topbar .who .name")).to_have_text("pat")
+        assert console.query("SELECT count(*) AS n FROM user_passkeys")[0].n == 0
         assert problems == []
         context.close()
         browser.close()

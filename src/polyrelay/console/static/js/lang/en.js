@@ -403,4 +403,7 @@ export default {
   'twofa.startOver': 'Start over',
   'twofa.passkeyRefused': 'The passkey was not accepted.',
   'twofa.renew': 'New recovery codes',
+  'twofa.reset': 'Reset 2FA',
+  'twofa.confirmReset': 'Remove the authenticator app, passkeys and recovery codes of “{name}”? They then sign in with the password alone.',
+  'twofa.wasReset': 'Two-factor sign-in of {name} was reset.',
 };

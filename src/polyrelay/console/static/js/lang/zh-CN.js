@@ -402,4 +402,7 @@ export default {
   'twofa.startOver': '重新开始',
   'twofa.passkeyRefused': '通行密钥未被接受。',
   'twofa.renew': '生成新的恢复码',
+  'twofa.reset': '重置两步验证',
+  'twofa.confirmReset': '删除“{name}”的身份验证器、通行密钥和恢复码？之后该用户仅凭密码登录。',
+  'twofa.wasReset': '已重置 {name} 的两步验证。',
 };

@@ -4,7 +4,7 @@ import { del, get, post } from '../api.js';
 import { dateTime } from '../format.js';
 import { t } from '../i18n.js';
 import { createPasskey, passkeysSupported } from '../passkey.js';
-import { attempt, badge, button, confirmDialog, field, h, readForm, secretBox, table } from '../ui.js';
+import { attempt, badge, button, confirmDialog, field, h, readForm, secretBox, table, toast } from '../ui.js';
 
 export function twoFactorCard({ refreshMe }) {
   const section = h('section', { class: 'twofa', 'aria-labelledby': 'twofa-title' });
@@ -163,4 +163,20 @@ function passkeyPart(status, refresh) {
     });
   });
   return [heading, rows, form];
+}
+
+/** The admin's Users page: remove a user's second factors (a lost phone), after a confirmation. */
+export function resetTwoFactorButton(user) {
+  const label = t('twofa.reset');
+  return button(
+    label,
+    async () => {
+      if (!(await confirmDialog(t('twofa.confirmReset', { name: user.name }), label))) return;
+      await attempt(async () => {
+        await del(`/api/users/${user.id}/2fa`);
+        toast(t('twofa.wasReset', { name: user.name }));
+      });
+    },
+    { 'aria-label': `${label} ${user.name}` },
+  );
 }
