@@ -49,6 +49,13 @@ def _code_check(kind: str, value: str) -> Check:
     return lambda session, user_id: second_factor.use_recovery_code(session, user_id, value)
 
 
+async def _code_or_recovery_code(request: Request) -> Check:
+    """The check of the TOTP code or the recovery code the body proves the user with."""
+    data = await read_body(request)
+    check_unknown(data, {"code", "recovery_code"})
+    return _code_check(*_proof(data, ("code", "recovery_code")))
+
+
 async def _throttled(request: Request, name: str, work: Callable[[], bool]) -> Response | None:
     """Run ``work`` (a check on the DB thread) as one sign-in attempt of ``name``: a 429 when throttled, 401 when
     it fails, None when it passed."""
@@ -190,9 +197,7 @@ async def confirm_totp(request: Request, principal: Principal) -> Response:
 async def disable_totp(request: Request, principal: Principal) -> Response:
     """Turn TOTP off, proven with a current code or a recovery code."""
     user_id = passkeys.own_user_id(principal)
-    data = await read_body(request)
-    check_unknown(data, {"code", "recovery_code"})
-    check = _code_check(*_proof(data, ("code", "recovery_code")))
+    check = await _code_or_recovery_code(request)
 
     def work() -> bool:
         with Session(engine_of(request)) as session, session.begin():
@@ -214,9 +219,7 @@ async def disable_totp(request: Request, principal: Principal) -> Response:
 async def renew_recovery_codes(request: Request, principal: Principal) -> Response:
     """Replace your recovery codes with 10 new ones (shown this once), proven with a code or a recovery code."""
     user_id = passkeys.own_user_id(principal)
-    data = await read_body(request)
-    check_unknown(data, {"code", "recovery_code"})
-    check = _code_check(*_proof(data, ("code", "recovery_code")))
+    check = await _code_or_recovery_code(request)
     codes: list[str] = []
 
     def work() -> bool:
