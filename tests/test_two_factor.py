@@ -301,8 +301,12 @@ def test_in_chromium_enrol_totp_and_a_passkey_then_sign_in_with_each(console: Ga
         assert len(codes.input_value().split("\n")) == 10
         expect(card.get_by_text("Authenticator app on")).to_be_visible()
         card.get_by_label("Name").fill("virtual key")
-        card.get_by_role("button", name="Add a passkey").click()
+        with page.expect_request(lambda r: r.url.endswith("/api/me/2fa/passkeys") and r.method == "POST") as made:
+            card.get_by_role("button", name="Add a passkey").click()
         expect(card.get_by_role("cell", name="virtual key")).to_be_visible()
+        # The registration's challenge was single-use: the same answer again is refused.
+        again = page.request.post("/api/me/2fa/passkeys", data=made.value.post_data_json, headers=CSRF)
+        assert again.status == 400 and again.json()["error"]["code"] == "invalid_challenge"
         assert len(cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]) == 1
         page.screenshot(path=str(ARTIFACTS / "two-factor-account.png"), full_page=True)
 
@@ -319,8 +323,16 @@ def test_in_chromium_enrol_totp_and_a_passkey_then_sign_in_with_each(console: Ga
 
         sign_out(page)
         sign_in_with_password(page)
-        page.get_by_role("button", name="Use a passkey").click()
+        with page.expect_request(lambda r: r.url.endswith("/api/auth/second-factor")) as answered:
+            page.get_by_role("button", name="Use a passkey").click()
         expect(page.locator(".topbar .who .name")).to_have_text("pat")
+        # A recorded passkey answer signs nothing else: not its finished ticket, not a fresh one.
+        replay = answered.value.post_data_json
+        assert page.request.post("/api/auth/second-factor", data=replay).status == 401
+        fresh = page.request.post("/api/auth/login", data={"name": "pat", "password": PASSWORD}).json()
+        refused = page.request.post("/api/auth/second-factor",
+                                    data={**replay, "ticket": fresh["second_factor"]["ticket"]})
+        assert refused.status == 401 and refused.json()["error"]["code"] == "invalid_code"
         signed = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"][0]
         assert signed["signCount"] >= 1
         stored = console.query("SELECT sign_count, last_used_at FROM user_passkeys")
