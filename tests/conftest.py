@@ -118,8 +118,10 @@ class Gateway:
             self._engine = None
 
 
-def start_gateway(config: dict[str, Any], workdir: Path, extra_env: dict[str, str] | None = None) -> Gateway:
-    port = free_port()
+def start_gateway(config: dict[str, Any], workdir: Path, extra_env: dict[str, str] | None = None,
+                  port: int | None = None) -> Gateway:
+    """``port``: one the caller reserved (with ``free_port``), when the config must name it (``public_url``)."""
+    port = port or free_port()
     config_path = workdir / f"polyrelay-{port}.yaml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = workdir / f"polyrelay-{port}.log"

@@ -24,6 +24,7 @@ from polyrelay.api.midjourney_settings import MidjourneySettings
 from polyrelay.api.signup_policy import SignupSettings
 from polyrelay.billing.invitations import InvitationSettings
 from polyrelay.api.sso.settings import SsoSettings
+from polyrelay.api.two_factor_settings import SecuritySettings
 from polyrelay.billing.budget import BudgetSettings
 from polyrelay.billing.payments.settings import PaymentSettings
 from polyrelay.relay.balance import BalanceSettings
@@ -200,6 +201,12 @@ class Settings(BaseSettings):
     cookie_secure: Literal["auto"] | bool = Field(default="auto", description="Secure session cookie; auto: over HTTPS.")
     sign_in_throttle_entries: int = Field(default=10_000, ge=2, description="Sign-in failure table size per process.")
     sso: SsoSettings = SsoSettings()  # single sign-on: OpenID Connect and GitHub (see docs/platform.md)
+    public_url: str | None = Field(
+        default=None, pattern=r"^https?://[^/?#\s]+$", max_length=256,
+        description="Where users open the console (scheme://host[:port]): the base of mailed links, single sign-on "
+                    "redirects and payment return URLs unless a block sets its own; passkeys are bound to its host.",
+    )
+    security: SecuritySettings = SecuritySettings()  # two-factor sign-in (see docs/platform.md)
 
     channels: list[ChannelConfig] = []
     users: list[UserConfig] = []
@@ -221,13 +228,22 @@ class Settings(BaseSettings):
         return self.smtp or (email.server if email is not None else None)
 
     @model_validator(mode="after")
+    def _one_public_url(self) -> Settings:
+        """The top-level ``public_url`` serves every feature that builds links; a block's own overrides it."""
+        if self.public_url is not None:
+            for block in (self.console, self.signup, self.sso, self.payments):
+                if block.public_url is None:
+                    block.public_url = self.public_url
+        return self
+
+    @model_validator(mode="after")
     def _mail_is_reachable(self) -> Settings:
         if self.alerts.email is not None and self.mail_server is None:
             raise ValueError("alerts.email needs an SMTP server: an smtp: block, or host and from in alerts.email")
         if self.signup.mode != "closed" and self.signup.require_email_verification \
                 and (self.mail_server is None or self.signup.public_url is None):
             raise ValueError("signup.require_email_verification mails a link: it needs an smtp: block and "
-                             "signup.public_url")
+                             "public_url (or signup.public_url)")
         return self
 
     @classmethod

@@ -23,9 +23,13 @@ def test_alert_email_uses_the_smtp_block_or_the_server_written_beside_its_addres
 
 def test_open_sign_up_with_verification_needs_a_mail_server_and_a_public_url() -> None:
     for missing in ({"smtp": SERVER}, {"signup": {"mode": "open", "public_url": "https://relay.example.test"}}):
-        with pytest.raises(ValidationError, match="needs an smtp: block and signup.public_url"):
+        with pytest.raises(ValidationError, match=r"needs an smtp: block and public_url \(or signup.public_url\)"):
             Settings(**{"signup": {"mode": "open"}, **missing})
     Settings(smtp=SERVER, signup={"mode": "open", "public_url": "https://relay.example.test"})
+    one = Settings(smtp=SERVER, signup={"mode": "open"}, public_url="https://relay.example.test")
+    assert one.signup.public_url == one.sso.public_url == one.payments.public_url == "https://relay.example.test"
+    own = Settings(public_url="https://relay.example.test", payments={"public_url": "https://pay.example.test"})
+    assert (own.payments.public_url, own.console.public_url) == ("https://pay.example.test", "https://relay.example.test")
     Settings(signup={"mode": "open", "require_email_verification": False})
 
 

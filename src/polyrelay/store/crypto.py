@@ -1,4 +1,4 @@
-"""Upstream keys encrypted at rest: the secret key, and the column type that uses it.
+"""Secrets encrypted at rest (upstream keys, TOTP secrets): the secret key, and the column types that use it.
 
 ``channels.keys`` holds a Fernet token (AES-128-CBC + HMAC-SHA256, from ``cryptography``)
 of the JSON list, so a copied database or backup does not hand out the upstream
@@ -29,6 +29,7 @@ NEW_SECRET_KEY_ENV = "POLYRELAY_NEW_SECRET_KEY"
 
 # The columns this module reads and writes itself, as stored (ciphertext), not through the model.
 _channels = table("channels", column("id", Integer), column("name", String), column("keys", JSON))
+_totp = table("user_totp", column("user_id", Integer), column("secret", String))
 
 
 class SecretKeyError(Exception):
@@ -168,6 +169,25 @@ class EncryptedKeys(TypeDecorator[list[str]]):
             raise SecretKeyError(f"the secret key from {key.source} does not decrypt a channel's keys") from None
 
 
+class EncryptedText(TypeDecorator[str]):
+    """A string column holding the Fernet token of a secret string (a user's TOTP secret); the model sees the text."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else active().cipher.encrypt(value.encode()).decode()
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        key = active()
+        try:
+            return key.cipher.decrypt(value.encode()).decode()
+        except InvalidToken:
+            raise SecretKeyError(f"the secret key from {key.source} does not decrypt a user's TOTP secret") from None
+
+
 def _decrypts(cipher: Fernet, stored: Any) -> bool:
     try:
         decrypt_keys(cipher, stored)
@@ -193,11 +213,20 @@ def check_channels(engine: Engine, key: SecretKey) -> None:
 
 
 def rotate(engine: Engine, old: SecretKey, new: Fernet) -> int:
-    """Re-encrypt every channel's keys from ``old`` to ``new`` in one transaction; the number of channels."""
+    """Re-encrypt every channel's keys and every TOTP secret from ``old`` to ``new`` in one transaction;
+    the number of channels."""
     with engine.begin() as connection:
         rows = connection.execute(_channels.select().order_by(_channels.c.id).with_for_update()).all()
         _refuse_unless_all_decrypt(rows, old)
         for row in rows:
             sealed = encrypt_keys(new, decrypt_keys(old.cipher, row.keys))
             connection.execute(update(_channels).where(_channels.c.id == row.id).values(keys=sealed))
+        for user_id, secret in connection.execute(_totp.select().with_for_update()).all():
+            try:
+                plain = old.cipher.decrypt(secret.encode())
+            except InvalidToken:
+                raise SecretKeyError(f"the secret key from {old.source} does not decrypt the TOTP secret of user "
+                                     f"{user_id}") from None
+            connection.execute(update(_totp).where(_totp.c.user_id == user_id)
+                               .values(secret=new.encrypt(plain).decode()))
     return len(rows)

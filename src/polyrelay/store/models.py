@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Date, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, Date, DateTime, Float, Index, Integer, LargeBinary, String, Text, UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from polyrelay.store.crypto import EncryptedKeys
+from polyrelay.store.crypto import EncryptedKeys, EncryptedText
 
 
 def utcnow() -> datetime:
@@ -521,3 +523,54 @@ class JobLease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     node: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[int] = mapped_column(BigInteger)
+class UserTotp(Base):
+    """A user's TOTP (RFC 6238) secret, Fernet-encrypted like upstream keys; ``active`` once a code confirmed it.
+    ``last_step`` is the time step of the last accepted code: a code is accepted once, never again."""
+
+    __tablename__ = "user_totp"
+
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    secret: Mapped[str] = mapped_column(EncryptedText(256))
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_step: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UserRecoveryCode(Base):
+    """A single-use code that stands in for a second factor; only its SHA-256 is stored (it is random)."""
+
+    __tablename__ = "user_recovery_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class UserPasskey(Base):
+    """A WebAuthn credential: its id (base64url), public key (COSE) and the authenticator's last signature count."""
+
+    __tablename__ = "user_passkeys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    sign_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SignInChallenge(Base):
+    """A short-lived, single-use step of two-factor sign-in: a ticket between password and second factor
+    (``purpose`` "sign_in", id = SHA-256 of the ticket) or a passkey registration ("passkey_add", id = SHA-256 of
+    the challenge). ``challenge``: the WebAuthn challenge the answer must sign."""
+
+    __tablename__ = "sign_in_challenges"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, index=True)
+    purpose: Mapped[str] = mapped_column(String(16))
+    challenge: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -18,7 +18,8 @@ from polyrelay.api.admin.access import Principal, SESSION_COOKIE, endpoint
 from polyrelay.api.admin.common import (
     ApiError, engine_of, error_response, json_response, read_body, run_db, sha256_hex,
 )
-from polyrelay.api.admin.throttle import LoginThrottle
+from polyrelay.api.admin import second_factor
+from polyrelay.api.admin.throttle import Attempt, LoginThrottle
 from polyrelay.api.admin.users import user_json
 from polyrelay.api.common import client_ip
 from polyrelay.billing import accounts
@@ -57,20 +58,31 @@ def secure_cookie(request: Request) -> bool:
     return request.url.scheme == "https" if setting == "auto" else setting
 
 
+async def admit(request: Request, name: str) -> Attempt | Response:
+    """The attempt, counted as failed until it proves right; or the 429 to send once a limit is reached."""
+    attempt = await _throttle(request).admit(name, client_ip(request))
+    if attempt.retry_after is None:
+        return attempt
+    seconds = max(1, math.ceil(attempt.retry_after))
+    response = error_response(ApiError(429, "too_many_attempts", f"Too many failed sign-ins; try again in {seconds} s."))
+    response.headers["retry-after"] = str(seconds)
+    return response
+
+
+async def succeeded(request: Request, attempt: Attempt) -> None:
+    await _throttle(request).succeeded(attempt)
+
+
 @endpoint(admin=False, public=True)
 async def login(request: Request, _: Principal) -> Response:
+    """A password; with a second factor on, the answer is a ticket for ``/api/auth/second-factor``, not a session."""
     data = await read_body(request, limit=_LOGIN_BODY_BYTES)
     name, password = data.get("name"), data.get("password")
     if not isinstance(name, str) or not isinstance(password, str):
         raise ApiError(400, "invalid_field", "Send 'name' and 'password'.")
-    throttle = _throttle(request)
-    attempt = await throttle.admit(name, client_ip(request))
-    if attempt.retry_after is not None:
-        seconds = max(1, math.ceil(attempt.retry_after))
-        response = error_response(ApiError(429, "too_many_attempts",
-                                           f"Too many failed sign-ins; try again in {seconds} s."))
-        response.headers["retry-after"] = str(seconds)
-        return response
+    attempt = await admit(request, name)
+    if isinstance(attempt, Response):
+        return attempt
 
     def find() -> Any:
         with Session(engine_of(request)) as session:
@@ -83,20 +95,39 @@ async def login(request: Request, _: Principal) -> Response:
     valid = await asyncio.get_running_loop().run_in_executor(None, _password_matches, password_hash, password)
     if found is None or not valid or not found.enabled:
         raise ApiError(401, "invalid_credentials", "Wrong name or password, or the account is disabled.")
-    await throttle.succeeded(attempt)
+    await succeeded(request, attempt)
     # Told only to whoever knows the password: a self-signed-up user proves the address before coming in.
     if found.signed_up_at is not None and not found.email_verified \
             and request.app.state.settings.signup.require_email_verification:
         raise ApiError(403, "email_unverified", "Confirm your e-mail address first: open the link we mailed to you, "
                                                 "or ask for a new one.")
-    cookie, user = await open_session(request, found.id)
+    user_id = found.id
+
+    def ticket_if_protected() -> dict[str, Any] | None:
+        with Session(engine_of(request)) as session, session.begin():
+            factors = second_factor.factors_of(session, user_id)
+            if not factors:
+                return None
+            return {"ticket": second_factor.open_ticket(session, user_id), "methods": [*factors, "recovery_code"],
+                    "expires_in_s": second_factor.TICKET_TTL_S}
+
+    ticket = await run_db(request, ticket_if_protected)
+    if ticket is not None:
+        return json_response({"second_factor": ticket})
+    return await signed_in(request, user_id)
+
+
+async def signed_in(request: Request, user_id: int) -> Response:
+    """The answer to a completed sign-in: the user, with a new session's cookie."""
+    cookie, user = await open_session(request, user_id)
     response = json_response({"user": user})
     set_session_cookie(request, response, cookie)
     return response
 
 
 async def open_session(request: Request, user_id: int) -> tuple[str, dict[str, Any]]:
-    """A new console session for ``user_id`` (password or single sign-on): the cookie value and the user."""
+    """A new console session for ``user_id`` (password, second factor or single sign-on): the cookie value
+    and the user."""
     cookie = secrets.token_urlsafe(32)
     ttl = request.app.state.settings.session_ttl_s
 

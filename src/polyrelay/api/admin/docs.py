@@ -61,8 +61,8 @@ _QUERIES = {
                             ("end", {"type": "string", "format": "date"}, "YYYY-MM-DD (UTC), default today")],
 }
 _CREATES = frozenset({"create_user", "create_token", "my_create_token", "create_channel", "create_group",
-                      "create_codes", "signup", "my_create_order", "my_playground_key"})
-_NO_CONTENT = frozenset({"logout", "my_password", "reset_password"})
+                      "create_codes", "signup", "my_create_order", "my_playground_key", "begin_totp", "add_passkey"})
+_NO_CONTENT = frozenset({"logout", "my_password", "reset_password", "disable_totp", "reset_user_2fa"})
 _REDIRECTS = frozenset({"sso_start", "sso_callback"})  # browser navigations: to the provider, back to the console
 
 

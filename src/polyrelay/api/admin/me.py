@@ -32,10 +32,11 @@ def _me(principal: Principal) -> int:
     return principal.user_id
 
 
-@endpoint(admin=False)
+@endpoint(admin=False, enrolment=True)
 async def me(request: Request, principal: Principal) -> Response:
     user_id = _me(principal)
     data = await fetch_record(request, models.User, user_id, "Your user", user_view(clock_of(request)))
+    data["must_enrol_second_factor"] = principal.enrol_only  # the console then opens only the account page
     # The live balance: what the database has minus charges settled here and not yet committed.
     record = request.app.state.relay.snapshot.users.get(user_id)
     if record is not None:

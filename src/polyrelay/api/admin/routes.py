@@ -68,6 +68,11 @@ from polyrelay.api.admin.signup import (
 )
 from polyrelay.api.admin.stats import stats
 from polyrelay.api.admin.system import system
+from polyrelay.api.admin.passkeys import add_passkey, delete_passkey, passkey_options
+from polyrelay.api.admin.two_factor import (
+    begin_totp, confirm_totp, disable_totp, renew_recovery_codes, reset_user_2fa, sign_in_passkey_options,
+    sign_in_second_factor, status,
+)
 from polyrelay.api.admin.tasks import list_all_tasks, task_video
 from polyrelay.api.admin.tokens import create_token, delete_token, get_token, list_tokens, update_token
 from polyrelay.api.sso.flow import sso_callback, sso_providers, sso_start
@@ -183,6 +188,17 @@ ROUTES: list[tuple[str, str, Callable[[Request], Awaitable[Response]], str]] = [
     ("POST", "/api/channels/{id}/models", channel_upstream_models, "channels"),
     ("GET", "/api/public/prices", public_prices, "public"),
     ("GET", "/api/public/info", public_info, "public"),
+    ("POST", "/api/auth/second-factor", sign_in_second_factor, "auth"),
+    ("POST", "/api/auth/second-factor/passkey-options", sign_in_passkey_options, "auth"),
+    ("GET", "/api/me/2fa", status, "me"),
+    ("POST", "/api/me/2fa/totp", begin_totp, "me"),
+    ("POST", "/api/me/2fa/totp/confirm", confirm_totp, "me"),
+    ("POST", "/api/me/2fa/totp/disable", disable_totp, "me"),
+    ("POST", "/api/me/2fa/recovery-codes", renew_recovery_codes, "me"),
+    ("POST", "/api/me/2fa/passkeys/options", passkey_options, "me"),
+    ("POST", "/api/me/2fa/passkeys", add_passkey, "me"),
+    ("DELETE", "/api/me/2fa/passkeys/{id}", delete_passkey, "me"),
+    ("DELETE", "/api/users/{id}/2fa", reset_user_2fa, "users"),
 ]
 
 

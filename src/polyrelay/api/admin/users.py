@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from polyrelay.api.admin import second_factor
 from polyrelay.api.admin.access import Principal, endpoint
 from polyrelay.api.admin.budgets import clock_of, user_budget
 from polyrelay.api.admin.common import (
@@ -182,7 +183,8 @@ async def update_user(request: Request, _: Principal) -> Response:
 
 @endpoint()
 async def delete_user(request: Request, _: Principal) -> Response:
-    """Delete a user, its tokens, sessions and linked identities; its ledger and usage logs stay as history."""
+    """Delete a user, its tokens, sessions, second factors and linked identities; its ledger and usage logs
+    stay as history."""
     user_id = path_int(request)
 
     def work() -> None:
@@ -193,6 +195,7 @@ async def delete_user(request: Request, _: Principal) -> Response:
             session.execute(delete(models.Token).where(models.Token.user_id == user_id))
             session.execute(delete(models.WebSession).where(models.WebSession.user_id == user_id))
             session.execute(delete(models.UserIdentity).where(models.UserIdentity.user_id == user_id))
+            second_factor.remove_all(session, user_id)
             session.execute(delete(models.User).where(models.User.id == user_id))
             bump_records_version(session, changes.user(user_id), *map(changes.token, tokens))
 

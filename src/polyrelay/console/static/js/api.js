@@ -51,7 +51,7 @@ export async function api(method, path, body) {
     data?.error?.code ?? 'http',
     data?.error?.message ?? t('error.http', { status: response.status }),
   );
-  if (response.status === 401 && path !== '/api/auth/login') signedOut();
+  if (response.status === 401 && !path.startsWith('/api/auth/')) signedOut(); // a wrong password or code: no session lost
   throw error;
 }
 

@@ -226,6 +226,10 @@ async function route({ meIsFresh = false } = {}) {
     return;
   }
   if (serial !== state.route) return;
+  if (state.me.must_enrol_second_factor && path !== 'account') {
+    location.hash = '#/account'; // the API refuses everything else until a second factor is set up
+    return;
+  }
   const load = USER_PAGES[path] ?? ADMIN_PAGES[path];
   if (!load) return notice(page, 'nav.notFound', 'page.notFound');
   if (path in ADMIN_PAGES && state.me.role !== 'admin') return notice(page, 'page.notAllowedTitle', 'page.notAllowed');

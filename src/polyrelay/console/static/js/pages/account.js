@@ -1,4 +1,5 @@
-// Account: who you are, your budget per period if capped, your password, your invitations, signing out.
+// Account: who you are, your budget per period if capped, your password, two-factor sign-in, your
+// invitations, your single sign-on identities, signing out.
 import { post } from '../api.js';
 import { periodSummary } from '../budget.js';
 import { dateTime, money } from '../format.js';
@@ -6,6 +7,7 @@ import { t } from '../i18n.js';
 import { button, facts, field, h, pageHeader, readForm } from '../ui.js';
 import { identitiesSection } from '../sso.js';
 import { inviteSection } from './invite.js';
+import { twoFactorCard } from './twofactor.js';
 
 export async function render(page, { me, params, signOut, refreshMe }) {
   const result = h('p', { role: 'status' });
@@ -68,6 +70,7 @@ export async function render(page, { me, params, signOut, refreshMe }) {
       [t('account.since'), dateTime(me.created_at)],
     ]),
     form,
+    twoFactorCard({ refreshMe }),
     inviteSection({ refreshMe }),
     await identitiesSection(params),
   );

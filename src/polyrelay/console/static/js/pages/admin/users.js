@@ -4,6 +4,7 @@ import { get, patch, post } from '../../api.js';
 import { periodField, periodSummary } from '../../budget.js';
 import { dateTime, dollarsToMicros, microsToDollars, money, optionalInt } from '../../format.js';
 import { t } from '../../i18n.js';
+import { resetTwoFactorButton } from '../twofactor.js';
 import { badge, button, deleteButton, field, formDialog, h, loading, pageHeader, pager, table, toast } from '../../ui.js';
 
 const PAGE = 100;
@@ -80,6 +81,7 @@ function userTable(rows, refresh) {
           button(t('users.money'), () => moveMoney(row, refresh), { 'aria-label': `${t('users.money')} ${row.name}` }),
           button(t('common.edit'), () => edit(row, refresh), { 'aria-label': `${t('common.edit')} ${row.name}` }),
           h('a', { class: 'button', href: `#/admin/logs?user_id=${row.id}` }, t('users.logs')),
+          resetTwoFactorButton(row),
           deleteButton(t('users.confirmDelete', { name: row.name }), `/api/users/${row.id}`, refresh),
         ],
       },
