@@ -68,7 +68,10 @@ def main() -> None:
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--key", required=True)
     args = parser.parse_args()
-    uvloop.run(serve(args.port, args.upstream, args.key))
+    try:
+        uvloop.run(serve(args.port, args.upstream, args.key))
+    except KeyboardInterrupt:  # bench/run.py stops it with SIGINT
+        pass
 
 
 if __name__ == "__main__":

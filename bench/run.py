@@ -339,13 +339,13 @@ def phase(wrk: str, port: int, script: Path, conns: int, seconds: float, warmup:
 # ---------------------------------------------------------------- importtime
 
 
-def importtime_breakdown(config: Path, tmp: Path, top: int = 12) -> dict:
+def importtime_breakdown(config: Path, tmp: Path, env: dict[str, str], top: int = 12) -> dict:
     """Start the gateway under -X importtime and aggregate self-time by top-level package."""
     port = free_port()
     log = tmp / "importtime.log"
     if log.exists():
         log.unlink()
-    gw = start_gateway("uvicorn", config, port, [], {}, log, python_flags=["-X", "importtime"])
+    gw = start_gateway("uvicorn", config, port, [], env, log, python_flags=["-X", "importtime"])
     stop(gw.proc)
     per_pkg: dict[str, int] = {}
     total = 0
@@ -492,8 +492,13 @@ def main() -> None:
     try:
         upstream = start_upstream(up_port)
         database_url = f"sqlite:///{tmp / 'bench.db'}"
+        gateway_env: dict[str, str] = {}
         if args.database == "postgresql":
+            from cryptography.fernet import Fernet
+
             database_url, drop_database = fresh_postgres(args.postgres_url)
+            # A shared database needs the operator's key for upstream keys at rest (SQLite keeps one beside it).
+            gateway_env["POLYRELAY_SECRET_KEY"] = Fernet.generate_key().decode()
         traces_port = None
         if args.tracing:
             traces_port = free_port()
@@ -504,11 +509,11 @@ def main() -> None:
         log = tmp / "gateway.log"
 
         # Readiness, twice: a fresh database (migrations run) and a restart on the existing one.
-        gateway = start_gateway(args.server, config, gw_port, args.server_arg, {}, log)
+        gateway = start_gateway(args.server, config, gw_port, args.server_arg, gateway_env, log)
         results["ready_fresh_db_s"] = gateway.ready_s
         results.update(gateway.extra)
         stop(gateway.proc)
-        gateway = start_gateway(args.server, config, gw_port, args.server_arg, {}, log)
+        gateway = start_gateway(args.server, config, gw_port, args.server_arg, gateway_env, log)
         results["ready_existing_db_s"] = gateway.ready_s
         time.sleep(1.0)
         results["idle_rss_mb"] = rss_mb(gateway.proc.pid)
@@ -558,7 +563,7 @@ def main() -> None:
         stop(gateway.proc)
         gateway = None
         if args.server == "uvicorn" and not args.no_importtime and results["ready_existing_db_s"] > TARGETS["ready_s"]:
-            results["importtime"] = importtime_breakdown(config, tmp)
+            results["importtime"] = importtime_breakdown(config, tmp, gateway_env)
     finally:
         stop(gateway.proc if gateway else None)
         stop(floor)
