@@ -349,9 +349,14 @@ class UpstreamResponse:
             self._read_timer = None
 
     async def iter_any(self) -> AsyncIterator[bytes]:
+        """Everything received so far, as one piece: what one upstream write sent as many chunks (a burst of
+        SSE events) goes on to the caller as one write, not one per chunk."""
         while True:
-            while self._chunks:
-                yield self._chunks.popleft()
+            if self._chunks:
+                joined = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+                self._chunks.clear()
+                yield joined
+                continue  # more may have come while the caller took that
             transport = self._connection.transport
             if not self.done and transport is not None and not transport.is_reading():
                 transport.resume_reading()
