@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from polyrelay.urls import HttpUrl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
@@ -23,7 +24,7 @@ class SignupSettings(BaseModel):
     deny_disposable: bool = Field(default=True, description="Refuse the throwaway-mail domains listed by the "
                                                             "disposable-email-domains package.")
     per_ip_per_hour: int = Field(default=5, ge=1, description="Sign-ups from one client address per hour and process.")
-    public_url: str | None = Field(default=None, description="The console's address as users reach it; the base of "
+    public_url: HttpUrl | None = Field(default=None, description="The console's address as users reach it; the base of "
                                                              "the links mailed to them.")
     verification_ttl_s: int = Field(default=24 * 3600, gt=0)
     reset_ttl_s: int = Field(default=3600, gt=0)
@@ -35,12 +36,6 @@ class SignupSettings(BaseModel):
     def _domains(cls, value: list[str]) -> list[str]:
         return [domain.strip().lower().lstrip("@") for domain in value]
 
-    @field_validator("public_url")
-    @classmethod
-    def _public_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("public_url must start with http:// or https://")
-        return value.rstrip("/") if value else value
 
 
 def _within(domain: str, listed: list[str] | set[str]) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from polyrelay.urls import HttpUrl
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 GITHUB_URLS = ("https://github.com", "https://api.github.com")
@@ -17,22 +18,15 @@ class SsoProvider(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="In the callback URL: /api/auth/sso/{name}/callback.")
     kind: Literal["oidc", "github"] = "oidc"
     label: str = Field(default="", max_length=64, description="The button's text; absent: the name.")
-    issuer: str | None = Field(default=None, description="oidc: the issuer; its /.well-known/openid-configuration is read.")
+    issuer: HttpUrl | None = Field(default=None, description="oidc: the issuer; its /.well-known/openid-configuration is read.")
     client_id: str = Field(min_length=1, max_length=512)
     client_secret: SecretStr = Field(description="A secret: write it as ${ENV_VAR} in the file.")
     scopes: list[str] = Field(default=[], description="Absent: 'openid email profile' (oidc), 'read:user user:email' (github).")
     auto_provision: bool = Field(default=False, description="Create a user for a new identity with a verified e-mail.")
     group: str = Field(default="default", max_length=64, description="The group auto-provisioned users join.")
     allowed_domains: list[str] = Field(default=[], description="E-mail domains that may link or be provisioned; empty: any.")
-    github_url: str = Field(default=GITHUB_URLS[0], description="github: where /login/oauth/* is (GitHub Enterprise).")
-    github_api_url: str = Field(default=GITHUB_URLS[1], description="github: the REST API (/user, /user/emails).")
-
-    @field_validator("issuer", "github_url", "github_api_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/") if value is not None else None
+    github_url: HttpUrl = Field(default=GITHUB_URLS[0], description="github: where /login/oauth/* is (GitHub Enterprise).")
+    github_api_url: HttpUrl = Field(default=GITHUB_URLS[1], description="github: the REST API (/user, /user/emails).")
 
     @field_validator("allowed_domains")
     @classmethod
@@ -61,20 +55,13 @@ class SsoSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     providers: list[SsoProvider] = []
-    public_url: str | None = Field(
+    public_url: HttpUrl | None = Field(
         default=None, description="The console's external URL, for redirect URIs; absent: the URL the request came to.",
     )
     allow_private_hosts: bool = Field(
         default=False, description="Let discovery, token and key fetches reach loopback/private addresses (an issuer on the LAN).",
     )
     timeout_s: float = Field(default=10.0, gt=0, le=60, description="Each call to an identity provider.")
-
-    @field_validator("public_url")
-    @classmethod
-    def _public_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("public_url must start with http:// or https://")
-        return value.rstrip("/") if value is not None else None
 
     @field_validator("providers")
     @classmethod

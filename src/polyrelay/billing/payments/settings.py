@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from polyrelay.urls import HttpUrl
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 # Stripe counts these currencies in whole units, not hundredths; orders here are in hundredths.
@@ -17,24 +18,13 @@ ZERO_DECIMAL = frozenset({"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga"
 _CURRENCY = re.compile(r"[a-z]{3}")
 
 
-def _http_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("must start with http:// or https://")
-    return value.rstrip("/")
-
-
 class StripeSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     secret_key: SecretStr = Field(description="sk_live_... or sk_test_... (a restricted key may do: Checkout write).")
     webhook_secret: SecretStr = Field(description="whsec_... of the endpoint /api/payments/stripe/webhook.")
     currency: str = Field(default="usd", description="What Checkout charges in; needs a currency_rate.")
-    api_base: str = Field(default="https://api.stripe.com", description="Only for tests: a fake Stripe.")
-
-    @field_validator("api_base")
-    @classmethod
-    def _api_base(cls, value: str) -> str:
-        return _http_url(value)
+    api_base: HttpUrl = Field(default="https://api.stripe.com", description="Only for tests: a fake Stripe.")
 
     @field_validator("currency")
     @classmethod
@@ -50,15 +40,10 @@ class EpaySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str
+    url: HttpUrl
     pid: str = Field(min_length=1, max_length=64)
     key: SecretStr
     types: list[str] = Field(default=["alipay", "wxpay"], min_length=1, description="Payment types offered.")
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return _http_url(value)
 
     @field_validator("types")
     @classmethod
@@ -87,7 +72,7 @@ class PaymentSettings(BaseModel):
     bonus_tiers: list[BonusTier] = []
     order_ttl_s: int = Field(default=7200, ge=60, le=86_400,
                              description="An unpaid order expires after this; Stripe's own minimum is 1800.")
-    public_url: str | None = Field(default=None, description="How payment providers and browsers reach this "
+    public_url: HttpUrl | None = Field(default=None, description="How payment providers and browsers reach this "
                                    "gateway (https://relay.example.com); absent: the URL the order was placed on.")
     stripe: StripeSettings | None = None
     epay: EpaySettings | None = None
@@ -99,11 +84,6 @@ class PaymentSettings(BaseModel):
         if not all(_CURRENCY.fullmatch(c) and 0 < r <= 1_000_000 for c, r in rates.items()):
             raise ValueError("keys are three-letter currencies, values credit USD per unit (0 < rate <= 1e6)")
         return rates
-
-    @field_validator("public_url")
-    @classmethod
-    def _public_url(cls, value: str | None) -> str | None:
-        return None if value is None else _http_url(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> PaymentSettings:
