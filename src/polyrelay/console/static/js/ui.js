@@ -61,6 +61,23 @@ export function field({ name, label, type = 'text', value = '', hint, options, .
   return h('div', { class: 'field' }, h('label', { for: id }, label), control, hintElement);
 }
 
+/** A new password and its repetition, as sign-up, password reset and the account page ask for them. */
+export function newPasswordFields({ name, label, confirmLabel, autofocus = false }) {
+  return [
+    field({
+      name,
+      label,
+      type: 'password',
+      autocomplete: 'new-password',
+      required: true,
+      minlength: 8,
+      autofocus,
+      hint: t('account.newHint'),
+    }),
+    field({ name: 'confirm', label: confirmLabel, type: 'password', autocomplete: 'new-password', required: true }),
+  ];
+}
+
 /** The form's named controls as {name: string | boolean}. */
 export function readForm(form) {
   const values = {};

@@ -4,7 +4,7 @@ import { post } from '../api.js';
 import { periodSummary } from '../budget.js';
 import { dateTime, money } from '../format.js';
 import { t } from '../i18n.js';
-import { button, facts, field, h, pageHeader, readForm } from '../ui.js';
+import { button, facts, field, h, newPasswordFields, pageHeader, readForm } from '../ui.js';
 import { identitiesSection } from '../sso.js';
 import { inviteSection } from './invite.js';
 import { twoFactorCard } from './twofactor.js';
@@ -22,22 +22,7 @@ export async function render(page, { me, params, signOut, refreshMe }) {
       autocomplete: 'current-password',
       required: true,
     }),
-    field({
-      name: 'new_password',
-      label: t('account.new'),
-      type: 'password',
-      autocomplete: 'new-password',
-      required: true,
-      minlength: 8,
-      hint: t('account.newHint'),
-    }),
-    field({
-      name: 'confirm',
-      label: t('account.confirm'),
-      type: 'password',
-      autocomplete: 'new-password',
-      required: true,
-    }),
+    ...newPasswordFields({ name: 'new_password', label: t('account.new'), confirmLabel: t('account.confirm') }),
     h('button', { type: 'submit', class: 'primary' }, t('account.save')),
     result,
   );

@@ -1,7 +1,7 @@
 // The reset link's landing page (#/reset?token=...): a new password; every session of the account ends.
 import { post } from '../api.js';
 import { t } from '../i18n.js';
-import { field, h } from '../ui.js';
+import { h, newPasswordFields } from '../ui.js';
 import { note, visitorCard, visitorForm } from './visitor.js';
 
 export function render({ languageSwitch, params }) {
@@ -9,22 +9,11 @@ export function render({ languageSwitch, params }) {
   const form = visitorForm({
     submitLabel: t('reset.submit'),
     fields: [
-      field({
+      ...newPasswordFields({
         name: 'password',
         label: t('account.new'),
-        type: 'password',
-        autocomplete: 'new-password',
-        required: true,
-        minlength: 8,
+        confirmLabel: t('account.confirm'),
         autofocus: true,
-        hint: t('account.newHint'),
-      }),
-      field({
-        name: 'confirm',
-        label: t('account.confirm'),
-        type: 'password',
-        autocomplete: 'new-password',
-        required: true,
       }),
     ],
     submit: async ({ password, confirm }) => {

@@ -1,7 +1,7 @@
 // Sign-up (#/signup, #/signup?invite=CODE): a new account, then the verification mail.
 import { get, post } from '../api.js';
 import { t } from '../i18n.js';
-import { field, h } from '../ui.js';
+import { field, h, newPasswordFields } from '../ui.js';
 import { note, visitorCard, visitorForm } from './visitor.js';
 
 export async function render({ languageSwitch, params }) {
@@ -25,22 +25,7 @@ export async function render({ languageSwitch, params }) {
         required: true,
         hint: domains || null,
       }),
-      field({
-        name: 'password',
-        label: t('login.password'),
-        type: 'password',
-        autocomplete: 'new-password',
-        required: true,
-        minlength: 8,
-        hint: t('account.newHint'),
-      }),
-      field({
-        name: 'confirm',
-        label: t('signup.confirm'),
-        type: 'password',
-        autocomplete: 'new-password',
-        required: true,
-      }),
+      ...newPasswordFields({ name: 'password', label: t('login.password'), confirmLabel: t('signup.confirm') }),
       field({
         name: 'invite_code',
         label: t('signup.invite'),
